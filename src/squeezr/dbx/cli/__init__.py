@@ -1,0 +1,23 @@
+"""The ``dbx`` command line. Each subcommand is a module in this package with ``register``."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from squeezr import __version__
+from squeezr.clikit import build_parser, run
+
+# Subcommand modules, in the order `dbx --help` lists them.
+COMMANDS: list[str] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    modules = [importlib.import_module(f"squeezr.dbx.cli.{name}") for name in COMMANDS]
+    parser = build_parser(
+        "dbx",
+        "Experiment management: find, compare, query and verify experiments.",
+        modules,
+        __version__,
+    )
+    return run(parser, argv)
