@@ -9,7 +9,21 @@ from squeezr import __version__
 from squeezr.clikit import build_parser, run
 
 # Subcommand modules, in the order `dbx --help` lists them.
-COMMANDS: list[str] = []
+COMMANDS: list[str] = [
+    "init",
+    "ls",
+    "show",
+    "diff",
+    "like",
+    "cmd",
+    "code",
+    "log",
+    "missing",
+    "attach",
+    "notes",
+    "verify",
+    "query",
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

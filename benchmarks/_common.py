@@ -1,0 +1,67 @@
+"""Timing and reporting helpers shared by every benchmark script.
+
+Kept tiny on purpose: each benchmark owns its workload; this module only makes the clock,
+the command-line switches and the final JSON line (see benchmarks/README.md) look the same
+everywhere, so figures from different scripts can be collected by one parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+
+class Timer:
+    """Elapsed wall-clock seconds of a ``with timer():`` block (``perf_counter``, monotonic)."""
+
+    seconds: float = 0.0
+
+
+@contextmanager
+def timer() -> Iterator[Timer]:
+    """Measure the enclosed block; read ``.seconds`` after the block ends."""
+    result = Timer()
+    start = time.perf_counter()
+    try:
+        yield result
+    finally:
+        result.seconds = time.perf_counter() - start
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with the ``--quick`` switch every benchmark must accept."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="smaller workload, for a smoke test")
+    return p
+
+
+def ratio(slow: float, fast: float) -> str:
+    """``slow / fast`` as a short human string, e.g. ``'12.3x'`` (``'n/a'`` if undefined)."""
+    if not fast or fast <= 0 or slow is None:
+        return "n/a"
+    return f"{slow / fast:.1f}x"
+
+
+def machine() -> dict[str, Any]:
+    """Where and when the figures were taken, so they can be written down with context."""
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def report(name: str, figures: dict[str, Any]) -> None:
+    """Print the benchmark's last line: one JSON object ``{"benchmark": name, ...figures}``."""
+    line = {"benchmark": name, **figures, "machine": machine()}
+    sys.stdout.write(json.dumps(line, default=str, allow_nan=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,34 @@
+"""``dbx attach EXP FILE [--name NAME]``: copy a file into an experiment, with its checksum.
+
+Attaching does not start a run (unlike ``dbx log``): the attachment list records when the
+file was added, and ``dbx cmd`` keeps pointing at the run that did the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from squeezr.dbx.cli import common
+from squeezr.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "attach", help="attach a file to an experiment", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    parser.add_argument("file", help="file to copy into the experiment's files/")
+    parser.add_argument("--name", help="name inside files/ (default: the file's name)")
+    common.add_repo_option(parser)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    source = Path(args.file)
+    if not source.is_file():
+        raise UserError(f"no file {args.file!r}; give the path of a file to attach")
+    repo = common.repository(args)
+    info = common.open_experiment(args.ref, repo).attach(source, name=args.name)
+    print(f"attached {info['path']} ({info['size']} bytes, sha256 {info['sha256']})")
+    return 0

@@ -1,0 +1,66 @@
+"""``dbx log EXP NAME key=value ...``: append an event from the shell.
+
+For add-on metrics computed outside Python (a shell script, another tool). Values are read as
+JSON when they parse (``acc=0.93``, ``ok=true``, ``xs=[1,2]``) and kept as strings otherwise;
+dotted keys nest (``eval.top1=0.9`` gives ``{"eval": {"top1": 0.9}}``). Each call is a new
+run of the experiment, so the event records where it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from squeezr import dbx
+from squeezr.dbx.cli import common
+from squeezr.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "log",
+        help="append an event to an experiment from the shell",
+        description=__doc__.splitlines()[0],
+        epilog="example: dbx log 3f2a eval/test test_acc=0.912 split=test",
+    )
+    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    parser.add_argument("name", help="event name, e.g. eval/test")
+    parser.add_argument("fields", nargs="*", metavar="KEY=VALUE", help="event data")
+    common.add_repo_option(parser)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    data = parse_fields(args.fields)
+    if not args.name.strip("/"):
+        raise UserError("the event name is empty; give one such as eval/test")
+    repo = common.repository(args)
+    with dbx.resume(args.ref, repo=repo) as exp:
+        exp.log(args.name, data)
+    print(f"logged {args.name} to {common.label(exp)}")
+    return 0
+
+
+def parse_fields(fields: list[str]) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b": {"c": "x"}}``; values are JSON where possible."""
+    data: dict[str, Any] = {}
+    for field in fields:
+        key, sep, text = field.partition("=")
+        parts = key.split(".")
+        if not sep or not all(parts):
+            raise UserError(f"cannot read {field!r}; write event data as key=value, e.g. acc=0.9")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            value = text
+        target = data
+        for part in parts[:-1]:
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                raise UserError(f"{key!r} conflicts with an earlier value of {part!r}")
+            target = nested
+        if isinstance(target.get(parts[-1]), dict):
+            raise UserError(f"{key!r} conflicts with earlier keys under it")
+        target[parts[-1]] = value
+    return data

@@ -1,0 +1,78 @@
+"""``dbx ls [PREFIX]``: list experiments, filtered, sorted, with chosen columns.
+
+Exit status 1 when nothing matches, so scripts can test for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from squeezr import clikit
+from squeezr.dbx import expr
+from squeezr.dbx.cli import common
+from squeezr.dbx.select import experiment_lookup, select_experiments
+from squeezr.errors import UserError
+
+DEFAULT_COLUMNS = "id,name,kind,created"
+EPILOG = """examples:
+  dbx ls prune/ --kind prune --since 7d
+  dbx ls --where "params.optimizer.lr == 0.1 and results.best_val_acc > 0.9"
+  dbx ls --sort=-results.best_val_acc --columns name,params.method,results.best_val_acc --limit 5
+where-language: docs/dbx-expressions.md"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ls",
+        help="list experiments (prefix, kind, since, where, sort, columns)",
+        description=__doc__.splitlines()[0],
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common.add_selection_options(parser)
+    parser.add_argument(
+        "--sort", help="comma-separated keys, '-' for descending: --sort=-results.acc,name"
+    )
+    parser.add_argument(
+        "--columns", default=DEFAULT_COLUMNS, help=f"comma-separated (default: {DEFAULT_COLUMNS})"
+    )
+    parser.add_argument("--limit", type=int, help="show at most this many")
+    common.add_repo_option(parser)
+    clikit.add_output_options(parser)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
+    if not columns:
+        raise UserError("--columns is empty; name at least one column, e.g. --columns id,name")
+    experiments = select_experiments(
+        common.repository(args),
+        prefix=args.prefix,
+        kind=args.kind,
+        since=args.since,
+        where=args.where,
+        sort=args.sort,
+        limit=args.limit,
+    )
+    if not experiments:
+        print("dbx: no experiments match", file=sys.stderr)
+        return 1
+    common.emit([row(exp, columns, args.fmt) for exp in experiments], args.fmt)
+    return 0
+
+
+def row(exp: Any, columns: list[str], fmt: str) -> dict[str, Any]:
+    """One row of the chosen columns; tables show short ids."""
+    lookup = experiment_lookup(exp)
+    values: dict[str, Any] = {}
+    for column in columns:
+        value = lookup(column)
+        if value is expr.MISSING:
+            value = None
+        elif column == "id" and fmt == "table":
+            value = value[: common.SHORT_ID]
+        values[column] = value
+    return values

@@ -1,0 +1,51 @@
+"""``dbx notes EXP [TEXT | --append TEXT]``: show, replace or add to an experiment's notes.
+
+Notes are the one part of an experiment meant for people: why it was run, what went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from squeezr.dbx.cli import common
+from squeezr.errors import UserError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "notes", help="show or set an experiment's notes", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    parser.add_argument("text", nargs="?", help="new notes ('-' reads them from stdin)")
+    parser.add_argument("--append", metavar="TEXT", help="add TEXT as a new paragraph")
+    common.add_repo_option(parser)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.text is not None and args.append is not None:
+        raise UserError("give either TEXT (replace the notes) or --append TEXT, not both")
+    exp = common.open_experiment(args.ref, common.repository(args))
+    if args.text is None and args.append is None:
+        if not exp.notes:
+            print(f"dbx: {common.label(exp)} has no notes", file=sys.stderr)
+            return 1
+        print(exp.notes.rstrip("\n"))
+        return 0
+    if args.append is None:
+        exp.notes = _read(args.text)
+    else:
+        exp.notes = _join(exp.notes, _read(args.append))
+    print(f"notes of {common.label(exp)} saved")
+    return 0
+
+
+def _read(text: str) -> str:
+    """The text itself, or standard input for ``-``."""
+    return sys.stdin.read() if text == "-" else text
+
+
+def _join(notes: str, addition: str) -> str:
+    """Notes with ``addition`` as a new paragraph."""
+    return f"{notes.rstrip()}\n\n{addition}" if notes.strip() else addition

@@ -1,0 +1,34 @@
+"""``dbx verify``: check a repository's files (JSON format, torn log lines, checksums).
+
+Run it after copying or syncing a repository, or after a crash. Prints one problem per line
+and exits with status 1 if there are any, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from squeezr.dbx.cli import common
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="check a repository's files and attachment checksums",
+        description=__doc__.splitlines()[0],
+    )
+    common.add_repo_option(parser)
+    parser.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    repo = common.repository(args)
+    problems = repo.verify()
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"{len(problems)} problem(s) in {repo.path}")
+        return 1
+    count = sum(1 for _ in repo.experiments())
+    print(f"{count} experiment(s) in {repo.path}: no problems")
+    return 0

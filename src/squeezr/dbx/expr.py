@@ -1,0 +1,448 @@
+"""The where-language: one small boolean expression syntax for every dbx filter.
+
+``dbx ls --where`` filters experiments with it and ``dbx query ... | where`` filters events, so
+users learn one syntax. Identifiers are dotted paths (``params.optimizer.lr``) resolved by a
+caller-supplied lookup, which is what lets the same parsed expression run over experiments,
+events or captured variables. An expression is parsed once into nested closures, so evaluating
+it over many thousands of rows costs a few Python calls per node and no re-parsing.
+
+Semantics (grammar in docs/dbx-expressions.md): a comparison that touches a missing field is
+false (so ``not`` of it is true); numbers compare numerically, strings lexically, booleans
+only with booleans; comparing values of different types is false, except ``!=``, which is
+true.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from squeezr.errors import UserError
+
+__all__ = ["MISSING", "Expr", "dig", "equal", "mapping_lookup", "parse"]
+
+
+class _Missing:
+    """The type of ``MISSING``: what a lookup returns for a path that does not exist."""
+
+    _instance: _Missing | None = None
+
+    def __new__(cls) -> _Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+Lookup = Callable[[str], Any]
+_Node = Callable[[Lookup], bool]
+_Operand = tuple[str, Any]  # ("path", dotted path) or ("literal", value)
+
+
+def dig(value: Any, path: str) -> Any:
+    """Follow a dotted ``path`` through nested mappings (and list indices); MISSING if absent."""
+    if not path:
+        return value
+    for key in path.split("."):
+        if isinstance(value, Mapping):
+            if key not in value:
+                return MISSING
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return MISSING
+    return value
+
+
+def mapping_lookup(root: Mapping[str, Any]) -> Lookup:
+    """A lookup over nested dicts, e.g. ``{"params": {...}, "results": {...}, "kind": "train"}``."""
+    return lambda path: dig(root, path)
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parsed expression; ``evaluate`` runs it against one row's ``lookup``."""
+
+    text: str
+    _root: _Node
+    _paths: frozenset[str]
+
+    def evaluate(self, lookup: Lookup) -> bool:
+        """True if the expression holds; ``lookup(path)`` returns the value or ``MISSING``."""
+        return self._root(lookup)
+
+    def paths(self) -> set[str]:
+        """Every field path the expression reads (to load or index only what is needed)."""
+        return set(self._paths)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# -- values and comparisons ----------------------------------------------------------------
+
+
+def _kind(value: Any) -> str:
+    """The comparison class of a value: bools are not numbers, ints and floats are."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "num"
+    if isinstance(value, str):
+        return "str"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, Mapping):
+        return "map"
+    return type(value).__name__
+
+
+def equal(a: Any, b: Any) -> bool:
+    """Typed equality: 1 == 1.0, but 1 != True and 1 != "1" (JSON values keep their types)."""
+    return _kind(a) == _kind(b) and a == b
+
+
+def _ordered(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    """An ordering that only holds between two numbers or two strings."""
+
+    def ordered(a: Any, b: Any) -> bool:
+        kind = _kind(a)
+        return kind in ("num", "str") and kind == _kind(b) and compare(a, b)
+
+    return ordered
+
+
+def _contains(a: Any, b: Any) -> bool:
+    """``a in b``: membership in a list (typed equality), or substring of a string."""
+    if isinstance(b, str):
+        return isinstance(a, str) and a in b
+    if isinstance(b, (list, tuple)):
+        return any(equal(a, item) for item in b)
+    return False
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": equal,
+    "!=": lambda a, b: not equal(a, b),
+    "<": _ordered(lambda a, b: a < b),
+    "<=": _ordered(lambda a, b: a <= b),
+    ">": _ordered(lambda a, b: a > b),
+    ">=": _ordered(lambda a, b: a >= b),
+    "in": _contains,
+    "not in": lambda a, b: not _contains(a, b),
+}
+_REGEX_OPS = ("=~", "!~")
+_OPERATORS = (*_COMPARE, *_REGEX_OPS)
+
+
+def _comparison(op: str, left: _Operand, right: _Operand) -> _Node:
+    """A closure for ``left op right``; the common ``path op literal`` case reads one field."""
+    compare = _COMPARE[op]
+    if right[0] == "literal":
+        get, value = _getter(left), right[1]
+
+        def against_literal(lookup: Lookup) -> bool:
+            a = get(lookup)
+            return a is not MISSING and compare(a, value)
+
+        return against_literal
+    get_left, get_right = _getter(left), _getter(right)
+
+    def node(lookup: Lookup) -> bool:
+        a = get_left(lookup)
+        if a is MISSING:
+            return False
+        b = get_right(lookup)
+        return b is not MISSING and compare(a, b)
+
+    return node
+
+
+def _getter(operand: _Operand) -> Callable[[Lookup], Any]:
+    kind, value = operand
+    if kind == "path":
+        return lambda lookup: lookup(value)
+    return lambda lookup: value
+
+
+def _regex_match(op: str, left: _Operand, pattern: re.Pattern[str]) -> _Node:
+    wanted = op == "=~"
+    search = pattern.search
+
+    get = _getter(left)
+
+    def node(lookup: Lookup) -> bool:
+        value = get(lookup)
+        if not isinstance(value, str):
+            return False
+        return (search(value) is not None) == wanted
+
+    return node
+
+
+def _truthy(operand: _Operand) -> _Node:
+    """A bare value as a condition: holds only for boolean ``true``."""
+    get = _getter(operand)
+    return lambda lookup: get(lookup) is True
+
+
+def _exists(path: str) -> _Node:
+    return lambda lookup: lookup(path) is not MISSING
+
+
+def _negate(inner: _Node) -> _Node:
+    return lambda lookup: not inner(lookup)
+
+
+def _all(parts: list[_Node]) -> _Node:
+    if len(parts) == 2:
+        first, second = parts
+        return lambda lookup: first(lookup) and second(lookup)
+    return lambda lookup: all(part(lookup) for part in parts)
+
+
+def _any(parts: list[_Node]) -> _Node:
+    if len(parts) == 2:
+        first, second = parts
+        return lambda lookup: first(lookup) or second(lookup)
+    return lambda lookup: any(part(lookup) for part in parts)
+
+
+# -- tokens --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # num, str, name, op, end
+    text: str
+    value: Any
+    column: int  # 1-based
+
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+  | (?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
+  | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+  | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
+  | (?P<op>==|!=|<=|>=|=~|!~|&&|\|\||[<>!()\[\],=])
+    """,
+    re.VERBOSE,
+)
+_KEYWORDS = {"and", "or", "not", "in", "true", "false", "null", "exists"}
+_CONSTANTS = {"true": True, "false": False, "null": None}
+_UNESCAPE = re.compile(r"\\([\\'\"])")
+
+
+def _describe(token: _Token) -> str:
+    return "end of expression" if token.kind == "end" else repr(token.text)
+
+
+def _error(column: int, message: str) -> UserError:
+    return UserError(f"bad expression at column {column}: {message}")
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    position = 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None:
+            char = text[position]
+            if char in "'\"":
+                raise _error(position + 1, f"unterminated string starting with {char}")
+            raise _error(position + 1, f"unexpected character {char!r}")
+        kind = match.lastgroup or ""
+        raw = match.group()
+        column = position + 1
+        position = match.end()
+        if kind == "space":
+            continue
+        if kind == "num":
+            value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
+        elif kind == "str":
+            value = _UNESCAPE.sub(r"\1", raw[1:-1])
+        else:
+            value = raw
+        if kind == "op" and raw == "=":
+            raise _error(column, "'=' is not an operator; use '==' to compare")
+        tokens.append(_Token(kind, raw, value, column))
+    tokens.append(_Token("end", "", None, len(text) + 1))
+    return tokens
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+class _Parser:
+    """Recursive descent: or > and > not > comparison; each rule returns a closure."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = _tokenize(text)
+        self.index = 0
+        self.paths: set[str] = set()
+
+    @property
+    def token(self) -> _Token:
+        return self.tokens[self.index]
+
+    def advance(self) -> _Token:
+        token = self.tokens[self.index]
+        self.index += 1
+        return token
+
+    def at(self, *texts: str) -> bool:
+        token = self.token
+        return token.kind in ("op", "name") and token.text in texts
+
+    def expect(self, text: str, context: str) -> _Token:
+        if not self.at(text):
+            raise _error(
+                self.token.column, f"expected {text!r} {context} (got {_describe(self.token)})"
+            )
+        return self.advance()
+
+    def parse(self) -> _Node:
+        if self.token.kind == "end":
+            raise _error(1, "the expression is empty; write a condition such as kind == 'train'")
+        node = self.parse_or()
+        if self.token.kind != "end":
+            raise _error(
+                self.token.column,
+                f"unexpected {_describe(self.token)} after a complete condition "
+                "(join conditions with 'and' / 'or')",
+            )
+        return node
+
+    def parse_or(self) -> _Node:
+        parts = [self.parse_and()]
+        while self.at("or", "||"):
+            self.advance()
+            parts.append(self.parse_and())
+        return parts[0] if len(parts) == 1 else _any(parts)
+
+    def parse_and(self) -> _Node:
+        parts = [self.parse_not()]
+        while self.at("and", "&&"):
+            self.advance()
+            parts.append(self.parse_not())
+        return parts[0] if len(parts) == 1 else _all(parts)
+
+    def parse_not(self) -> _Node:
+        if self.at("not", "!"):
+            self.advance()
+            return _negate(self.parse_not())
+        return self.parse_primary()
+
+    def parse_primary(self) -> _Node:
+        token = self.token
+        if self.at("("):
+            self.advance()
+            node = self.parse_or()
+            self.expect(")", f"to close the '(' at column {token.column}")
+            return node
+        if self.at("exists"):
+            self.advance()
+            self.expect("(", "after 'exists'")
+            path = self.token
+            if path.kind != "name" or path.text in _KEYWORDS:
+                raise _error(path.column, f"exists() needs a field path (got {_describe(path)})")
+            self.advance()
+            self.expect(")", "to close exists(")
+            self.paths.add(path.text)
+            return _exists(path.text)
+        left = self.parse_operand(f"expected a condition (got {_describe(token)})")
+        op = self.parse_operator()
+        if op is None:
+            return _truthy(left)
+        op_token = self.tokens[self.index - 1]
+        if op in _REGEX_OPS:
+            return _regex_match(op, left, self.parse_regex(op))
+        if op in ("in", "not in") and self.at("["):
+            return _comparison(op, left, ("literal", self.parse_list()))
+        right = self.parse_operand(
+            f"expected a value after {op_token.text!r} (got {_describe(self.token)})"
+        )
+        return _comparison(op, left, right)
+
+    def parse_operator(self) -> str | None:
+        if self.at("not") and self.tokens[self.index + 1].text == "in":
+            self.index += 2
+            return "not in"
+        if self.token.kind in ("op", "name") and self.token.text in _OPERATORS:
+            return self.advance().text
+        return None
+
+    def parse_operand(self, message: str) -> _Operand:
+        token = self.token
+        if token.kind in ("num", "str"):
+            self.advance()
+            return ("literal", token.value)
+        if token.kind == "name" and token.text in _CONSTANTS:
+            self.advance()
+            return ("literal", _CONSTANTS[token.text])
+        if token.kind == "name" and token.text not in _KEYWORDS:
+            self.advance()
+            self.paths.add(token.text)
+            return ("path", token.text)
+        if self.at("["):
+            return ("literal", self.parse_list())
+        raise _error(token.column, message)
+
+    def parse_literal(self, message: str) -> Any:
+        token = self.token
+        if token.kind in ("num", "str"):
+            self.advance()
+            return token.value
+        if token.kind == "name" and token.text in _CONSTANTS:
+            self.advance()
+            return _CONSTANTS[token.text]
+        if self.at("["):
+            return self.parse_list()
+        raise _error(token.column, message)
+
+    def parse_list(self) -> list[Any]:
+        opening = self.expect("[", "to start a list")
+        items: list[Any] = []
+        while not self.at("]"):
+            if self.token.kind == "end":
+                raise _error(
+                    self.token.column, f"the '[' at column {opening.column} is never closed"
+                )
+            if items:
+                self.expect(",", "between list items")
+            items.append(self.parse_literal(f"expected a list item (got {_describe(self.token)})"))
+        self.advance()
+        return items
+
+    def parse_regex(self, op: str) -> re.Pattern[str]:
+        token = self.token
+        if token.kind != "str":
+            raise _error(
+                token.column,
+                f"expected a quoted regular expression after {op!r} (got {_describe(token)})",
+            )
+        self.advance()
+        try:
+            return re.compile(token.value)
+        except re.error as exc:
+            raise _error(token.column, f"invalid regular expression {token.text}: {exc}") from None
+
+
+def parse(text: str) -> Expr:
+    """Parse ``text`` into an :class:`Expr`; syntax errors are UserErrors naming the column."""
+    parser = _Parser(text)
+    root = parser.parse()
+    return Expr(text, root, frozenset(parser.paths))

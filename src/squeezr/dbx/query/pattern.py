@@ -1,0 +1,112 @@
+"""Event-name patterns: the first step of every query, and the one that must be fast.
+
+A pattern selects events by their hierarchical name and captures name levels as columns.
+Matching is memoised per distinct name (a log repeats few names many times), and each pattern
+exposes a literal substring that every matching name contains, so log readers can skip lines
+without parsing them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from squeezr.errors import UserError
+
+_VAR = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+
+
+def numeric(text: str) -> Any:
+    """A captured level as int or float when it looks like a number, so it sorts and compares numerically."""
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+class Pattern:
+    """A compiled name pattern (see docs/dbx-query.md, "Name patterns").
+
+    ``exact/name``; ``prefix/`` or ``prefix/**`` (the prefix and everything below it);
+    ``*`` = one level; ``*`` inside a level = any characters but ``/``; ``**`` = zero or more
+    levels; ``:var`` = one level captured as column ``var``.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        segments = text.split("/")
+        if segments[-1] == "" and len(segments) > 1:
+            segments[-1] = "**"  # "train/" means "train/**"
+        if not text or "" in segments:
+            raise UserError(f"bad name pattern {text!r}: empty level; write levels like a/b/:k")
+        self.variables: list[str] = []
+        self._regex = re.compile(self._build(segments))
+        self.literal: str = self._longest_literal(segments)
+        self._memo: dict[str, tuple[Any, ...] | None] = {}
+
+    def _build(self, segments: list[str]) -> str:
+        if segments == ["**"]:
+            return ".+"
+        out = ""
+        need_sep = False
+        for index, seg in enumerate(segments):
+            if seg == "**":
+                if index and segments[index - 1] == "**":
+                    raise UserError(f"bad name pattern {self.text!r}: write ** once, not **/**")
+                out += "(?:/[^/]+)*" if index else "(?:[^/]+/)*"
+                need_sep = bool(index)
+                continue
+            if need_sep:
+                out += "/"
+            need_sep = True
+            var = _VAR.fullmatch(seg)
+            if var:
+                name = var.group(1)
+                if name in self.variables:
+                    raise UserError(f"bad name pattern {self.text!r}: variable :{name} used twice")
+                self.variables.append(name)
+                out += f"(?P<{name}>[^/]+)"
+            elif seg.startswith(":"):
+                raise UserError(
+                    f"bad name pattern {self.text!r}: {seg!r} is not a variable; use :name"
+                    " with letters, digits and _"
+                )
+            elif seg == "*":
+                out += "[^/]+"
+            else:
+                out += "[^/]*".join(re.escape(part) for part in seg.split("*"))
+        return out
+
+    @staticmethod
+    def _longest_literal(segments: list[str]) -> str:
+        chunks: list[list[str]] = [[]]
+        for seg in segments:
+            if "*" in seg or seg.startswith(":"):
+                chunks.append([])
+            else:
+                chunks[-1].append(seg)
+        return max(("/".join(chunk) for chunk in chunks), key=len)
+
+    def match(self, name: str) -> tuple[Any, ...] | None:
+        """The captured values (numeric-looking ones converted) if ``name`` matches, else None."""
+        try:
+            return self._memo[name]
+        except KeyError:
+            pass
+        found = self._regex.fullmatch(name)
+        result = None if found is None else tuple(numeric(v) for v in found.groups())
+        self._memo[name] = result
+        return result
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.text!r})"
+
+
+@lru_cache(maxsize=256)
+def compile_pattern(text: str) -> Pattern:
+    """A shared compiled pattern, so the name memo survives between queries in one process."""
+    return Pattern(text)

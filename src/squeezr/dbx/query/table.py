@@ -1,0 +1,245 @@
+"""From one experiment's log to the columns of the events a pattern matches, with a cache.
+
+This is the query's inner loop over millions of events, so it works on plain lists (one per
+column) and never builds per-event DataFrames. Results are memoised per experiment, pattern
+and merge mode, in memory and in ``<repo>/.dbx/cache/query/`` (JSON and raw numbers, never
+pickle; checked against each log file's size and modification time, so a changed log is
+re-read and the folder is safe to delete).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterable
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from squeezr.dbx.query.logs import Event, read_matching, valid_event
+from squeezr.dbx.query.pattern import Pattern
+from squeezr.errors import UserError
+
+CACHE_VERSION = 3
+_MEMORY_ENTRIES = 20_000
+
+
+class Table:
+    """Matched events as columns: ``name ts run id _pos``, captured variables, data keys.
+
+    Missing values are None; all-number columns are numpy arrays. A data key that collides
+    with an event field or a variable is stored as ``data.<key>``. Columns read from the disk
+    cache stay undecoded JSON until first asked for, so a query pays only for what it uses.
+    """
+
+    def __init__(
+        self,
+        columns: dict[str, Any],
+        length: int,
+        encoded: dict[str, tuple[str, bytes]] | None = None,
+    ) -> None:
+        self.length = length
+        self._columns = columns
+        self._encoded = encoded or {}
+        self.names: list[str] = [*columns, *self._encoded]
+
+    def column(self, name: str) -> list[Any] | np.ndarray | None:
+        """The values of column ``name`` (None if this log has no such column)."""
+        encoded = self._encoded.pop(name, None)
+        if encoded is not None:
+            kind, raw = encoded
+            try:
+                values = _compact(json.loads(raw)) if kind == "json" else np.frombuffer(raw, kind)
+            except (ValueError, TypeError):
+                raise UserError(
+                    "the query cache is damaged; delete .dbx/cache/query in the repository"
+                ) from None
+            self._columns[name] = values
+        return self._columns.get(name)
+
+    def encode(self) -> bytes:
+        """The cache file body: a JSON header line, then each column as raw little-endian
+        numbers (numeric columns) or a JSON array (the rest) — nothing executable."""
+        parts: list[bytes] = []
+        spans = []
+        offset = 0
+        for name in self.names:
+            values = self.column(name)
+            if isinstance(values, np.ndarray):
+                kind, data = values.dtype.str, values.tobytes()
+            else:
+                kind, data = "json", json.dumps(values).encode()
+            parts.append(data)
+            spans.append([name, kind, offset, offset + len(data)])
+            offset += len(data)
+        header = json.dumps({"length": self.length, "spans": spans}).encode()
+        return header + b"\n" + b"".join(parts)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Table:
+        """The inverse of ``encode``; columns are decoded lazily."""
+        end = raw.index(b"\n")
+        header = json.loads(raw[:end])
+        body = raw[end + 1 :]
+        spans = header["spans"]
+        encoded = {name: (kind, body[start:stop]) for name, kind, start, stop in spans}
+        return cls({}, header["length"], encoded)
+
+
+def extract(events: Iterable[tuple[int, Event]], pattern: Pattern, merge: bool) -> Table:
+    """Match, optionally merge by name (union of data, latest wins), and lay out as columns.
+
+    A merged row sits at the position of its name's first event (when it first happened);
+    its ``ts`` and ``run`` are those of the latest event that contributed to it, its ``id``
+    that of the first. Events that are not ``{"name": str, "data": dict, ...}`` are skipped.
+    """
+    events = list(events)
+    try:
+        return _extract(events, pattern, merge)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        good = [(position, event) for position, event in events if valid_event(event)]
+        warnings.warn(f"skipping {len(events) - len(good)} malformed log events", stacklevel=2)
+        return _extract(good, pattern, merge)
+
+
+def _extract(events: list[tuple[int, Event]], pattern: Pattern, merge: bool) -> Table:
+    # Hot loop: one dict lookup per event; per-row work happens afterwards, per column.
+    match = pattern.match
+    entries: list[list[Any]] = []  # [position, captures, first event, *later events]
+    if merge:
+        by_name: dict[str, list[Any]] = {}
+        for position, event in events:
+            name = event["name"]
+            entry = by_name.get(name)
+            if entry is not None:
+                entry.append(event)
+                continue
+            captures = match(name)
+            if captures is not None:
+                by_name[name] = [position, captures, event]
+        entries = list(by_name.values())
+    else:
+        for position, event in events:
+            captures = match(event["name"])
+            if captures is not None:
+                entries.append([position, captures, event])
+    firsts = [entry[2] for entry in entries]
+    lasts = [entry[-1] for entry in entries]
+    datas = [entry[2].get("data", {}) if len(entry) == 3 else _merged(entry) for entry in entries]
+    columns: dict[str, Any] = {
+        "_pos": [entry[0] for entry in entries],
+        "name": [event["name"] for event in firsts],
+        "ts": [event.get("ts") for event in lasts],
+        "run": [event.get("run") for event in lasts],
+        "id": [event.get("id") for event in firsts],
+    }
+    for index, variable in enumerate(pattern.variables):
+        columns[variable] = [entry[1][index] for entry in entries]
+    for key in dict.fromkeys(chain.from_iterable(datas)):
+        column = f"data.{key}" if key in columns else key
+        columns[column] = [data.get(key) for data in datas]
+    return Table({name: _compact(values) for name, values in columns.items()}, len(entries))
+
+
+def _merged(entry: list[Any]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for event in entry[2:]:
+        data.update(event.get("data", {}))
+    return data
+
+
+def _compact(values: list[Any]) -> Any:
+    """A numeric column as a numpy array (cheap to concatenate and cache), else the list."""
+    if values and type(values[0]) in (int, float):
+        array = np.asarray(values)
+        if array.ndim == 1 and array.dtype.kind in "if":
+            return array
+    return values
+
+
+def log_files(folder: Path) -> list[Path]:
+    """An experiment's logs in run order (``log-1.jsonl``, ``log-2.jsonl``, ..., ``log-10.jsonl``)."""
+
+    def run_number(path: Path) -> int:
+        stem = path.stem.removeprefix("log-")
+        return int(stem) if stem.isdigit() else 0
+
+    return sorted(folder.glob("log-*.jsonl"), key=run_number)
+
+
+def _stamp(files: list[Path]) -> list[list[Any]]:
+    stamp = []
+    for path in files:
+        info = path.stat()
+        stamp.append([path.name, info.st_size, info.st_mtime_ns])
+    return stamp
+
+
+class TableCache:
+    """Per-experiment extraction results, in memory (LRU) and optionally on disk."""
+
+    def __init__(self) -> None:
+        self._memory: OrderedDict[tuple[str, str, bool], tuple[list[list[Any]], Table]] = (
+            OrderedDict()
+        )
+
+    def table(self, folder: Path, pattern: Pattern, merge: bool, cache_dir: Path | None) -> Table:
+        """The matched-event columns of the experiment in ``folder`` (its runs concatenated)."""
+        files = log_files(folder)
+        stamp = _stamp(files)
+        key = (os.path.abspath(folder), pattern.text, merge)
+        hit = self._memory.get(key)
+        if hit is not None and hit[0] == stamp:
+            self._memory.move_to_end(key)
+            return hit[1]
+        disk = None
+        if cache_dir is not None:  # named relative to the repository, so it survives a move
+            where = (os.path.relpath(key[0], cache_dir), pattern.text, merge)
+            disk = cache_dir / (hashlib.sha1(repr(where).encode()).hexdigest() + ".cache")
+        table = self._load(disk, stamp) if disk else None
+        if table is None:
+            table = _read(files, pattern, merge)
+            if disk:
+                self._save(disk, stamp, table)
+        self._memory[key] = (stamp, table)
+        if len(self._memory) > _MEMORY_ENTRIES:
+            self._memory.popitem(last=False)
+        return table
+
+    @staticmethod
+    def _load(path: Path, stamp: list[list[Any]]) -> Table | None:
+        try:
+            raw = path.read_bytes()
+            end = raw.index(b"\n")
+            if json.loads(raw[:end]) != {"version": CACHE_VERSION, "stamp": stamp}:
+                return None
+            return Table.decode(raw[end + 1 :])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    @staticmethod
+    def _save(path: Path, stamp: list[list[Any]], table: Table) -> None:
+        # Best effort: the cache is an optimisation, a read-only repository still answers.
+        header = json.dumps({"version": CACHE_VERSION, "stamp": stamp}).encode()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_bytes(header + b"\n" + table.encode())
+            os.replace(temporary, path)
+        except OSError:
+            pass
+
+
+def _read(files: list[Path], pattern: Pattern, merge: bool) -> Table:
+    events: list[tuple[int, Event]] = []
+    offset = 0
+    for path in files:
+        found, count = read_matching(path, pattern.literal)
+        events.extend(((offset + line, event) for line, event in found) if offset else found)
+        offset += count
+    return extract(events, pattern, merge)

@@ -1,0 +1,190 @@
+"""How code sees an experiment's params and results: dot-notation mappings.
+
+``params`` never change after creation, so they are a frozen ``dict`` (JSON-serialisable as
+is) that also answers ``p["optimizer.lr"]`` and ``p.optimizer.lr``. ``results`` change while
+other processes may be writing them, so every write is a locked read-modify-write of
+``results.json`` and every read sees the file's current content.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, NoReturn
+
+from squeezr.dbx import jsonx
+from squeezr.dbx.fileio import atomic_write, locked
+from squeezr.errors import UserError
+
+__all__ = ["Params", "Results", "check_keys", "get_dotted", "set_dotted"]
+
+
+def check_keys(value: Any, where: str, path: str = "") -> None:
+    """UserError if any key, at any depth, is not a non-empty string without a ``.``."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str) or not key or "." in key:
+                under = f" (under {path!r})" if path else ""
+                raise UserError(
+                    f"{where} key {key!r}{under} is not allowed: keys must be non-empty strings "
+                    "without '.' (dots address nested values); nest a mapping instead"
+                )
+            check_keys(item, where, f"{path}.{key}" if path else key)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            check_keys(item, where, path)
+
+
+def get_dotted(data: Mapping[str, Any], key: str) -> Any:
+    """``data["a"]["b"]`` for ``key == "a.b"``; KeyError naming ``key`` if absent."""
+    if key in data:
+        return data[key]
+    node: Any = data
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(key)
+        node = node[part]
+    return node
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``key == "a.b"``, creating (or replacing non-mapping)
+    intermediate levels."""
+    parts = key.split(".")
+    if not all(parts):
+        raise UserError(f"result key {key!r} has an empty part; use names like 'a.b'")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Params(value)
+    if isinstance(value, list):
+        return [_freeze(item) for item in value]
+    return value
+
+
+class Params(dict):
+    """A read-only dict of params: ``p["a.b"]``, ``p.a.b`` and ``p["a"]["b"]`` all work."""
+
+    def __init__(self, data: Mapping[str, Any] = ()) -> None:
+        super().__init__((key, _freeze(value)) for key, value in dict(data).items())
+
+    def __getitem__(self, key: str) -> Any:
+        if isinstance(key, str) and "." in key and not dict.__contains__(self, key):
+            return get_dotted(self, key)
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]  # type: ignore[index]
+        except (KeyError, TypeError):
+            return False
+        return True
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return dict.__getitem__(self, name)
+        except KeyError:
+            raise AttributeError(f"no param {name!r}") from None
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise UserError("params are immutable after creation; store changing values in results")
+
+    __setitem__ = __delitem__ = __setattr__ = __delattr__ = _readonly
+    clear = pop = popitem = setdefault = update = __ior__ = _readonly  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Params, (dict(self),))
+
+
+class Results(MutableMapping[str, Any]):
+    """The live ``results.json`` of one experiment.
+
+    Reads re-read the file when it changed (checked by ``stat``); each write (``[k] = v``,
+    ``update``, ``del``) is one atomic, locked read-modify-write, so concurrent writers in
+    other processes lose nothing. Keys may be dotted paths (``"a.b"``) into nested objects.
+    """
+
+    def __init__(self, path: Path, lock_path: Path) -> None:
+        self._path = path
+        self._lock = lock_path
+        self._stamp: tuple[int, int, int] | None = None
+        self._cache: dict[str, Any] = {}
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            return {}
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            data = jsonx.read_json(self._path, "results file")
+            if not isinstance(data, dict):
+                raise UserError(f"results file {self._path} does not hold a JSON object; repair it")
+            self._cache, self._stamp = data, stamp
+        return self._cache
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain-dict copy of the current results."""
+        return jsonx.loads(jsonx.dumps(self._load()))
+
+    def modify(self, change: Any) -> None:
+        """Apply ``change(results_dict)`` as one locked read-modify-write."""
+        with locked(self._lock):
+            self._stamp = None
+            data = dict(self._load())
+            change(data)
+            check_keys(data, "result")
+            atomic_write(self._path, jsonx.dumps(data, indent=2) + "\n")
+            self._stamp = None
+
+    def __getitem__(self, key: str) -> Any:
+        return get_dotted(self._load(), key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.modify(lambda data: set_dotted(data, key, value))
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+
+        def remove(data: dict[str, Any]) -> None:
+            *parents, last = key.split(".") if key not in data else [key]
+            node = data
+            for part in parents:
+                node = node[part]
+            del node[last]
+
+        self.modify(remove)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+        items = dict(other, **kwargs)
+
+        def merge(data: dict[str, Any]) -> None:
+            for key, value in items.items():
+                set_dotted(data, key, value)
+
+        self.modify(merge)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._load()))
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __repr__(self) -> str:
+        return f"Results({self._load()!r})"

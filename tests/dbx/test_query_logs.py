@@ -1,0 +1,145 @@
+"""Reading log files: prefilter, torn lines, NaN, run concatenation, cache, following."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from squeezr.dbx.query import engine, table
+from squeezr.dbx.query.engine import Engine, Source
+from squeezr.dbx.query.language import parse
+from squeezr.dbx.query.logs import Tail, read_matching
+from squeezr.errors import UserError
+
+
+def write_log(path: Path, events: list[dict], tail: str = "") -> None:
+    lines = [
+        json.dumps({"id": f"e{i}", "ts": float(i), "run": 1, **e}) for i, e in enumerate(events)
+    ]
+    path.write_text("".join(line + "\n" for line in lines) + tail)
+
+
+def experiment(folder: Path, name: str = "exp", **params: object) -> SimpleNamespace:
+    folder.mkdir(parents=True, exist_ok=True)
+    return SimpleNamespace(
+        path=folder, id=folder.name, name=name, kind="prune", params=params, results={}
+    )
+
+
+def test_prefilter_torn_line_and_nan(tmp_path: Path) -> None:
+    log = tmp_path / "log-1.jsonl"
+    write_log(
+        log,
+        [
+            {"name": "train/step/1", "data": {"loss": {"$numberDouble": "NaN"}}},
+            {"name": "eval/1", "data": {"acc": 0.5}},
+            {"name": "train/step/2", "data": {"loss": 1.0}},
+        ],
+        tail='{"name": "train/step/3", "da',
+    )
+    with pytest.warns(UserWarning, match="unfinished last line"):
+        found, lines = read_matching(log, "train/step")
+    assert lines == 3
+    assert [position for position, _ in found] == [0, 2]
+    assert math.isnan(found[0][1]["data"]["loss"])
+
+
+def test_corrupt_last_line_is_skipped_but_earlier_corruption_is_an_error(tmp_path: Path) -> None:
+    log = tmp_path / "log-1.jsonl"
+    log.write_text('{"name": "a", "data": {}}\n\n{"name": "b", "data": {}}\nnot json\n')
+    with pytest.warns(UserWarning, match="corrupt last line 4"):
+        found, lines = read_matching(log, "")
+    assert lines == 4
+    assert [line for line, _ in found] == [0, 2, 3]
+    assert [event and event["name"] for _, event in found] == ["a", "b", None]
+    log.write_text('{"name": "a", "data": {}}\nnot json\n{"name": "b", "data": {}}\n')
+    with pytest.raises(UserError, match="line 2 is corrupt"):
+        read_matching(log, "")
+
+
+def test_runs_are_concatenated_and_merged(tmp_path: Path) -> None:
+    exp = experiment(tmp_path / "x")
+    write_log(exp.path / "log-1.jsonl", [{"name": "eval/test", "data": {"acc": 0.5, "loss": 2}}])
+    write_log(exp.path / "log-2.jsonl", [{"name": "eval/test", "run": 2, "data": {"acc": 0.7}}])
+    table = Engine([Source(experiment=exp)]).run(parse("eval/test | select acc, loss, run"))
+    assert table.to_dict("records") == [{"acc": 0.7, "loss": 2, "run": 2}]
+
+
+def test_disk_cache_is_used_invalidated_and_safe_to_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = experiment(tmp_path / "repo" / "x")
+    write_log(exp.path / "log-1.jsonl", [{"name": "s/1", "data": {"v": 5, "tag": "a"}}])
+    cache = tmp_path / "repo" / ".dbx" / "cache" / "query"
+    query = parse("s/:k | select k, v, tag")
+
+    def run() -> list[dict]:
+        engine._CACHE = engine.TableCache()  # a fresh process: only the disk cache remains
+        return Engine([Source(experiment=exp)], cache_dir=cache).run(query).to_dict("records")
+
+    assert run() == [{"k": 1, "v": 5, "tag": "a"}]
+    (cached,) = cache.iterdir()
+    with monkeypatch.context() as patch:  # answered from the cache, without reading the log
+        patch.setattr(table, "read_matching", lambda *a: pytest.fail("log was read"))
+        assert run() == [{"k": 1, "v": 5, "tag": "a"}]
+    write_log(
+        exp.path / "log-1.jsonl",
+        [{"name": "s/1", "data": {"v": 5}}, {"name": "s/2", "data": {"v": 6, "tag": "b"}}],
+    )
+    assert [row["v"] for row in run()] == [5, 6]  # the log changed: re-read
+    cached.unlink()
+    assert [row["v"] for row in run()] == [5, 6]
+    for damaged in cache.iterdir():
+        damaged.write_bytes(b"garbage")
+    assert [row["v"] for row in run()] == [5, 6]
+
+
+def test_cross_experiment_columns_and_group(tmp_path: Path) -> None:
+    sources = []
+    for seed in range(3):
+        exp = experiment(tmp_path / f"e{seed}", name=f"prune/m{seed}", seed=seed)
+        write_log(
+            exp.path / "log-1.jsonl",
+            [
+                {"name": f"prune/step/{k}", "data": {"test_acc": 0.9 - k / 10 + seed / 100}}
+                for k in range(3)
+            ],
+        )
+        sources.append(Source(experiment=exp))
+    engine = Engine(sources)
+    table = engine.run(parse("prune/step/:k | where params.seed > 0"))
+    assert list(table.columns)[:2] == ["exp.id", "exp.name"]
+    assert table["exp.name"].tolist() == ["prune/m1"] * 3 + ["prune/m2"] * 3
+    grouped = engine.run(
+        parse("prune/step/:k | group k: mean(1 - test_acc) as err, se(1 - test_acc) as se, count()")
+    )
+    assert grouped["err"].round(3).tolist() == [0.09, 0.19, 0.29]
+    assert grouped["count"].tolist() == [3, 3, 3]
+    assert grouped["se"].iloc[0] == pytest.approx(0.01 / math.sqrt(3))
+    per_exp = engine.run(parse("prune/step/:k | last 1 | select exp.name, params.seed, k"))
+    assert per_exp.to_dict("records")[0] == {"exp.name": "prune/m0", "params.seed": 0, "k": 2}
+
+
+def test_tail_waits_for_the_end_of_a_torn_line(tmp_path: Path) -> None:
+    log = tmp_path / "log-1.jsonl"
+    tail = Tail(log)
+    assert tail.read_new() == []
+    log.write_text('{"name": "a", "data": {}}\n{"name": "b", "da')
+    assert [e["name"] for e in tail.read_new()] == ["a"]
+    with log.open("a") as handle:
+        handle.write('ta": {"v": 1}}\n')
+    assert tail.read_new() == [{"name": "b", "data": {"v": 1}}]
+    assert tail.read_new() == []
+
+
+def test_events_of_the_wrong_shape_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    exp = experiment(tmp_path / "x")
+    log = '{"name": "s/1", "data": {"v": 1}}\n["s/2"]\n{"nam": "s/3"}\n'
+    (exp.path / "log-1.jsonl").write_text(log)
+    with pytest.warns(UserWarning, match="skipping 2 malformed log events"):
+        table = Engine([Source(experiment=exp)]).run(parse("s/:k"))
+    assert table.to_dict("records") == [{"name": "s/1", "k": 1, "v": 1}]
