@@ -1,0 +1,183 @@
+"""Analysis of finished pruning runs: block rankings, Kendall's tau, scratch-training shapes.
+
+Everything here reads what ``squeezr.prune`` logged (``prune/step/<k>`` events), so any run in
+a dbx repository can be compared with any other without re-running it. Blocks keep their
+original indices for life, which is what makes rankings of different runs comparable.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+from scipy.stats import kendalltau, rankdata
+
+from squeezr import dbx
+from squeezr.errors import UserError
+from squeezr.models import ResNet, load_model
+from squeezr.prune.experiment import attach_model, dataset_of, open_splits, plain
+from squeezr.train import TrainConfig, fit, seed_everything
+
+_STEP = re.compile(r"prune/step/(\d+)")
+
+
+def step_records(exp) -> list[dict[str, Any]]:
+    """The ``prune/step/<k>`` records of an experiment in step order (merged across runs, so a
+    resumed run's repeated step counts once, newest data winning)."""
+    merged = exp.merged_events()
+    steps = {int(m.group(1)): data for name, data in merged.items() if (m := _STEP.fullmatch(name))}
+    if not steps:
+        raise UserError(
+            f"experiment {exp.name} ({exp.id}) has no pruning steps; is it a prune run?"
+        )
+    return [steps[k] for k in sorted(steps)]
+
+
+def ranking(records: Sequence[dict[str, Any]], step: int | None = None) -> dict[int, float]:
+    """Rank of every block at step ``k`` (default: the last): 0 = removed first.
+
+    Removed blocks come first in removal order, then the blocks remaining at step k ordered
+    by that step's saliency (lowest = next to go); equal saliencies share their average rank.
+    """
+    k = len(records) if step is None else step
+    if not 1 <= k <= len(records):
+        raise UserError(f"--step must be between 1 and {len(records)} for this run (got {k})")
+    order = [b for record in records[: k - 1] for b in record["chosen"]]
+    scores = {int(b): float(s) for b, s in records[k - 1]["saliency"].items()}
+    rest = [b for b in sorted(scores) if b not in order]
+    ranks: dict[int, float] = {b: float(i) for i, b in enumerate(order)}
+    tied = rankdata([scores[b] for b in rest], method="average")
+    ranks.update({b: len(order) + float(r) - 1 for b, r in zip(rest, tied, strict=True)})
+    return ranks
+
+
+def kendall_tau(a: dict[int, float], b: dict[int, float]) -> float:
+    """Kendall's tau-b between two rankings of the same blocks (ties handled by tau-b)."""
+    if set(a) != set(b):
+        raise UserError(
+            "rankings cover different blocks; compare runs that started from the same network"
+        )
+    blocks = sorted(a)
+    return float(kendalltau([a[x] for x in blocks], [b[x] for x in blocks]).statistic)
+
+
+def tau_matrix(exps: Iterable, step: int | None = None) -> pd.DataFrame:
+    """Kendall's tau between the rankings of every pair of runs at ``step`` (default: last).
+
+    Rows and columns are labelled ``name (id prefix)``; the diagonal is 1.
+    """
+    exps = list(exps)
+    if len(exps) < 2:
+        raise UserError("compare needs at least two pruning experiments")
+    labels = [f"{e.name} ({e.id[:8]})" for e in exps]
+    ranks = [ranking(step_records(e), step) for e in exps]
+    rows = [[kendall_tau(r, s) for s in ranks] for r in ranks]
+    return pd.DataFrame(rows, index=labels, columns=labels)
+
+
+def equal_config(blocks: int) -> tuple[int, int, int]:
+    """The standard equal-groups shape (n, n, n) closest to ``blocks`` blocks in all."""
+    n = max(round(blocks / 3), 1)
+    return (n, n, n)
+
+
+def step_rows(initial: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-step table printed by ``squeezr prune`` and ``squeezr demo`` (step 0 = start)."""
+    rows = [
+        {
+            "step": 0,
+            "removed": 0,
+            "blocks": "",
+            "val_before": initial.get("val_acc"),
+            "val_after": initial.get("val_acc"),
+            "test_after": initial.get("test_acc"),
+            "params_removed_%": 0.0,
+            "finetune": "",
+            "cost": 0,
+        }
+    ]
+    for s in steps:
+        loops = s.get("loops", {})
+        epochs = "+".join(f"{loops[k]['best_epoch']}/{loops[k]['epochs']}" for k in loops)
+        rows.append(
+            {
+                "step": s["step"],
+                "removed": s["blocks_removed"],
+                "blocks": ",".join(map(str, s["chosen"])),
+                "val_before": s["val_acc_before"],
+                "val_after": s["val_acc_after"],
+                "test_after": s["test_acc_after"],
+                "params_removed_%": round(s["params_removed_pct"], 2),
+                "finetune": f"{s['finetune']} {epochs}" if s["finetune"] or loops else "",
+                "cost": s["cost"],
+            }
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------- scratch baselines
+
+
+def pruned_shape(exp) -> tuple[tuple[int, int, int], int]:
+    """(blocks per group, classes) of an experiment's ``model.pt`` (e.g. a pruned network)."""
+    model = load_model(exp.attachment_path("model.pt"))
+    return model.config, model.num_classes
+
+
+def training_epochs(exp, repo: Any = None) -> int | None:
+    """The training budget behind an experiment: its own ``train.epochs``, or that of the
+    experiment a pruning run started from; None when neither is recorded."""
+    params = plain(exp.params)
+    epochs = params.get("train", {}).get("epochs")
+    source = params.get("source", {})
+    if epochs is None and source.get("kind") == "experiment":
+        epochs = plain(dbx.open(source["id"], repo=repo).params).get("train", {}).get("epochs")
+    return int(epochs) if epochs is not None else None
+
+
+def train_scratch(
+    like: str,
+    *,
+    repo: Any = None,
+    equal: bool = False,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    name: str | None = None,
+    progress: bool = True,
+):
+    """Train the shape of experiment ``like``'s model from a random init (spec section 7).
+
+    ``equal`` trains the standard (n, n, n) shape with about as many blocks instead. The
+    budget defaults to the epochs that trained the network ``like`` was pruned from, so both
+    arms of the comparison get the same number of epochs. Returns (experiment, FitResult).
+    """
+    source = dbx.open(like, repo=repo)
+    config, num_classes = pruned_shape(source)
+    if equal:
+        config = equal_config(sum(config))
+    epochs = epochs or training_epochs(source, repo)
+    if epochs is None:
+        raise UserError(f"{source.name} records no training budget; pass --epochs")
+    dataset = dataset_of(source.params)
+    if dataset is None:
+        raise UserError(f"{source.name} records no dataset; it is not a squeezr run")
+    cfg = TrainConfig(epochs=epochs, seed=seed, device=device)
+    params = {
+        "arch": "equal" if equal else "pruned-shape",
+        "config": list(config),
+        "dataset": dataset,
+        "like": {"id": source.id, "name": source.name},
+        "train": cfg.to_dict(),
+    }
+    shape = "-".join(map(str, config))
+    exp = dbx.create(name or f"scratch/{shape}/{seed}", kind="train", params=params, repo=repo)
+    with exp:
+        splits = open_splits(dataset)
+        seed_everything(seed)
+        model = ResNet(config, num_classes=num_classes)
+        result = fit(model, splits, cfg, exp=exp, progress=progress)
+        attach_model(exp, model, "model.pt")
+    return exp, result

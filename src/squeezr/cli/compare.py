@@ -1,0 +1,73 @@
+"""``squeezr compare`` and ``squeezr scratch``: the analyses of finished pruning runs.
+
+``compare EXP1 EXP2 ... [--step K]`` prints Kendall's tau between the block rankings of the
+runs (removed blocks in removal order, then the rest by saliency at step K).
+``scratch --like EXP [--equal]`` trains the pruned shape of EXP (or the equal-groups shape of
+about as many blocks) from a random init with the same epoch budget, as a new experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from squeezr import dbx
+from squeezr.analysis import tau_matrix, train_scratch
+from squeezr.cli.prune import default_repo
+from squeezr.clikit import add_output_options, emit
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="Kendall's tau between the block rankings of pruning runs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("experiments", nargs="+", metavar="EXP", help="pruning experiments (2 or more)")
+    p.add_argument("--step", type=int, help="ranking after this step (default: each run's last)")
+    p.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
+    add_output_options(p)
+    p.set_defaults(func=run_compare)
+
+    s = subparsers.add_parser(
+        "scratch",
+        help="train a pruned network's shape from scratch (baseline)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("--like", required=True, metavar="EXP", help="experiment whose shape to train")
+    s.add_argument("--equal", action="store_true", help="the (n, n, n) shape of as many blocks")
+    s.add_argument("--epochs", type=int, help="budget (default: the original training's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--name", help="experiment name (default: scratch/<n1-n2-n3>/<seed>)")
+    s.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
+    s.add_argument("--no-progress", dest="progress", action="store_false")
+    s.set_defaults(func=run_scratch)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    repo = default_repo(args.repo)
+    exps = [dbx.open(ref, repo=repo) for ref in args.experiments]
+    matrix = tau_matrix(exps, args.step)
+    emit(matrix.round(4).reset_index(names="run"), args.fmt)
+    return 0
+
+
+def run_scratch(args: argparse.Namespace) -> int:
+    exp, result = train_scratch(
+        args.like,
+        repo=default_repo(args.repo),
+        equal=args.equal,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        name=args.name,
+        progress=args.progress,
+    )
+    config = "-".join(map(str, exp.params["config"]))
+    print(
+        f"{exp.name} ({exp.id}): shape {config}, best epoch {result.best_epoch}, "
+        f"val {result.best_val_acc:.4f}, test {result.test_acc:.4f}"
+    )
+    return 0

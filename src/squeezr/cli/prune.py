@@ -1,0 +1,140 @@
+"""``squeezr prune``: greedy block-by-block pruning of a trained ResNet, recorded in dbx.
+
+Example: ``squeezr prune --from train/resnet110/s0 --method oracle --target-size resnet56
+--schedule uniform:4 --epochs 50``. ``--resume EXP`` continues a killed run from its last
+completed step with its recorded settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from squeezr import dbx, saliency, schedules
+from squeezr.analysis import step_rows
+from squeezr.clikit import add_output_options, emit
+from squeezr.errors import UserError
+from squeezr.prune import PruneConfig, make_target
+from squeezr.prune.experiment import resume_experiment, run_experiment
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prune",
+        help="prune a trained ResNet block by block",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source (one of)")
+    src.add_argument("--from", dest="source", help="experiment (id, prefix, name) or checkpoint")
+    src.add_argument("--resume", metavar="EXP", help="continue this pruning experiment")
+    p.add_argument(
+        "--repo", default=None, help="dbx repository (default: $DBX_REPO, ./experiments)"
+    )
+    p.add_argument("--name", help="experiment name (default: prune/<method>/<schedule>)")
+    p.add_argument("--dataset", help="dataset when the source does not record one (cifar10, ...)")
+    p.add_argument("--data-dir", help="where the dataset files are")
+    tgt = p.add_argument_group("target (exactly one)")
+    tgt.add_argument("--target-blocks", type=int, help="blocks to remove")
+    tgt.add_argument("--target-left", type=int, help="blocks to keep")
+    tgt.add_argument("--target-size", help="named size to reach, e.g. resnet56 (27 blocks left)")
+    tgt.add_argument("--target-params", type=int, help="parameter budget")
+    tgt.add_argument("--target-macs", type=int, help="multiply-accumulate budget")
+    sel = p.add_argument_group("selection")
+    sel.add_argument("--method", default="oracle", choices=sorted(saliency.METHODS))
+    sel.add_argument("--selection", default="val", choices=("val", "prune"))
+    sel.add_argument("--blocks-per-step", type=int, default=1)
+    sel.add_argument(
+        "--recompute-every", type=int, default=1, help="recompute saliency every K steps (0 = once)"
+    )
+    ft = p.add_argument_group("fine-tuning")
+    ft.add_argument("--schedule", default="once", help=schedules.HELP)
+    ft.add_argument("--epochs", type=int, default=50, help="epochs per fine-tuning loop")
+    ft.add_argument("--lr", type=float, help="learning rate (default 0.1; 0.001 constant)")
+    ft.add_argument(
+        "--milestones", default="10,20", help="epochs after which lr drops x0.1 (default 10,20)"
+    )
+    ft.add_argument("--constant-lr", action="store_true", help="constant lr (default 0.001)")
+    ft.add_argument("--noise", type=float, default=0.0, help="weight noise eta before each loop")
+    ft.add_argument("--freeze-classifier", action="store_true")
+    ft.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def parse_milestones(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        raise UserError(f"--milestones must be comma-separated epochs, not {text!r}") from None
+
+
+def config_from_args(args: argparse.Namespace):
+    """The PruneConfig the flags describe (``--constant-lr`` = lr 0.001, no milestones)."""
+    target = make_target(
+        blocks=args.target_blocks,
+        left=args.target_left,
+        size=args.target_size,
+        params=args.target_params,
+        macs=args.target_macs,
+    )
+    constant = args.constant_lr
+    cfg = PruneConfig(
+        target=target,
+        method=args.method,
+        schedule=args.schedule,
+        blocks_per_step=args.blocks_per_step,
+        selection=args.selection,
+        recompute_every=args.recompute_every,
+        epochs=args.epochs,
+        lr=args.lr if args.lr is not None else (0.001 if constant else 0.1),
+        milestones=() if constant else parse_milestones(args.milestones),
+        noise=args.noise,
+        freeze_classifier=args.freeze_classifier,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+    )
+    cfg.validate()
+    return cfg
+
+
+def default_repo(path: str | None):
+    """``--repo``, else $DBX_REPO or the repository enclosing the working directory, else
+    ``./experiments`` (created on first use)."""
+    if path is not None:
+        return path
+    try:
+        return dbx.Repository.find()
+    except UserError:
+        return "./experiments"
+
+
+def run(args: argparse.Namespace) -> int:
+    if (args.source is None) == (args.resume is None):
+        raise UserError("give either --from SOURCE (a new run) or --resume EXP")
+    if args.resume:
+        repo = default_repo(args.repo)
+        exp, result = resume_experiment(args.resume, repo=repo, progress=args.progress)
+    else:
+        cfg = config_from_args(args)  # bad flags fail before anything is loaded
+        dataset = {"name": args.dataset, "data_dir": args.data_dir} if args.dataset else None
+        exp, result = run_experiment(
+            args.source,
+            cfg,
+            repo=default_repo(args.repo),
+            name=args.name,
+            dataset=dataset,
+            progress=args.progress,
+        )
+    emit(step_rows(result.initial, result.steps), args.fmt)
+    s = result.summary
+    if args.fmt == "table":
+        print(
+            f"{exp.name} ({exp.id}): {s['blocks_removed']} blocks removed, "
+            f"val {s['final_val_acc']:.4f}, test {s['final_test_acc']:.4f}, "
+            f"{s['params_removed_pct']:.1f}% params removed, cost {s['cost']:.4g} epoch-params"
+        )
+    return 0

@@ -1,0 +1,449 @@
+"""CIFAR ResNets whose blocks can be removed one by one, with counting, save/load and export.
+
+Block pruning needs more than a ``torch.nn.Module``: every residual block keeps the index it
+had in the unpruned network for life (so that logs, removal orders and rankings compare across
+runs), removal must be structural (the parameters really disappear from the ``state_dict``), and
+a pruned network must be rebuilt from a small JSON-able ``spec`` to load its weights.
+
+Layout (spec §1): ``stem`` (conv3x3 → BN → ReLU), three groups of basic blocks with 16/32/64
+channels, the first block of groups 2 and 3 downsampling through a conv1x1(stride 2) → BN
+shortcut, and ``head`` (global average pool → linear). Blocks live in ``ResNet.blocks``, an
+``nn.ModuleDict`` keyed by the original index, so parameter names (``blocks.17.conv1.weight``)
+never change when other blocks are removed.
+
+Removing a downsampling block keeps its shortcut as a :class:`ShortcutUnit`, which computes
+``ReLU(shortcut(y))`` — exactly what the block computed with its residual branch zeroed. A
+group built with zero blocks gets the same kind of unit (the *transition* into that group's
+width and resolution), listed by :meth:`ResNet.units` with index :data:`TRANSITION`; so a
+freshly built ``ResNet((n1, n2, n3))`` has the same layers and parameter count as any pruned
+network with that configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from squeezr.errors import UserError
+
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "resnet20": (3, 3, 3),
+    "resnet32": (5, 5, 5),
+    "resnet44": (7, 7, 7),
+    "resnet56": (9, 9, 9),
+    "resnet110": (18, 18, 18),
+}
+WIDTHS: tuple[int, int, int] = (16, 32, 64)
+TRANSITION = -1
+"""Index reported by :meth:`ResNet.units` for the shortcut unit of a group built with 0 blocks."""
+SPEC_FORMAT = "squeezr.cifar-resnet/1"
+
+
+def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+    )
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convs with BN before each ReLU: ``ReLU(scale · H(y) + shortcut(y))``.
+
+    ``residual_scale`` (``None`` = 1, a float, or a 0-dim tensor, possibly requiring grad)
+    multiplies the residual branch; it is used by block-gradient saliency (∂loss/∂scale) and by
+    phased pruning. It is a plain attribute, never a parameter or buffer, so it stays out of the
+    ``state_dict`` and out of parameter counts. Under ``torch.compile`` a float value is baked
+    into the graph; to change it often, assign a 0-dim tensor once and update it in place.
+    """
+
+    __jit_unused_properties__ = ["downsampling"]  # noqa: RUF012 (read by torch.jit.script)
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = _conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=False)
+        downsamples = stride != 1 or in_channels != out_channels
+        self.shortcut: nn.Module = (
+            _downsample(in_channels, out_channels, stride) if downsamples else nn.Identity()
+        )
+        self.residual_scale = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "residual_scale":
+            # Bypass nn.Module registration: an nn.Parameter here must not become a parameter.
+            if value is not None and not isinstance(value, int | float | Tensor):
+                raise UserError(
+                    f"residual_scale must be None, a number or a 0-dim tensor, not {type(value).__name__}"
+                )
+            if isinstance(value, Tensor) and value.dim() != 0:
+                raise UserError("residual_scale must be a 0-dim tensor (one scalar per block)")
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def downsampling(self) -> bool:
+        """True when the shortcut is a conv1x1+BN (the block changes width/resolution)."""
+        return not isinstance(self.shortcut, nn.Identity)
+
+    def residual(self, x: Tensor) -> Tensor:
+        """The residual branch H(x), without ``residual_scale``."""
+        return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.residual(x)
+        scale = self.residual_scale
+        if scale is not None:
+            out = out * scale
+        return self.relu(out + self.shortcut(x))
+
+    def removable_modules(self) -> list[nn.Module]:
+        """The layers that disappear when this block is pruned (its residual branch)."""
+        return [self.conv1, self.bn1, self.conv2, self.bn2]
+
+
+class ShortcutUnit(nn.Module):
+    """``ReLU(shortcut(y))``: what a removed downsampling block (or an empty group) leaves."""
+
+    def __init__(self, shortcut: nn.Module) -> None:
+        super().__init__()
+        self.shortcut = shortcut
+        self.relu = nn.ReLU(inplace=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.shortcut(x))
+
+
+class Head(nn.Module):
+    """Global average pool → linear classifier."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _check_config(config: Sequence[int]) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(n) for n in config)
+    except (TypeError, ValueError):
+        raise UserError(f"ResNet config must be three block counts, got {config!r}") from None
+    if len(values) != 3 or any(n < 0 for n in values):
+        raise UserError(
+            f"ResNet config must be three non-negative block counts (n1, n2, n3), got {config!r}"
+        )
+    return values  # type: ignore[return-value]
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet of any configuration ``(n1, n2, n3)``, whose blocks can be removed.
+
+    ``forward(x) == head(units applied in order to stem(x))``; the loop runs over
+    ``self.blocks`` (an ``nn.ModuleDict``) and does nothing else per batch, so the model works
+    with ``torch.compile``, TorchScript, CUDA graphs, channels_last and autocast.
+    """
+
+    # Bookkeeping that torch.jit.script must neither compile nor type.
+    __jit_unused_properties__ = ["num_original_blocks", "config"]  # noqa: RUF012
+    __jit_ignored_attributes__ = ["removed", "_group", "_downsampling"]  # noqa: RUF012
+
+    def __init__(self, config: Sequence[int], num_classes: int = 10) -> None:
+        super().__init__()
+        self.original_config = _check_config(config)
+        if int(num_classes) < 1:
+            raise UserError(f"num_classes must be at least 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.stem = nn.Sequential(_conv3x3(3, WIDTHS[0]), nn.BatchNorm2d(WIDTHS[0]), nn.ReLU())
+        self.blocks = nn.ModuleDict()
+        self._group = {}
+        self._downsampling = {}
+        self.removed = []
+        index, cin = 0, WIDTHS[0]
+        for group, (count, width) in enumerate(zip(self.original_config, WIDTHS, strict=True)):
+            stride = 1 if group == 0 else 2
+            if count == 0 and cin != width:
+                # An empty group still has to hand the next group its width and resolution.
+                self.blocks[f"t{group}"] = ShortcutUnit(_downsample(cin, width, stride))
+            for j in range(count):
+                block = BasicBlock(cin if j == 0 else width, width, stride if j == 0 else 1)
+                self.blocks[str(index)] = block
+                self._group[index] = group
+                self._downsampling[index] = block.downsampling
+                index += 1
+            cin = width
+        self.head = Head(WIDTHS[-1], self.num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He (fan-out) init for convs, BN to identity; linear keeps PyTorch's default init."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for unit in self.blocks.values():
+            x = unit(x)
+        return self.head(x)
+
+    # -- block bookkeeping ------------------------------------------------------------------
+
+    @property
+    def num_original_blocks(self) -> int:
+        return sum(self.original_config)
+
+    def block_ids(self) -> list[int]:
+        """Original indices of the remaining blocks, in forward order."""
+        return [int(k) for k, m in self.blocks.items() if isinstance(m, BasicBlock)]
+
+    def units(self) -> list[tuple[int, nn.Module]]:
+        """Forward-order ``(original index, module)`` for every block and leftover shortcut.
+
+        A removed downsampling block's :class:`ShortcutUnit` carries that block's index; the
+        unit of a group built with zero blocks carries :data:`TRANSITION`.
+        """
+        return [(TRANSITION if k.startswith("t") else int(k), m) for k, m in self.blocks.items()]
+
+    def _check_index(self, i: int) -> int:
+        """``i`` as a plain int (numpy/torch integers accepted) if it names an original block."""
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise UserError(f"block index must be an integer, got {i!r}") from None
+        if not 0 <= i < self.num_original_blocks:
+            raise UserError(
+                f"block index {i!r} is out of range; this network has blocks "
+                f"0..{self.num_original_blocks - 1}"
+            )
+        return i
+
+    def block(self, i: int) -> BasicBlock:
+        """The remaining block with original index ``i``."""
+        key = str(self._check_index(i))
+        module = self.blocks[key] if key in self.blocks else None  # noqa: SIM401 (no .get)
+        if not isinstance(module, BasicBlock):
+            raise UserError(f"block {i} has been removed; remaining blocks: {self.block_ids()}")
+        return module
+
+    def group_of(self, i: int) -> int:
+        """Group (0, 1, 2) of original block ``i``, removed or not."""
+        return self._group[self._check_index(i)]
+
+    def is_downsampling(self, i: int) -> bool:
+        """Whether original block ``i`` is the first (downsampling) block of group 2 or 3."""
+        return self._downsampling[self._check_index(i)]
+
+    @property
+    def config(self) -> tuple[int, int, int]:
+        """Remaining blocks per group."""
+        counts = [0, 0, 0]
+        for i in self.block_ids():
+            counts[self._group[i]] += 1
+        return tuple(counts)  # type: ignore[return-value]
+
+    def remove_block(self, i: int) -> None:
+        """Remove block ``i`` in place; a downsampling block leaves its shortcut unit behind."""
+        block = self.block(i)
+        key = str(i)
+        if block.downsampling:
+            self.blocks[key] = ShortcutUnit(block.shortcut)  # same key: keeps forward position
+        else:
+            del self.blocks[key]
+        self.removed.append(i)
+
+    # -- spec ------------------------------------------------------------------------------
+
+    def spec(self) -> dict[str, Any]:
+        """JSON-able description from which :meth:`from_spec` rebuilds this shape."""
+        return {
+            "format": SPEC_FORMAT,
+            "num_classes": self.num_classes,
+            "config": list(self.original_config),
+            "removed": list(self.removed),
+            "remaining_config": list(self.config),
+        }
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> ResNet:
+        """A freshly initialised network of the shape ``spec`` describes (removals replayed)."""
+        if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+            raise UserError(
+                f"not a squeezr ResNet spec (expected format {SPEC_FORMAT!r}); "
+                "was the file written by squeezr.models.save_model?"
+            )
+        try:
+            model = cls(spec["config"], spec["num_classes"])
+            for i in spec["removed"]:
+                model.remove_block(int(i))
+        except KeyError as exc:
+            raise UserError(f"ResNet spec lacks the field {exc.args[0]!r}") from None
+        return model
+
+
+def resnet(name: str, num_classes: int = 10) -> ResNet:
+    """A preset: resnet20/32/44/56/110 (3/5/7/9/18 blocks per group)."""
+    key = name.lower().replace("-", "")
+    if key not in PRESETS:
+        raise UserError(f"unknown ResNet preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return ResNet(PRESETS[key], num_classes)
+
+
+# -- counting ---------------------------------------------------------------------------------
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of parameters (BN affine included; BN running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def block_params(model: ResNet) -> dict[int, int]:
+    """Per remaining block: parameters that removing it deletes (its residual branch)."""
+    return {
+        i: sum(count_params(m) for m in model.block(i).removable_modules())
+        for i in model.block_ids()
+    }
+
+
+def _conv_macs(conv: nn.Conv2d, hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    """MACs of one convolution on an ``hw`` input, and its output size."""
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    ph, pw = conv.padding  # type: ignore[misc]
+    oh = (hw[0] + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (hw[1] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    return oh * ow * conv.out_channels * (conv.in_channels // conv.groups) * kh * kw, (oh, ow)
+
+
+def _shortcut_macs(shortcut: nn.Module, hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
+    convs = [m for m in shortcut.modules() if isinstance(m, nn.Conv2d)]
+    return _conv_macs(convs[0], hw) if convs else (0, hw)
+
+
+def _walk_macs(model: ResNet, input_shape: Sequence[int]) -> tuple[int, dict[int, int]]:
+    """Total MACs and, per remaining block, the MACs its removal saves."""
+    if len(input_shape) != 3 or input_shape[0] != 3 or min(input_shape) < 1:
+        raise UserError(f"input_shape must be (3, height, width), got {tuple(input_shape)}")
+    total, hw = _conv_macs(model.stem[0], (int(input_shape[1]), int(input_shape[2])))
+    removable: dict[int, int] = {}
+    for i, unit in model.units():
+        if isinstance(unit, BasicBlock):
+            m1, hw1 = _conv_macs(unit.conv1, hw)
+            m2, _ = _conv_macs(unit.conv2, hw1)
+            ms, _ = _shortcut_macs(unit.shortcut, hw)
+            removable[i] = m1 + m2
+            total += m1 + m2 + ms
+            hw = hw1
+        else:
+            ms, hw = _shortcut_macs(unit.shortcut, hw)  # type: ignore[union-attr]
+            total += ms
+    fc = model.head.fc
+    return total + fc.in_features * fc.out_features, removable
+
+
+def count_macs(model: ResNet, input_shape: Sequence[int] = (3, 32, 32)) -> int:
+    """Multiply-accumulates of one forward pass on one image of ``input_shape``.
+
+    Counts convolutions and the linear layer only (analytically from layer shapes); batch
+    norm, ReLU, additions, pooling and biases are not counted.
+    """
+    return _walk_macs(model, input_shape)[0]
+
+
+def block_macs(model: ResNet, input_shape: Sequence[int] = (3, 32, 32)) -> dict[int, int]:
+    """Per remaining block: MACs that removing it saves (its two 3×3 convs)."""
+    return _walk_macs(model, input_shape)[1]
+
+
+# -- saving, loading, export ------------------------------------------------------------------
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    """Let ``write`` fill a temporary file next to ``path``, then rename it into place."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise UserError(f"cannot write {target}: folder {target.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_model(model: ResNet, path: str | os.PathLike[str]) -> Path:
+    """Save ``{"spec": model.spec(), "state_dict": ...}`` atomically (tensors moved to CPU)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"spec": model.spec(), "state_dict": state}
+    return _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_model(path: str | os.PathLike[str]) -> ResNet:
+    """Rebuild the saved shape with :meth:`ResNet.from_spec` and load its weights (on CPU)."""
+    source = Path(path)
+    if not source.is_file():
+        raise UserError(f"model file {source} not found")
+    try:
+        payload = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"cannot read model file {source}: {exc}".splitlines()[0]) from None
+    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
+        raise UserError(f"{source} is not a squeezr model file (no spec/state_dict)")
+    model = ResNet.from_spec(payload["spec"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(f"weights in {source} do not fit its spec: {exc}".splitlines()[0]) from None
+    return model
+
+
+def _export_copy(model: ResNet) -> ResNet:
+    """An eval-mode CPU copy, so that exporting never changes the caller's model."""
+    return copy.deepcopy(model).cpu().eval()
+
+
+def export_torchscript(model: ResNet, path: str | os.PathLike[str]) -> Path:
+    """Save a scripted (``torch.jit.script``) eval-mode copy, loadable without squeezr."""
+    scripted = torch.jit.script(_export_copy(model))
+    return _atomic_write(path, lambda tmp: torch.jit.save(scripted, tmp))
+
+
+def export_onnx(
+    model: ResNet, path: str | os.PathLike[str], input_shape: Sequence[int] = (3, 32, 32)
+) -> Path:
+    """Export an eval-mode copy to ONNX with a dynamic batch dimension (input ``images``)."""
+    clone = _export_copy(model)
+    example = torch.zeros(1, *input_shape)
+
+    def write(tmp: str) -> None:
+        torch.onnx.export(
+            clone,
+            (example,),
+            tmp,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            dynamo=False,
+        )
+
+    return _atomic_write(path, write)

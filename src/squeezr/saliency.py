@@ -1,0 +1,288 @@
+"""Block saliency: how much each remaining block matters, as a score per original block index.
+
+The pruning loop removes the blocks with the **lowest** scores. Methods form a registry so
+that a new criterion is one decorated function ``(model, data, ctx) -> {block: score}``; the
+loop, the CLI (``--method``) and the experiment record pick it up by name.
+
+The oracle is the expensive one (one accuracy evaluation per candidate), so it shares the
+work every candidate has in common: the selection data goes through the network once per
+chunk, and candidate *i* starts from the activation at block *i* with the block bypassed;
+candidates then advance through the remaining units together as one stacked batch. On CUDA
+it runs under bf16 autocast; on CPU in the model's dtype.
+``brute_force_oracle`` is the plain way (copy, remove, evaluate the whole model), kept as the
+reference for the tests and the speed benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from squeezr.augment import normalize
+from squeezr.errors import UserError
+
+Scores = dict[int, float]
+MethodFn = Callable[..., Scores]
+
+
+@dataclass
+class SaliencyContext:
+    """What a method may use besides the model and the data.
+
+    ``mean``/``std`` normalise the uint8 images exactly as training does; ``generator`` is
+    the only source of randomness (seeded, saved with the pruning state for resume).
+    """
+
+    mean: Sequence[float]
+    std: Sequence[float]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 1000
+    grad_batch_size: int = 128
+    dtype: torch.dtype = torch.float32
+    generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+
+    @property
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast on CUDA (where it pays), nothing elsewhere (CPU runs stay exact)."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered saliency method; ``needs_data`` is False for data-free ones."""
+
+    name: str
+    fn: MethodFn
+    needs_data: bool
+    doc: str
+
+
+METHODS: dict[str, Method] = {}
+
+
+def method(name: str, needs_data: bool = True) -> Callable[[MethodFn], MethodFn]:
+    """Register ``fn(model, data, ctx) -> {block: score}`` under ``name`` (lowest pruned first)."""
+
+    def register(fn: MethodFn) -> MethodFn:
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        METHODS[name] = Method(name, fn, needs_data, doc)
+        return fn
+
+    return register
+
+
+def get(name: str) -> Method:
+    """The method called ``name``; UserError listing the known ones otherwise."""
+    if name not in METHODS:
+        raise UserError(f"unknown saliency method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def compute(name: str, model: torch.nn.Module, data, ctx: SaliencyContext) -> Scores:
+    """Scores of every remaining block of ``model`` under method ``name``."""
+    chosen = get(name)
+    if chosen.needs_data and (data is None or len(data) == 0):
+        raise UserError(f"saliency method {name!r} needs selection data, but the set is empty")
+    was_training = model.training
+    model.eval()
+    try:
+        scores = chosen.fn(model, data, ctx)
+    finally:
+        model.train(was_training)
+    return {int(k): float(v) for k, v in scores.items()}
+
+
+def lowest(scores: Scores, count: int) -> list[int]:
+    """The ``count`` blocks to remove: lowest score first, ties broken by the lower index."""
+    return [b for _, b in sorted((s, b) for b, s in scores.items())[:count]]
+
+
+# --------------------------------------------------------------------------- data helpers
+
+
+def prepare(x: torch.Tensor, ctx: SaliencyContext) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> normalised floats on the context's device and dtype,
+    exactly as the trainer normalises them (channels_last on CUDA)."""
+    x = normalize(x.to(ctx.device, non_blocking=True), ctx.mean, ctx.std, dtype=ctx.dtype)
+    if ctx.device.type == "cuda":  # NHWC: what bf16 tensor-core convolutions run fastest on
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def batches(data, ctx: SaliencyContext) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The selection set in order, in chunks of ``ctx.batch_size``, ready for the model."""
+    for start in range(0, len(data), ctx.batch_size):
+        stop = start + ctx.batch_size
+        yield prepare(data.x[start:stop], ctx), data.y[start:stop].to(ctx.device)
+
+
+def bypass(model, index: int, x: torch.Tensor) -> torch.Tensor:
+    """What block ``index`` leaves behind when removed: identity, or ReLU(shortcut) if it
+    downsamples (the spec's ``y_{i+1} = y_i`` with shapes kept)."""
+    if model.is_downsampling(index):
+        return F.relu(model.block(index).shortcut(x))
+    return x
+
+
+def _block_positions(model) -> list[tuple[int, int]]:
+    """(position in ``model.units()``, original index) of every remaining block."""
+    remaining = set(model.block_ids())
+    return [(p, idx) for p, (idx, _) in enumerate(model.units()) if idx in remaining]
+
+
+# --------------------------------------------------------------------------- the methods
+
+
+@method("oracle")
+@torch.inference_mode()
+def oracle(model, data, ctx: SaliencyContext) -> Scores:
+    """Error rate on the selection set with the block removed (least harmful removal first).
+
+    One pass per chunk, as a wavefront: walking the units in order, the unpruned activation
+    ``h`` goes through every unit once; at block *i* a new candidate stream starts from
+    ``bypass(h)`` (the network without block *i* up to here), and all streams started earlier
+    go through each later unit together, stacked into one large batch. No prefix is computed
+    twice and the GPU sees few, large kernels.
+    """
+    units = model.units()
+    remaining = set(model.block_ids())
+    order = [idx for idx, _ in units if idx in remaining]
+    correct = torch.zeros(len(order), dtype=torch.long, device=ctx.device)
+    for x, y in batches(data, ctx):
+        with ctx.autocast:
+            h = model.stem(x)
+            streams = None
+            for idx, unit in units:
+                if streams is not None:
+                    streams = unit(streams)
+                if idx in remaining:
+                    start = bypass(model, idx, h)
+                    streams = start if streams is None else torch.cat([streams, start])
+                h = unit(h)
+            logits = model.head(streams).view(len(order), len(y), -1)
+            correct += (logits.argmax(-1) == y).sum(1)
+    errors = 1.0 - correct.double().cpu() / len(data)
+    return {idx: float(errors[slot]) for slot, idx in enumerate(order)}
+
+
+@torch.inference_mode()
+def brute_force_oracle(model, data, ctx: SaliencyContext) -> Scores:
+    """The plain oracle: for each block, copy the model, remove the block, evaluate it all.
+
+    No shared prefix, no autocast; the reference for tests and the speed benchmark.
+    """
+    scores = {}
+    for idx in model.block_ids():
+        pruned = copy.deepcopy(model)
+        pruned.remove_block(idx)
+        pruned.eval()
+        correct = 0
+        for start in range(0, len(data), ctx.batch_size):
+            x = data.x[start : start + ctx.batch_size].to(ctx.device)
+            y = data.y[start : start + ctx.batch_size].to(ctx.device)
+            logits = pruned(normalize(x, ctx.mean, ctx.std, dtype=ctx.dtype))
+            correct += int((logits.argmax(1) == y).sum())
+        scores[idx] = 1.0 - correct / len(data)
+    return scores
+
+
+def _activation_scores(model, data, ctx: SaliencyContext, measure) -> Scores:
+    """Average ``measure(position, index, block_input, block_output)`` over the data,
+    weighted by batch size, from one forward pass per chunk."""
+    units = model.units()
+    positions = dict(_block_positions(model))
+    totals = dict.fromkeys(positions.values(), 0.0)
+    with torch.inference_mode():
+        for x, _ in batches(data, ctx):
+            h = model.stem(x)
+            for p, (_, unit) in enumerate(units):
+                out = unit(h)
+                if p in positions:
+                    value = measure(units, p, positions[p], h, out)
+                    totals[positions[p]] += float(value) * len(x)
+                h = out
+    return {idx: total / len(data) for idx, total in totals.items()}
+
+
+@method("activation-mean")
+def activation_mean(model, data, ctx: SaliencyContext) -> Scores:
+    """Mean absolute output activation of the block (its output, after the final ReLU)."""
+    return _activation_scores(model, data, ctx, lambda units, p, idx, h, out: out.abs().mean())
+
+
+@method("activation-change")
+def activation_change(model, data, ctx: SaliencyContext) -> Scores:
+    """MSE between the next block's input with and without the block."""
+
+    def measure(units, p, idx, h, out):
+        return F.mse_loss(out, bypass(model, idx, h))
+
+    return _activation_scores(model, data, ctx, measure)
+
+
+@method("activation-change-plus-one")
+def activation_change_plus_one(model, data, ctx: SaliencyContext) -> Scores:
+    """MSE one block later: the next unit's output (the logits after the last block)."""
+
+    def measure(units, p, idx, h, out):
+        nxt = units[p + 1][1] if p + 1 < len(units) else model.head
+        return F.mse_loss(nxt(out), nxt(bypass(model, idx, h)))
+
+    return _activation_scores(model, data, ctx, measure)
+
+
+@method("block-gradient")
+def block_gradient(model, data, ctx: SaliencyContext) -> Scores:
+    """|dloss/dm| for a scalar mask m = 1 on each block's residual branch, one random batch."""
+    pick = torch.randperm(len(data), generator=ctx.generator)[: ctx.grad_batch_size]
+    x = prepare(data.x[pick], ctx)
+    y = data.y[pick].to(ctx.device)
+    ids = model.block_ids()
+    saved = {i: model.block(i).residual_scale for i in ids}
+    masks = {i: torch.ones((), dtype=ctx.dtype, device=ctx.device, requires_grad=True) for i in ids}
+    try:
+        for i in ids:
+            model.block(i).residual_scale = masks[i]
+        with torch.enable_grad():
+            loss = F.cross_entropy(model(x), y)
+            grads = torch.autograd.grad(loss, [masks[i] for i in ids])
+    finally:
+        for i in ids:
+            model.block(i).residual_scale = saved[i]
+    return {i: abs(float(g)) for i, g in zip(ids, grads, strict=True)}
+
+
+@method("block-gradient-max")
+def block_gradient_max(model, data, ctx: SaliencyContext) -> Scores:
+    """Negated block-gradient: removes the most important block first (a bad-choice baseline)."""
+    return {i: -s for i, s in block_gradient(model, data, ctx).items()}
+
+
+@method("weights-mean", needs_data=False)
+def weights_mean(model, data, ctx: SaliencyContext) -> Scores:
+    """Mean absolute weight of the block's residual-branch conv layers."""
+    scores = {}
+    for idx in model.block_ids():
+        weights = [w.detach().abs().flatten() for w in residual_conv_weights(model.block(idx))]
+        scores[idx] = float(torch.cat(weights).mean())
+    return scores
+
+
+@method("random", needs_data=False)
+def random_choice(model, data, ctx: SaliencyContext) -> Scores:
+    """Uniform random scores from the seeded context generator."""
+    ids = model.block_ids()
+    draws = torch.rand(len(ids), generator=ctx.generator, dtype=torch.float64)
+    return {i: float(d) for i, d in zip(ids, draws, strict=True)}
+
+
+def residual_conv_weights(block) -> list[torch.Tensor]:
+    """Weights of the convs on the residual branch (the shortcut conv survives removal)."""
+    return [m.weight for m in block.removable_modules() if isinstance(m, torch.nn.Conv2d)]

@@ -1,0 +1,242 @@
+"""Datasets: CIFAR files (folder, tarball, checksum, download), digits, synthetic, the split."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import pickle
+import tarfile
+import urllib.error
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from squeezr import data
+from squeezr.data import (
+    CIFAR_SOURCES,
+    Split,
+    channel_stats,
+    default_data_dir,
+    load_dataset,
+    split_dataset,
+)
+from squeezr.errors import UserError
+
+PER_BATCH = 10  # images per fake batch file: CIFAR-10 gets 5 training batches, CIFAR-100 one
+
+
+def _batch(n: int, label_key: str, num_classes: int, seed: int) -> dict:
+    """A batch in the official format (python-2 pickles load with bytes keys)."""
+    rng = np.random.default_rng(seed)
+    return {
+        b"batch_label": b"fake",
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        label_key.encode(): [int(v) for v in rng.integers(0, num_classes, n)],
+    }
+
+
+def _write_folder(root: Path, key: str) -> dict[str, dict]:
+    source = CIFAR_SOURCES[key]
+    folder = root / source.folder
+    folder.mkdir(parents=True)
+    files = {}
+    for seed, name in enumerate((*source.train_files, source.test_file)):
+        files[name] = _batch(PER_BATCH, source.label_key, source.num_classes, seed)
+        (folder / name).write_bytes(pickle.dumps(files[name]))
+    return files
+
+
+def _write_tarball(root: Path, key: str) -> Path:
+    """The fake dataset packed like the official tarball; returns its path."""
+    staging = root / "staging"
+    _write_folder(staging, key)
+    source = CIFAR_SOURCES[key]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(staging / source.folder, arcname=source.folder)
+    path = root / source.tarball
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def _trust(monkeypatch, key: str, path: Path) -> None:
+    """Make ``path``'s MD5 the expected one (the real checksums fit only the real files)."""
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(CIFAR_SOURCES, key, dataclasses.replace(CIFAR_SOURCES[key], md5=md5))
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    def refuse(url, dest, timeout=None):
+        raise AssertionError(f"test tried to download {url}")
+
+    monkeypatch.setattr(data, "_download", refuse)
+
+
+def test_cifar10_folder_loads_in_official_layout_and_splits(tmp_path):
+    files = _write_folder(tmp_path, "cifar10")
+    splits = load_dataset("cifar10", data_dir=tmp_path)
+    first = files["data_batch_1"]
+    assert splits.name == "cifar10" and splits.num_classes == 10
+    assert (len(splits.val), len(splits.train), len(splits.test)) == (5, 45, 10)
+    assert splits.prune is None
+    # validation = the FIRST 10% of the training set; rows are R, G, B planes of 32x32
+    expected = torch.from_numpy(first[b"data"][:5].reshape(5, 3, 32, 32))
+    assert torch.equal(splits.val.x, expected)
+    assert splits.val.y.tolist() == first[b"labels"][:5]
+    assert torch.equal(splits.val.x[0, 1].flatten(), torch.from_numpy(first[b"data"][0, 1024:2048]))
+    assert splits.test.y.tolist() == files["test_batch"][b"labels"]
+    assert splits.train.x.dtype == torch.uint8 and splits.train.y.dtype == torch.int64
+    assert splits.mean == pytest.approx(channel_stats(splits.train.x)[0])
+
+
+def test_pruning_set_is_the_next_10_percent(tmp_path):
+    files = _write_folder(tmp_path, "cifar10")
+    splits = load_dataset("cifar10", data_dir=tmp_path, pruning_set=True)
+    assert (len(splits.val), len(splits.prune), len(splits.train)) == (5, 5, 40)
+    assert splits.prune.y.tolist() == files["data_batch_1"][b"labels"][5:10]
+    assert splits.train.y.tolist()[:10] == files["data_batch_2"][b"labels"]
+
+
+def test_cifar100_uses_fine_labels(tmp_path):
+    files = _write_folder(tmp_path, "cifar100")
+    splits = load_dataset("cifar100", data_dir=tmp_path)
+    assert splits.num_classes == 100
+    assert splits.test.y.tolist() == files["test"][b"fine_labels"]
+
+
+def test_tarball_is_verified_and_unpacked_once(tmp_path, monkeypatch):
+    tarball = _write_tarball(tmp_path, "cifar10")
+    _trust(monkeypatch, "cifar10", tarball)
+    first = load_dataset("cifar10", data_dir=tmp_path)
+    assert (tmp_path / "cifar-10-batches-py" / "test_batch").is_file()
+    tarball.unlink()  # the unpacked folder is used from now on
+    assert torch.equal(load_dataset("cifar10", data_dir=tmp_path).train.x, first.train.x)
+
+
+def test_tarball_with_wrong_checksum_is_rejected(tmp_path):
+    _write_tarball(tmp_path, "cifar10")
+    with pytest.raises(UserError, match=r"MD5 .* expected c58f30108f718f92721af3b95e74349a"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert not (tmp_path / "cifar-10-batches-py").exists()
+
+
+def test_corrupt_pickle_is_a_clear_error(tmp_path):
+    _write_folder(tmp_path, "cifar10")
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(UserError, match=r"cannot read .*data_batch_3.*unpack cifar-10-python"):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_wrong_batch_contents_are_rejected(tmp_path):
+    _write_folder(tmp_path, "cifar100")
+    bad = _batch(PER_BATCH, "fine_labels", 100, 0)
+    bad[b"data"] = bad[b"data"][:, :100]
+    (tmp_path / "cifar-100-python" / "test").write_bytes(pickle.dumps(bad))
+    with pytest.raises(UserError, match="not uint8 N×3072"):
+        load_dataset("cifar100", data_dir=tmp_path)
+
+
+def test_missing_data_without_download_says_where_to_put_what(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_dataset("cifar100", data_dir=tmp_path, download=False)
+    message = str(err.value)
+    assert "cifar-100-python.tar.gz" in message and str(tmp_path) in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz" in message
+    assert "\n" not in message
+
+
+def test_failed_download_is_a_user_error_and_leaves_nothing(tmp_path, monkeypatch):
+    def offline(url, dest, timeout=None):
+        raise urllib.error.URLError("network unreachable")
+
+    monkeypatch.setattr(data, "_download", offline)
+    with pytest.raises(UserError, match=r"downloading failed .*network unreachable"):
+        load_dataset("cifar10", data_dir=tmp_path / "new")
+    assert list((tmp_path / "new").iterdir()) == []
+
+
+def test_download_fetches_the_official_url_and_checks_it(tmp_path, monkeypatch):
+    fake = _write_tarball(tmp_path / "server", "cifar10")
+    _trust(monkeypatch, "cifar10", fake)
+    urls = []
+
+    def serve(url, dest, timeout=None):
+        urls.append(url)
+        Path(dest).write_bytes(fake.read_bytes())
+
+    monkeypatch.setattr(data, "_download", serve)
+    splits = load_dataset("cifar10", data_dir=tmp_path / "cache")
+    assert urls == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
+    assert len(splits.test) == PER_BATCH
+    assert (tmp_path / "cache" / "cifar-10-python.tar.gz").is_file()
+
+
+def test_downloaded_file_with_wrong_checksum_is_discarded(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_download", lambda url, dest, timeout=None: dest.write_bytes(b"x"))
+    with pytest.raises(UserError, match="MD5"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_data_dir_follows_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SQUEEZR_DATA", str(tmp_path))
+    assert default_data_dir() == tmp_path
+    monkeypatch.delenv("SQUEEZR_DATA")
+    assert default_data_dir() == Path.home() / ".cache" / "squeezr" / "data"
+
+
+def test_digits_are_upscaled_and_split_deterministically():
+    splits = load_dataset("digits")
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (1294, 143, 360)
+    assert splits.train.x.shape[1:] == (3, 32, 32) and splits.train.x.dtype == torch.uint8
+    assert torch.equal(splits.train.x[:, 0], splits.train.x[:, 2])  # grey as RGB
+    assert {35, 36, 37} >= set(torch.bincount(splits.test.y).tolist())  # stratified
+    again = load_dataset("digits", pruning_set=True)
+    assert torch.equal(again.val.x, splits.val.x) and len(again.prune) == 143
+
+
+def test_synthetic_is_seeded_and_learnable(tiny_splits):
+    assert tiny_splits.num_classes == 4 and tiny_splits.name == "synthetic"
+    assert (len(tiny_splits.train), len(tiny_splits.val), len(tiny_splits.test)) == (231, 25, 51)
+    same = load_dataset("synthetic", synthetic_size=256, synthetic_classes=4, seed=0)
+    other = load_dataset("synthetic", synthetic_size=256, synthetic_classes=4, seed=1)
+    assert torch.equal(same.train.x, tiny_splits.train.x)
+    assert not torch.equal(other.train.x, tiny_splits.train.x)
+    # a nearest-class-mean classifier fitted on train already separates the test set
+    x, y = tiny_splits.train.x.float().flatten(1), tiny_splits.train.y
+    means = torch.stack([x[y == c].mean(0) for c in range(4)])
+    predicted = torch.cdist(tiny_splits.test.x.float().flatten(1), means).argmin(1)
+    assert (predicted == tiny_splits.test.y).float().mean() > 0.9
+
+
+def test_pruning_set_fixture(tiny_splits_with_prune_set):
+    assert len(tiny_splits_with_prune_set.prune) == 25
+    assert len(tiny_splits_with_prune_set.train) == 206
+
+
+def test_channel_stats_match_numpy():
+    x = torch.randint(0, 256, (7, 3, 5, 4), dtype=torch.uint8, generator=torch.Generator())
+    mean, std = channel_stats(x, chunk=3)
+    as_float = x.numpy().astype(np.float64) / 255
+    assert mean == pytest.approx(as_float.mean(axis=(0, 2, 3)).tolist())
+    assert std == pytest.approx(as_float.std(axis=(0, 2, 3)).tolist())
+
+
+def test_bad_requests_are_user_errors():
+    with pytest.raises(UserError, match="unknown dataset 'mnist'"):
+        load_dataset("mnist")
+    with pytest.raises(UserError, match="at least 2 classes"):
+        load_dataset("synthetic", synthetic_size=5, synthetic_classes=10)
+    with pytest.raises(UserError, match="too small to split"):
+        load_dataset("synthetic", synthetic_size=9, synthetic_classes=3)
+    tiny = Split(torch.zeros(9, 3, 32, 32, dtype=torch.uint8), torch.zeros(9, dtype=torch.int64))
+    with pytest.raises(UserError, match="too small"):
+        split_dataset("x", 2, tiny, tiny)
+    with pytest.raises(UserError, match="uint8"):
+        Split(torch.zeros(2, 3, 32, 32), torch.zeros(2, dtype=torch.int64))
+    with pytest.raises(UserError, match="int64"):
+        Split(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
