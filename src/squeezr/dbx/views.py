@@ -37,12 +37,16 @@ def check_keys(value: Any, where: str, path: str = "") -> None:
 
 
 def get_dotted(data: Mapping[str, Any], key: str) -> Any:
-    """``data["a"]["b"]`` for ``key == "a.b"``; KeyError naming ``key`` if absent."""
-    if key in data:
+    """``data["a"]["b"]`` for ``key == "a.b"``; KeyError naming ``key`` if absent.
+
+    Membership is tested on ``.keys()``, not with ``in``: :class:`Params` answers ``in`` with
+    dotted lookups, which call this function again.
+    """
+    if key in data.keys():  # noqa: SIM118
         return data[key]
     node: Any = data
     for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
+        if not isinstance(node, Mapping) or part not in node.keys():  # noqa: SIM118
             raise KeyError(key)
         node = node[part]
     return node
