@@ -15,9 +15,10 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
 from squeezr import dbx
+from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
 from squeezr.models import ResNet, load_model
-from squeezr.prune.experiment import attach_model, dataset_of, open_splits, plain
+from squeezr.prune.experiment import attach_model, dataset_of, open_splits
 from squeezr.train import TrainConfig, fit, seed_everything
 
 _STEP = re.compile(r"prune/step/(\d+)")
@@ -129,11 +130,11 @@ def pruned_shape(exp) -> tuple[tuple[int, int, int], int]:
 def training_epochs(exp, repo: Any = None) -> int | None:
     """The training budget behind an experiment: its own ``train.epochs``, or that of the
     experiment a pruning run started from; None when neither is recorded."""
-    params = plain(exp.params)
+    params = thaw(exp.params)
     epochs = params.get("train", {}).get("epochs")
     source = params.get("source", {})
     if epochs is None and source.get("kind") == "experiment":
-        epochs = plain(dbx.open(source["id"], repo=repo).params).get("train", {}).get("epochs")
+        epochs = thaw(dbx.open(source["id"], repo=repo).params).get("train", {}).get("epochs")
     return int(epochs) if epochs is not None else None
 
 

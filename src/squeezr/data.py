@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
@@ -239,10 +240,7 @@ def _download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None
 def _fetch(source: CifarSource, tarball: Path) -> None:
     """Download the tarball to a temporary name, check it, and only then move it into place."""
     tarball.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{source.tarball}.", dir=tarball.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(tarball) as tmp:
         try:
             _download(source.url, tmp)
         except OSError as exc:
@@ -250,9 +248,6 @@ def _fetch(source: CifarSource, tarball: Path) -> None:
                 _missing_message(source, tarball.parent, f"downloading failed ({exc})")
             ) from None
         _check_md5(tmp, source, tarball)
-        os.replace(tmp, tarball)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_md5(path: Path, source: CifarSource, shown_as: Path) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import copy
 import operator
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
 
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -375,19 +375,13 @@ def block_macs(model: ResNet, input_shape: Sequence[int] = (3, 32, 32)) -> dict[
 # -- saving, loading, export ------------------------------------------------------------------
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
     """Let ``write`` fill a temporary file next to ``path``, then rename it into place."""
     target = Path(path)
     if not target.parent.is_dir():
         raise UserError(f"cannot write {target}: folder {target.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_path(target) as tmp:
         write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return target
 
 
@@ -435,7 +429,7 @@ def export_onnx(
     clone = _export_copy(model)
     example = torch.zeros(1, *input_shape)
 
-    def write(tmp: str) -> None:
+    def write(tmp: Path) -> None:
         torch.onnx.export(
             clone,
             (example,),

@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeezr.augment import normalize, pad_crop_flip
+from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
 
 RESUME_FORMAT = 1
@@ -319,14 +320,8 @@ def add_weight_noise(model: nn.Module, eta: float, generator: torch.Generator) -
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _rng_state(order_gen: torch.Generator, aug_gen: torch.Generator) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import argparse
 
 from squeezr import dbx, saliency, schedules
 from squeezr.analysis import step_rows
+from squeezr.cli.options import parse_milestones
 from squeezr.clikit import add_output_options, emit
 from squeezr.errors import UserError
 from squeezr.prune import PruneConfig, make_target
@@ -51,7 +52,9 @@ def register(subparsers) -> None:
     ft.add_argument("--epochs", type=int, default=50, help="epochs per fine-tuning loop")
     ft.add_argument("--lr", type=float, help="learning rate (default 0.1; 0.001 constant)")
     ft.add_argument(
-        "--milestones", default="10,20", help="epochs after which lr drops x0.1 (default 10,20)"
+        "--milestones",
+        default="10,20",
+        help="epochs after which lr drops x0.1 (default 10,20; none = constant)",
     )
     ft.add_argument("--constant-lr", action="store_true", help="constant lr (default 0.001)")
     ft.add_argument("--noise", type=float, default=0.0, help="weight noise eta before each loop")
@@ -62,13 +65,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false")
     add_output_options(p)
     p.set_defaults(func=run)
-
-
-def parse_milestones(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(m) for m in text.split(",") if m.strip())
-    except ValueError:
-        raise UserError(f"--milestones must be comma-separated epochs, not {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace):

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Mapping
 from typing import Any
 
+from squeezr.cli.options import parse_milestones
+from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
 
 DEFAULT_REPO = "experiments"
@@ -71,20 +72,6 @@ def parse_config(text: str) -> tuple[int, int, int]:
     return tuple(int(s) for s in parts)  # type: ignore[return-value]
 
 
-def parse_milestones(text: str | None) -> tuple[int, ...] | None:
-    """``None`` → default schedule; ``"none"`` → constant lr; ``"250,375"`` → (250, 375)."""
-    if text is None:
-        return None
-    if text.strip().lower() in ("none", ""):
-        return ()
-    try:
-        return tuple(int(s) for s in text.split(","))
-    except ValueError:
-        raise UserError(
-            f"--milestones must be epochs like 250,375 or 'none', got {text!r}"
-        ) from None
-
-
 def _architecture(arch: str | None, config: str | None) -> tuple[str, tuple[int, int, int]]:
     from squeezr.models import PRESETS
 
@@ -100,15 +87,6 @@ def _architecture(arch: str | None, config: str | None) -> tuple[str, tuple[int,
     if key not in PRESETS:
         raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(PRESETS)} or --config")
     return key, PRESETS[key]
-
-
-def _plain(value: Any) -> Any:
-    """dbx params (read-only mappings) → plain dicts and lists."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _new_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -146,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.name:
             raise UserError("--resume needs --name: the name or id of the experiment to continue")
         existing = dbx.open(args.name, repo=repo)
-        params = _plain(existing.params)
+        params = thaw(existing.params)
         params["train"]["device"] = args.device
     else:
         params = _new_params(args)
@@ -165,10 +143,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"experiment {exp.id} ({exp.name}) at {exp.path}")
         if args.resume and "test_acc" in exp.results:
-            results = _plain(exp.results)
+            results = thaw(exp.results)
         else:
             fit(model, splits, cfg, exp=exp, progress=not args.no_progress)
-            results = _plain(exp.results)
+            results = thaw(exp.results)
     if args.json:
         print(json.dumps({"id": exp.id, "name": exp.name, "path": str(exp.path), **results}))
     else:

@@ -17,7 +17,7 @@ from squeezr.dbx import jsonx
 from squeezr.dbx.fileio import atomic_write, locked
 from squeezr.errors import UserError
 
-__all__ = ["Params", "Results", "check_keys", "get_dotted", "set_dotted"]
+__all__ = ["Params", "Results", "check_keys", "get_dotted", "set_dotted", "thaw"]
 
 
 def check_keys(value: Any, where: str, path: str = "") -> None:
@@ -65,6 +65,15 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
             child = node[part] = {}
         node = child
     node[parts[-1]] = value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, mutable copy of params or results: mappings become dicts, sequences lists."""
+    if isinstance(value, Mapping):
+        return {str(key): thaw(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [thaw(item) for item in value]
+    return value
 
 
 def _freeze(value: Any) -> Any:

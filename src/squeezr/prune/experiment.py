@@ -18,6 +18,7 @@ from typing import Any
 
 from squeezr import dbx
 from squeezr.data import Split, load_dataset
+from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
 from squeezr.models import ResNet, load_model, save_model
 from squeezr.prune.config import PruneConfig
@@ -36,20 +37,11 @@ DATASET_OPTIONS = (
 )
 
 
-def plain(value: Any) -> Any:
-    """A JSON-like copy of dbx's read-only params views (mappings -> dicts, sequences -> lists)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
-
-
 def dataset_of(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """The dataset an experiment used, from its params: ``dataset`` as a name (with an optional
     top-level ``data_dir``, as ``squeezr train`` records it) or as a mapping with ``name`` (as
     pruning runs record it); None when the params do not say."""
-    params = plain(params)
+    params = thaw(params)
     value = params.get("dataset")
     if isinstance(value, str):
         value = {"name": value, "data_dir": params.get("data_dir")}
@@ -151,7 +143,7 @@ def resume_experiment(ref: str, *, repo: Any = None, progress: bool = True):
     with exp:
         if exp.kind != "prune" or "prune" not in exp.params:
             raise UserError(f"experiment {exp.name} ({exp.id}) is not a pruning run; cannot resume")
-        params = plain(exp.params)
+        params = thaw(exp.params)
         cfg = PruneConfig.from_params(params["prune"])
         model = load_model(exp.attachment_path("start.pt"))
         splits = open_splits(params["dataset"], cfg.selection)
