@@ -21,6 +21,8 @@ ROW = {
         "optimizer": {"name": "sgd", "momentum": 0.9},
     },
     "results": {"best_val_acc": 0.95, "nan": float("nan"), "curve": [0.1, 0.5]},
+    "val-acc": 0.5,
+    "and": "kw",
 }
 
 CASES = [
@@ -51,9 +53,11 @@ CASES = [
     ("params.augment == 1", False),
     ("params.augment == true", True),
     ("params.augment > false", False),
-    # null is a value, missing is not
+    # null is a value for ==, but exists() wants a value: absent and null are alike there
     ("params.nothing == null", True),
-    ("exists(params.nothing)", True),
+    ("exists(params.nothing)", False),
+    ("not exists(params.nothing)", True),
+    ("exists(params.lr)", True),
     ("params.absent == null", False),
     # anything that touches a missing field is false, and its negation is true
     ("params.absent == 1", False),
@@ -94,6 +98,10 @@ CASES = [
     ("params.method", False),
     ("not params.absent", True),
     ("true", True),
+    # backticks quote a field name that is not an identifier, or is a keyword
+    ("`val-acc` > 0.4", True),
+    ("`and` == 'kw' and `val-acc` < 0.4", False),
+    ("exists(`val-acc`)", True),
 ]
 
 
@@ -105,6 +113,9 @@ def test_evaluate(text: str, expected: bool) -> None:
 def test_paths_lists_every_field_read() -> None:
     parsed = expr.parse("a.b == 1 and (not exists(c) or 'x' in d.e) and f =~ 'y' and 2 < g")
     assert parsed.paths() == {"a.b", "c", "d.e", "f", "g"}
+    assert parsed.compared_paths() == {"a.b", "d.e", "f", "g"}  # c is only tested by exists
+    assert expr.parse("exists(x) and x > 1").compared_paths() == {"x"}
+    assert expr.parse("`val-acc` > 1 or exists(`a b`)").paths() == {"val-acc", "a b"}
 
 
 def test_lookup_is_caller_supplied() -> None:
@@ -151,6 +162,8 @@ ERRORS = [
     ("a == 1 and", "column 11: expected a condition (got end of expression)"),
     ("not", "column 4: expected a condition (got end of expression)"),
     ("a == in", "column 6: expected a value after '==' (got 'in')"),
+    ("`val-acc > 1", "column 1: a `quoted field name` needs its closing `"),
+    ("a > 1 || `x", "column 10: a `quoted field name` needs its closing `"),
 ]
 
 
@@ -162,3 +175,6 @@ def test_syntax_errors_name_the_column(text: str, message: str) -> None:
     assert text_of_error.startswith("bad expression at ")
     assert message in text_of_error
     assert "\n" not in text_of_error
+    # the column and the reason are also kept apart, for callers that embed expressions
+    assert isinstance(caught.value, expr.ExpressionError)
+    assert message == f"column {caught.value.column}: {caught.value.reason}"[: len(message)]

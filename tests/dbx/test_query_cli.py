@@ -26,8 +26,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with dbx.create(
             f"prune/oracle/m{seed}", kind="prune", params={"seed": seed}, repo=root
         ) as exp:
-            for k, acc in enumerate(accs):
-                exp.log(f"finetune/{k}/eval", val_acc=acc + 0.01)
+            for k, acc in enumerate(accs):  # eval names repeat at every step, as in a real run
+                exp.log("finetune/epoch/0/eval", val_acc=acc)
+                exp.log("finetune/epoch/1/eval", val_acc=acc + 0.01)
                 exp.log(f"prune/step/{k}", test_acc=acc, block=10 + k)
     with dbx.create("train/base", kind="train", repo=root) as exp:
         exp.log("prune/step/0", test_acc=0.0)  # not a prune experiment: must be left out
@@ -48,14 +49,52 @@ def test_mean_and_standard_error_over_six_models_in_one_command(
         assert row["se"] == pytest.approx(statistics.stdev(errors) / math.sqrt(6), nan_ok=True)
 
 
-def test_prefix_selection_params_and_csv(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("prefix_first", [True, False])
+def test_prefix_selection_params_and_csv(
+    repo: Path, capsys: pytest.CaptureFixture[str], prefix_first: bool
+) -> None:
     text = (
-        "prune/step/:k | before finetune/*/eval as ft | last 1 | select params.seed, k, ft.val_acc"
+        "prune/step/:k | before finetune/epoch/:e/eval as ft | last 1"
+        " | select params.seed, k, ft.e, ft.val_acc"
     )
-    assert main(["query", text, "prune/oracle/m1", "--repo", str(repo), "--csv"]) == 0
+    options = ["--repo", str(repo), "--csv"]
+    args = (
+        [text, "prune/oracle/m1", *options] if prefix_first else [text, *options, "prune/oracle/m1"]
+    )
+    assert main(["query", *args]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "params.seed,k,ft.val_acc"
-    assert lines[1].startswith("1,3,") and float(lines[1].split(",")[2]) == pytest.approx(0.904)
+    assert lines[0] == "params.seed,k,ft.e,ft.val_acc"
+    assert len(lines) == 2 and lines[1].startswith("1,3,1,")
+    assert float(lines[1].split(",")[3]) == pytest.approx(ACCURACY[1][3] + 0.01)
+
+
+def test_before_sees_the_eval_of_each_step_although_its_name_repeats(
+    repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "prune/step/:k | before finetune/epoch/:e/eval as ft | select k, ft.e, ft.val_acc"
+    assert main(["query", text, "prune/oracle/m2", "--repo", str(repo), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(row["k"], row["ft.e"]) for row in rows] == [(k, 1) for k in range(4)]
+    expected = [ACCURACY[2][k] + 0.01 for k in range(4)]
+    assert [row["ft.val_acc"] for row in rows] == pytest.approx(expected)
+
+
+def test_json_shows_missing_values_as_null(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = "prune/step/:k | after finetune/epoch/1/eval as ft | select k, ft.val_acc"
+    assert main(["query", text, "prune/oracle/m0", "--repo", str(repo), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[-1] == {"k": 3, "ft.val_acc": None}
+
+
+def test_a_repository_result_queried_again_keeps_its_experiments(repo: Path) -> None:
+    table = query.run("prune/step/:k | select exp.name, name, k, test_acc", repo=repo, kind="prune")
+    assert len(table) == 24
+    again = query.run("prune/step/:j", events=table)
+    assert len(again) == 24
+    counts = query.run("prune/step/:j | group j: count()", events=table)
+    assert counts["count"].tolist() == [6, 6, 6, 6]
+    firsts = query.run("prune/step/:j | first 1 | select exp.name, j", events=table)
+    assert firsts["exp.name"].tolist() == [f"prune/oracle/m{seed}" for seed in range(6)]
 
 
 def test_python_api_matches_selection(repo: Path) -> None:
@@ -65,40 +104,21 @@ def test_python_api_matches_selection(repo: Path) -> None:
     assert one[["k", "test_acc"]].to_dict("records") == [{"k": 0, "test_acc": 0.0}]
 
 
-def test_syntax_error_is_one_line_and_exit_2(
-    repo: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prune/step/:k | group k: avg(x)", "column 26 near 'avg(x)': unknown aggregate 'avg'"),
+        ("prune/step/:k | group k: mean(test_acc) as k", "column 26 near 'mean(test_acc) as k'"),
+        ("prune/step/:k | select (k | first 1", "column 24 near '(k | first 1'"),
+        ("prune/step/:k | where k > 1) | select k", "column 28 near ') | select k'"),
+        ("prune/step/:k | select test_acc as name | match x", "'match' needs event names"),
+        ("prune/step/:k | where nope > 1", "unknown column 'nope'"),
+        ("prune/step/:k | select exp.nope", "unknown experiment field 'exp.nope'"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(
+    repo: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
 ) -> None:
-    assert main(["query", "prune/step/:k | group k: avg(x)", "--repo", str(repo)]) == 2
+    assert main(["query", text, "--repo", str(repo)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "column 26" in err and "unknown aggregate 'avg'" in err
-
-
-def test_follow_emits_new_rows_as_events_arrive(tmp_path: Path) -> None:
-    root = tmp_path / "live"
-    exp = dbx.create("live/run", kind="train", repo=root)
-    exp.log("train/epoch/0/eval", val_acc=0.5)
-    exp.flush()
-    polls = 0
-
-    def stop() -> bool:
-        nonlocal polls
-        polls += 1
-        if polls == 1:
-            exp.log("train/epoch/1/eval", val_acc=0.6)
-            exp.flush()
-            with (exp.path / "log-1.jsonl").open("a") as log:  # a torn line, completed later
-                log.write('{"name": "train/epoch/2/eval", "data": {"val_')
-        if polls == 2:
-            with (exp.path / "log-1.jsonl").open("a") as log:
-                log.write('acc": 0.7}}\n')
-        return polls == 3
-
-    batches = list(
-        query.follow("train/epoch/:e/eval | select e, val_acc", repo=root, interval=0, stop=stop)
-    )
-    exp.close()
-    assert [b.to_dict("records") for b in batches] == [
-        [{"e": 0, "val_acc": 0.5}],
-        [{"e": 1, "val_acc": 0.6}],
-        [{"e": 2, "val_acc": 0.7}],
-    ]
+    assert err.startswith("dbx: error: ") and err.count("\n") == 1 and message in err

@@ -7,12 +7,15 @@ import math
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
+from squeezr.dbx import expr
 from squeezr.dbx.query import engine, table
 from squeezr.dbx.query.engine import Engine, Source
 from squeezr.dbx.query.language import parse
-from squeezr.dbx.query.logs import Tail, read_matching
+from squeezr.dbx.query.logs import Tail, numbered, read_matching
+from squeezr.dbx.query.pattern import Pattern
 from squeezr.errors import UserError
 
 
@@ -23,11 +26,17 @@ def write_log(path: Path, events: list[dict], tail: str = "") -> None:
     path.write_text("".join(line + "\n" for line in lines) + tail)
 
 
-def experiment(folder: Path, name: str = "exp", **params: object) -> SimpleNamespace:
+class FakeExperiment(SimpleNamespace):
+    """What a query needs of an experiment handle: its folder and ``value(path)``."""
+
+    def value(self, path: str) -> object:
+        record = {"id": self.id, "name": self.name, "kind": "prune", "params": self.params}
+        return expr.dig(record, path.removeprefix("exp."))
+
+
+def experiment(folder: Path, name: str = "exp", **params: object) -> FakeExperiment:
     folder.mkdir(parents=True, exist_ok=True)
-    return SimpleNamespace(
-        path=folder, id=folder.name, name=name, kind="prune", params=params, results={}
-    )
+    return FakeExperiment(path=folder, id=folder.name, name=name, params=params)
 
 
 def test_prefilter_torn_line_and_nan(tmp_path: Path) -> None:
@@ -128,11 +137,11 @@ def test_tail_waits_for_the_end_of_a_torn_line(tmp_path: Path) -> None:
     log = tmp_path / "log-1.jsonl"
     tail = Tail(log)
     assert tail.read_new() == []
-    log.write_text('{"name": "a", "data": {}}\n{"name": "b", "da')
-    assert [e["name"] for e in tail.read_new()] == ["a"]
+    log.write_text('{"name": "a", "data": {}}\n\n{"name": "b", "da')
+    assert [(line, e["name"]) for line, e in tail.read_new()] == [(0, "a")]
     with log.open("a") as handle:
         handle.write('ta": {"v": 1}}\n')
-    assert tail.read_new() == [{"name": "b", "data": {"v": 1}}]
+    assert tail.read_new() == [(2, {"name": "b", "data": {"v": 1}})]  # line numbers count blanks
     assert tail.read_new() == []
 
 
@@ -143,3 +152,35 @@ def test_events_of_the_wrong_shape_are_skipped_with_a_warning(tmp_path: Path) ->
     with pytest.warns(UserWarning, match="skipping 2 malformed log events"):
         table = Engine([Source(experiment=exp)]).run(parse("s/:k"))
     assert table.to_dict("records") == [{"name": "s/1", "k": 1, "v": 1}]
+
+
+def test_modes_merge_keep_or_amend_events() -> None:
+    events = numbered(
+        [
+            {"name": "a", "run": 1, "data": {"v": 1}},
+            {"name": "b", "run": 1, "data": {}},
+            {"name": "a", "run": 1, "data": {"v": 2}},
+            {"name": "a", "run": 2, "data": {"w": 3}},
+        ]
+    )
+    pattern = Pattern("a")
+
+    def rows(mode: str) -> list[tuple]:
+        found = table.extract(events, pattern, mode)
+        columns = [found.column(name) for name in ("_pos", "run", "v", "w")]
+        return [tuple(np.asarray(c, dtype=object)[i] for c in columns) for i in range(found.length)]
+
+    assert rows(table.MERGED) == [(0, 2, 2, 3)]  # first position, newest run and data
+    assert rows(table.RAW) == [(0, 1, 1, None), (2, 1, 2, None), (3, 2, None, 3)]
+    assert rows(table.OCCURRENCES) == [(0, 1, 1, None), (2, 2, 2, 3)]  # run 2 amends the latest
+
+
+def test_the_disk_cache_keeps_modes_apart(tmp_path: Path) -> None:
+    exp = experiment(tmp_path / "repo" / "x")
+    write_log(exp.path / "log-1.jsonl", [{"name": "s", "data": {"v": v}} for v in (1, 2)])
+    cache = tmp_path / "repo" / ".dbx" / "cache" / "query"
+    for merge, expected in ((True, [2]), (False, [1, 2]), (True, [2])):
+        engine._CACHE = engine.TableCache()
+        found = Engine([Source(experiment=exp)], merge=merge, cache_dir=cache).run(parse("s"))
+        assert found["v"].tolist() == expected
+    assert len(list(cache.iterdir())) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from squeezr.dbx.query import pattern as patterns
 from squeezr.dbx.query.pattern import Pattern, numeric
 from squeezr.errors import UserError
 
@@ -67,3 +68,12 @@ def test_variables_and_literal_prefilter() -> None:
 def test_bad_patterns(text: str, problem: str) -> None:
     with pytest.raises(UserError, match=problem):
         Pattern(text)
+
+
+def test_the_name_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(patterns, "MEMO_NAMES", 10)
+    pattern = Pattern("train/step/:i")
+    for i in range(25):
+        assert pattern.match(f"train/step/{i}") == (i,)
+        assert len(pattern._memo) <= 10
+    assert pattern.match("train/step/3") == (3,)  # forgotten names are matched again

@@ -7,9 +7,10 @@ events or captured variables. An expression is parsed once into nested closures,
 it over many thousands of rows costs a few Python calls per node and no re-parsing.
 
 Semantics (grammar in docs/dbx-expressions.md): a comparison that touches a missing field is
-false (so ``not`` of it is true); numbers compare numerically, strings lexically, booleans
-only with booleans; comparing values of different types is false, except ``!=``, which is
-true.
+false (so ``not`` of it is true); ``exists(path)`` holds when the field has a non-null value;
+numbers compare numerically, strings lexically, booleans only with booleans; comparing values
+of different types is false, except ``!=``, which is true. A field name that is not an
+identifier (``val-acc``) or is a keyword is written in backticks: ```val-acc` > 0.5``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from squeezr.errors import UserError
 
-__all__ = ["MISSING", "Expr", "dig", "equal", "mapping_lookup", "parse"]
+__all__ = ["MISSING", "Expr", "ExpressionError", "dig", "equal", "mapping_lookup", "parse"]
 
 
 class _Missing:
@@ -69,6 +70,16 @@ def mapping_lookup(root: Mapping[str, Any]) -> Lookup:
     return lambda path: dig(root, path)
 
 
+class ExpressionError(UserError):
+    """A syntax error, with the 1-based ``column`` and the ``reason`` kept apart so that a
+    caller embedding an expression in a longer text can point at the right column."""
+
+    def __init__(self, column: int, reason: str) -> None:
+        super().__init__(f"bad expression at column {column}: {reason}")
+        self.column = column
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Expr:
     """A parsed expression; ``evaluate`` runs it against one row's ``lookup``."""
@@ -76,6 +87,7 @@ class Expr:
     text: str
     _root: _Node
     _paths: frozenset[str]
+    _compared: frozenset[str]
 
     def evaluate(self, lookup: Lookup) -> bool:
         """True if the expression holds; ``lookup(path)`` returns the value or ``MISSING``."""
@@ -84,6 +96,11 @@ class Expr:
     def paths(self) -> set[str]:
         """Every field path the expression reads (to load or index only what is needed)."""
         return set(self._paths)
+
+    def compared_paths(self) -> set[str]:
+        """The paths whose value is used, i.e. all but those only tested with ``exists()``
+        (a caller may reject an unknown field in a comparison as a typo, not in ``exists``)."""
+        return set(self._compared)
 
     def __str__(self) -> str:
         return self.text
@@ -199,7 +216,13 @@ def _truthy(operand: _Operand) -> _Node:
 
 
 def _exists(path: str) -> _Node:
-    return lambda lookup: lookup(path) is not MISSING
+    """Present with a value: absent and stored null are alike (a log table cannot tell them apart)."""
+
+    def node(lookup: Lookup) -> bool:
+        value = lookup(path)
+        return value is not MISSING and value is not None
+
+    return node
 
 
 def _negate(inner: _Node) -> _Node:
@@ -225,9 +248,9 @@ def _any(parts: list[_Node]) -> _Node:
 
 @dataclass(frozen=True)
 class _Token:
-    kind: str  # num, str, name, op, end
+    kind: str  # num, str, name, op, end (a backticked name is a name that is never a keyword)
     text: str
-    value: Any
+    value: Any  # for names: the field path, without backticks
     column: int  # 1-based
 
 
@@ -237,6 +260,7 @@ _TOKEN = re.compile(
   | (?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
   | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
   | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
+  | (?P<quoted>`[^`]+`)
   | (?P<op>==|!=|<=|>=|=~|!~|&&|\|\||[<>!()\[\],=])
     """,
     re.VERBOSE,
@@ -250,10 +274,6 @@ def _describe(token: _Token) -> str:
     return "end of expression" if token.kind == "end" else repr(token.text)
 
 
-def _error(column: int, message: str) -> UserError:
-    return UserError(f"bad expression at column {column}: {message}")
-
-
 def _tokenize(text: str) -> list[_Token]:
     tokens: list[_Token] = []
     position = 0
@@ -262,8 +282,10 @@ def _tokenize(text: str) -> list[_Token]:
         if match is None:
             char = text[position]
             if char in "'\"":
-                raise _error(position + 1, f"unterminated string starting with {char}")
-            raise _error(position + 1, f"unexpected character {char!r}")
+                raise ExpressionError(position + 1, f"unterminated string starting with {char}")
+            if char == "`":
+                raise ExpressionError(position + 1, "a `quoted field name` needs its closing `")
+            raise ExpressionError(position + 1, f"unexpected character {char!r}")
         kind = match.lastgroup or ""
         raw = match.group()
         column = position + 1
@@ -274,10 +296,12 @@ def _tokenize(text: str) -> list[_Token]:
             value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
         elif kind == "str":
             value = _UNESCAPE.sub(r"\1", raw[1:-1])
+        elif kind == "quoted":
+            kind, value = "name", raw[1:-1]
         else:
             value = raw
         if kind == "op" and raw == "=":
-            raise _error(column, "'=' is not an operator; use '==' to compare")
+            raise ExpressionError(column, "'=' is not an operator; use '==' to compare")
         tokens.append(_Token(kind, raw, value, column))
     tokens.append(_Token("end", "", None, len(text) + 1))
     return tokens
@@ -293,6 +317,7 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.index = 0
         self.paths: set[str] = set()
+        self.compared: set[str] = set()
 
     @property
     def token(self) -> _Token:
@@ -309,17 +334,19 @@ class _Parser:
 
     def expect(self, text: str, context: str) -> _Token:
         if not self.at(text):
-            raise _error(
+            raise ExpressionError(
                 self.token.column, f"expected {text!r} {context} (got {_describe(self.token)})"
             )
         return self.advance()
 
     def parse(self) -> _Node:
         if self.token.kind == "end":
-            raise _error(1, "the expression is empty; write a condition such as kind == 'train'")
+            raise ExpressionError(
+                1, "the expression is empty; write a condition such as kind == 'train'"
+            )
         node = self.parse_or()
         if self.token.kind != "end":
-            raise _error(
+            raise ExpressionError(
                 self.token.column,
                 f"unexpected {_describe(self.token)} after a complete condition "
                 "(join conditions with 'and' / 'or')",
@@ -358,11 +385,13 @@ class _Parser:
             self.expect("(", "after 'exists'")
             path = self.token
             if path.kind != "name" or path.text in _KEYWORDS:
-                raise _error(path.column, f"exists() needs a field path (got {_describe(path)})")
+                raise ExpressionError(
+                    path.column, f"exists() needs a field path (got {_describe(path)})"
+                )
             self.advance()
             self.expect(")", "to close exists(")
-            self.paths.add(path.text)
-            return _exists(path.text)
+            self.paths.add(path.value)
+            return _exists(path.value)
         left = self.parse_operand(f"expected a condition (got {_describe(token)})")
         op = self.parse_operator()
         if op is None:
@@ -395,11 +424,12 @@ class _Parser:
             return ("literal", _CONSTANTS[token.text])
         if token.kind == "name" and token.text not in _KEYWORDS:
             self.advance()
-            self.paths.add(token.text)
-            return ("path", token.text)
+            self.paths.add(token.value)
+            self.compared.add(token.value)
+            return ("path", token.value)
         if self.at("["):
             return ("literal", self.parse_list())
-        raise _error(token.column, message)
+        raise ExpressionError(token.column, message)
 
     def parse_literal(self, message: str) -> Any:
         token = self.token
@@ -411,14 +441,14 @@ class _Parser:
             return _CONSTANTS[token.text]
         if self.at("["):
             return self.parse_list()
-        raise _error(token.column, message)
+        raise ExpressionError(token.column, message)
 
     def parse_list(self) -> list[Any]:
         opening = self.expect("[", "to start a list")
         items: list[Any] = []
         while not self.at("]"):
             if self.token.kind == "end":
-                raise _error(
+                raise ExpressionError(
                     self.token.column, f"the '[' at column {opening.column} is never closed"
                 )
             if items:
@@ -430,7 +460,7 @@ class _Parser:
     def parse_regex(self, op: str) -> re.Pattern[str]:
         token = self.token
         if token.kind != "str":
-            raise _error(
+            raise ExpressionError(
                 token.column,
                 f"expected a quoted regular expression after {op!r} (got {_describe(token)})",
             )
@@ -438,11 +468,13 @@ class _Parser:
         try:
             return re.compile(token.value)
         except re.error as exc:
-            raise _error(token.column, f"invalid regular expression {token.text}: {exc}") from None
+            raise ExpressionError(
+                token.column, f"invalid regular expression {token.text}: {exc}"
+            ) from None
 
 
 def parse(text: str) -> Expr:
     """Parse ``text`` into an :class:`Expr`; syntax errors are UserErrors naming the column."""
     parser = _Parser(text)
     root = parser.parse()
-    return Expr(text, root, frozenset(parser.paths))
+    return Expr(text, root, frozenset(parser.paths), frozenset(parser.compared))

@@ -1,23 +1,44 @@
 """``dbx query QUERY [PREFIX]``: turn experiment logs into a table, once or live (``--follow``).
 
 Experiments are chosen exactly as ``dbx ls`` chooses them (name prefix, ``--kind``,
-``--since``, ``--where``), so "list them, then query them" needs no second vocabulary.
+``--since``, ``--where``), so "list them, then query them" needs no second vocabulary; the
+prefix may come before or after the options.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import io
 import sys
+import warnings
+from collections.abc import Iterable
+from typing import Any
 
 from squeezr import clikit
+from squeezr.dbx import jsonx
 from squeezr.dbx.cli import common
 
 EPILOG = """examples:
   dbx query 'train/epoch/:epoch/eval | select epoch, val_acc' prune/oracle/
   dbx query 'prune/step/:k | group k: mean(1 - test_acc) as err, se(1 - test_acc)' --kind prune
-  dbx query 'prune/step/:k | before finetune/epoch/*/eval as ft' --follow
+  dbx query 'prune/step/:k | before finetune/epoch/:e/eval as ft' --follow --json
 grammar: docs/dbx-query.md"""
+
+
+class _AnyOrderParser(argparse.ArgumentParser):
+    """Options and positionals in any order (``dbx query Q --csv PREFIX``): plain argparse
+    binds the optional PREFIX to nothing as soon as it reads QUERY, then rejects it."""
+
+    _inside = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inside:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,12 +49,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.__class__ = _AnyOrderParser  # argparse has no per-subcommand parser class option
     parser.add_argument("query", help="the query, e.g. 'prune/step/:k | group k: mean(acc)'")
     common.add_selection_options(parser)
     common.add_repo_option(parser)
     parser.add_argument("--raw", action="store_true", help="one row per event, no merging")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="ignore .dbx/cache")
-    parser.add_argument("--follow", action="store_true", help="keep running; print new rows")
+    parser.add_argument(
+        "--follow", action="store_true", help="keep running; print rows as they appear or change"
+    )
     parser.add_argument("--interval", type=float, default=1.0, help="--follow poll seconds")
     clikit.add_output_options(parser)
     parser.set_defaults(func=main)
@@ -43,24 +67,61 @@ def main(args: argparse.Namespace) -> int:
     from squeezr.dbx import query as dbxquery  # pandas: loaded only when a query runs
 
     selection = {"prefix": args.prefix, "kind": args.kind, "since": args.since, "where": args.where}
-    if not args.follow:
-        table = dbxquery.run(args.query, args.repo, raw=args.raw, cache=args.cache, **selection)
-        clikit.emit(table, args.fmt)
-        return 0
-    batches = dbxquery.follow(
-        args.query, args.repo, raw=args.raw, interval=args.interval, **selection
-    )
-    header = True
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning
+        if not args.follow:
+            table = dbxquery.run(args.query, args.repo, raw=args.raw, cache=args.cache, **selection)
+            clikit.emit(_printable(table), args.fmt)
+            return 0
+        batches = dbxquery.follow(
+            args.query, args.repo, raw=args.raw, interval=args.interval, **selection
+        )
+        _stream(batches, args.fmt)
+    return 0
+
+
+def _one_line_warning(message: Any, *_: Any, **__: Any) -> None:
+    print(f"dbx: warning: {message}", file=sys.stderr)
+
+
+def _printable(frame: Any) -> Any:
+    """The table with its missing values (None, NaN: the same to a query) as None, which
+    ``clikit.emit`` prints as an empty cell (``null`` in JSON), and every cell kept as it is
+    (object columns: no integer turned float next to a gap)."""
+    import pandas as pd
+
+    rows = frame.astype(object).to_dict(orient="records")
+    for row in rows:
+        for column, value in row.items():
+            if isinstance(value, float) and value != value:
+                row[column] = None
+    return pd.DataFrame(rows, columns=frame.columns, dtype=object)
+
+
+def _stream(batches: Iterable[Any], fmt: str) -> None:
+    """Print live batches: JSON as one object per line, CSV with its header once, tables per
+    batch. The columns never change (see ``query.follow``), so the lines always line up."""
+    header = ""
     for batch in batches:
         if batch.empty:
             continue
-        if args.fmt == "json":  # one object per line, so consumers can stream it
-            for record in batch.to_dict(orient="records"):
-                sys.stdout.write(json.dumps(record, default=str) + "\n")
-        elif args.fmt == "csv":
-            batch.to_csv(sys.stdout, index=False, header=header)
+        rows = _printable(batch)
+        if fmt == "json":
+            for record in rows.to_dict(orient="records"):
+                sys.stdout.write(jsonx.encode(record) + "\n")
+        elif fmt == "csv":
+            text = _emitted(rows, "csv")
+            if not header:
+                header = _emitted(rows.iloc[:0], "csv")
+                sys.stdout.write(header)
+            sys.stdout.write(text[len(header) :])
         else:
-            clikit.emit(batch, "table")
-        header = False
+            clikit.emit(rows, "table")
         sys.stdout.flush()
-    return 0
+
+
+def _emitted(rows: Any, fmt: str) -> str:
+    """What ``clikit.emit`` prints for ``rows`` (so that streamed cells look like the rest)."""
+    buffer = io.StringIO()
+    clikit.emit(rows, fmt, file=buffer)
+    return buffer.getvalue()

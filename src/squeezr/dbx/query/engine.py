@@ -2,18 +2,16 @@
 
 The first stage (a name pattern) runs over raw logs through ``table`` (fast, cached); every
 later stage is a vectorised pandas operation on the resulting frame, except ``where``, which
-evaluates the shared ``expr`` language row by row. Two hidden columns travel with the rows:
-``_exp`` (which log the row came from, to reach experiment columns and to keep ``first``,
-``last``, ``before`` and ``after`` within one experiment) and ``_pos`` (the event's position
-in its log).
+evaluates the shared ``expr`` language row by row over just the fields it reads. Two hidden
+columns travel with the rows: ``_exp`` (which log the row came from, to reach experiment
+columns and to keep ``first``, ``last``, ``before`` and ``after`` within one experiment) and
+``_pos`` (the position of the row's first event in its log).
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +33,22 @@ from squeezr.dbx.query.language import (
     Where,
 )
 from squeezr.dbx.query.logs import Event
-from squeezr.dbx.query.pattern import Pattern, compile_pattern
-from squeezr.dbx.query.table import Table, TableCache, extract
+from squeezr.dbx.query.pattern import Pattern
+from squeezr.dbx.query.table import (
+    HIDDEN,
+    MERGED,
+    OCCURRENCES,
+    RAW,
+    Table,
+    TableCache,
+    extract,
+)
+from squeezr.dbx.query.values import comparable, hashable, is_missing, numbers, sorted_order
+from squeezr.dbx.store import FIELDS as EXPERIMENT_FIELDS
 from squeezr.errors import UserError
 
-EXPERIMENT_FIELDS = ("id", "name", "kind", "created")
-_TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+SHOWN_FIELDS = ("exp.id", "exp.name")  # the experiment columns a multi-experiment result leads with
+_ROOTS = ("exp", "params", "results")
 _PANDAS_FUNCS = {
     "count": "count",
     "mean": "mean",
@@ -53,47 +61,45 @@ _PANDAS_FUNCS = {
     "sum": "sum",
 }
 _NUMERIC_FUNCS = ("mean", "std", "se", "sum")
+_LISTED = 30  # columns named in an "unknown column" message
 _CACHE = TableCache()
 
 
 @dataclass
 class Source:
-    """One log to query: an experiment handle (reads its folder) or in-memory events."""
+    """One log to query: an experiment handle (reads its folder), or in-memory ``events``.
+
+    In-memory events from an earlier result keep that result's experiment as ``identity``
+    (its ``exp.*`` values). ``tables`` memoises extraction for an in-memory log that only
+    grows; whoever appends to ``events`` clears it.
+    """
 
     experiment: Any = None
     events: list[tuple[int, Event]] | None = None
-    memo: dict[tuple[str, bool, int], Table] | None = None  # in-memory logs that only grow
+    identity: dict[str, Any] = field(default_factory=dict)
+    tables: dict[tuple[str, str], Table] | None = None
 
-    def table(self, pattern: Pattern, merge: bool, cache_dir: Path | None) -> Table:
+    def table(self, pattern: Pattern, mode: str, cache_dir: Path | None) -> Table:
         """The columns of the events matching ``pattern`` (cached where possible)."""
         if self.events is None:
-            return _CACHE.table(Path(self.experiment.path), pattern, merge, cache_dir)
-        if self.memo is None:
-            return extract(self.events, pattern, merge)
-        key = (pattern.text, merge, len(self.events))
-        if key not in self.memo:
-            self.memo[key] = extract(self.events, pattern, merge)
-        return self.memo[key]
+            return _CACHE.table(Path(self.experiment.path), pattern, mode, cache_dir)
+        if self.tables is None:
+            return extract(self.events, pattern, mode)
+        key = (pattern.text, mode)
+        if key not in self.tables:
+            self.tables[key] = extract(self.events, pattern, mode)
+        return self.tables[key]
+
+    @property
+    def known(self) -> bool:
+        """Whether the experiment this log belongs to is known."""
+        return self.experiment is not None or bool(self.identity)
 
     def field(self, path: str) -> Any:
-        """``exp.<field>``, ``params.<path>`` or ``results.<path>`` of this log's experiment."""
+        """``exp.<field>``, ``params.<path>`` or ``results.<path>``; ``expr.MISSING`` if absent."""
         if self.experiment is None:
-            return None
-        head, _, rest = path.partition(".")
-        if head == "exp":
-            return getattr(self.experiment, rest, None) if rest in EXPERIMENT_FIELDS else None
-        return dig(getattr(self.experiment, head), rest)
-
-
-def dig(value: Any, path: str) -> Any:
-    """``expr.dig`` with None for absent, the tables' marker for "no such field"."""
-    found = expr.dig(value, path)
-    return None if found is expr.MISSING else found
-
-
-def is_missing(value: Any) -> bool:
-    """None, pandas NA and NaN: the values a table uses for 'this row has no such field'."""
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+            return self.identity.get(path, expr.MISSING)
+        return self.experiment.value(path)
 
 
 def _concat(pieces: list[Any], lengths: list[int]) -> Any:
@@ -111,53 +117,78 @@ def _concat(pieces: list[Any], lengths: list[int]) -> Any:
     return values
 
 
-def needed_columns(query: Query) -> set[str] | None:
-    """Columns the stages up to the first select/group can touch (None = all of them).
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-D object array (``np.asarray`` would turn equal-length lists into a 2-D array)."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
-    Over-approximates from identifier tokens, so building the frame can skip the rest.
-    """
+
+def needed_columns(query: Query) -> set[str] | None:
+    """Columns the stages up to the first select/group can read (None = all of them), so that
+    building the first frame can skip the rest; nested paths keep every enclosing column."""
     needed: set[str] = set()
     for stage in query.stages[1:]:
+        paths: set[str] = set()
         if isinstance(stage, Match):
-            needed.add("name")
-        if isinstance(stage, Where):
-            texts = sorted(stage.condition.paths())
+            paths = {"name"}
+        elif isinstance(stage, Where):
+            paths = stage.condition.paths()
         elif isinstance(stage, Select):
-            texts = [column.source for column in stage.columns]
+            paths = {path for column in stage.columns for path in column.paths()}
         elif isinstance(stage, Group):
-            texts = [*stage.keys, *(a.argument.source for a in stage.aggregates if a.argument)]
+            arguments = [a.argument for a in stage.aggregates if a.argument]
+            paths = {*stage.keys, *(path for a in arguments for path in a.paths())}
         elif isinstance(stage, Sort):
-            texts = [key for key, _ in stage.keys]
-        else:
-            continue
-        for text in texts:
-            for token in _TOKEN.findall(text):
-                parts = token.split(".")
-                needed.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
-                needed.add(token.removeprefix("data."))
+            paths = {key for key, _ in stage.keys}
+        for path in paths:
+            parts = path.split(".")
+            needed.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+            needed.add(path.removeprefix("data."))
         if isinstance(stage, Select | Group):
             return needed
     return None
 
 
 class Engine:
-    """Runs queries over a fixed list of logs."""
+    """Runs queries over a fixed list of logs.
+
+    ``merge``: combine events by name (else one row per event). ``strict``: a field that no
+    row has is an error (a typo) rather than an empty column; live listeners turn it off,
+    since a growing log may not have logged the field yet. ``experiment_columns``: lead with
+    ``exp.id`` / ``exp.name`` (default: when more than one experiment is read).
+    """
 
     def __init__(
-        self, sources: Sequence[Source], merge: bool = True, cache_dir: Path | None = None
+        self,
+        sources: Sequence[Source],
+        merge: bool = True,
+        cache_dir: Path | None = None,
+        *,
+        strict: bool = True,
+        experiment_columns: bool | None = None,
     ) -> None:
         self.sources = list(sources)
         self.merge = merge
         self.cache_dir = cache_dir
+        self.strict = strict
+        if experiment_columns is None:
+            experiment_columns = len(self.sources) > 1
+        self.experiment_columns = experiment_columns and all(s.known for s in self.sources)
+        self._dropped: list[str] = []  # columns of the log that the first frame left out
+        self._unmatched: set[str] = set()  # prefixes of before/after that matched no event
 
     # -- building the first frame ------------------------------------------------------------
 
-    def _frame(self, pattern: Pattern, keep: set[str] | None) -> pd.DataFrame:
-        tables = [source.table(pattern, self.merge, self.cache_dir) for source in self.sources]
+    def _frame(self, pattern: Pattern, keep: set[str] | None, mode: str) -> pd.DataFrame:
+        tables = [source.table(pattern, mode, self.cache_dir) for source in self.sources]
         names: dict[str, None] = {"_pos": None, "name": None}
+        for variable in pattern.variables:
+            names[variable] = None
         for table in tables:
             names.update(dict.fromkeys(table.names))
         if keep is not None:
+            self._dropped = [n for n in names if n not in keep and n != "_pos"]
             names = {n: None for n in names if n in keep or n == "_pos"}
         lengths = [table.length for table in tables]
         data = {name: _concat([t.column(name) for t in tables], lengths) for name in names}
@@ -166,15 +197,17 @@ class Engine:
         frame["_pos"] = frame["_pos"].astype("int64")
         return frame
 
-    def _experiment_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
-        if len(self.sources) < 2 or any(s.experiment is None for s in self.sources):
+    def _add_experiment_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
+        if not self.experiment_columns:
             return frame
         codes = frame["_exp"].to_numpy()
-        for field in ("exp.name", "exp.id"):
-            per_source, uniques = pd.factorize(
-                pd.Index([str(s.field(field)) for s in self.sources])
-            )
-            frame.insert(0, field, pd.Categorical.from_codes(per_source[codes], uniques))
+        for path in reversed(SHOWN_FIELDS):
+            values = [source.field(path) for source in self.sources]
+            if all(value is expr.MISSING for value in values):
+                continue
+            labels = ["" if value is expr.MISSING else str(value) for value in values]
+            per_source, uniques = pd.factorize(pd.Index(labels))
+            frame.insert(0, path, pd.Categorical.from_codes(per_source[codes], uniques))
         return frame
 
     # -- column access -----------------------------------------------------------------------
@@ -182,90 +215,86 @@ class Engine:
     def column(self, frame: pd.DataFrame, path: str) -> str:
         """Make ``path`` a column of ``frame`` and return its name.
 
-        An unknown path raises UserError on a non-empty frame (a typo), and becomes an empty
-        column on an empty one (no matching events yet).
+        A field that no row has is an error (a typo), except where its absence is expected:
+        an empty table, the columns of a before/after that matched nothing, and live
+        listeners (``strict=False``); there it becomes an empty column.
         """
         name = self._resolve(frame, path)
         if name is not None:
             return name
-        if len(frame):
-            visible = [c for c in frame.columns if not c.startswith("_")]
-            raise UserError(f"unknown column {path!r}; available: {', '.join(visible)}")
-        frame[path] = pd.Series(dtype=object)
-        return path
+        unmatched = any(path.startswith(prefix + ".") for prefix in self._unmatched)
+        if frame.empty or unmatched or not self.strict:
+            frame[path] = pd.Series(None, index=frame.index, dtype=object)
+            return path
+        visible = [c for c in frame.columns if c not in HIDDEN] + self._dropped
+        listed = ", ".join(visible[:_LISTED]) + (", ..." if len(visible) > _LISTED else "")
+        raise UserError(f"unknown column {path!r}; available: {listed}")
 
     def _resolve(self, frame: pd.DataFrame, path: str) -> str | None:
-        """Add experiment fields and nested data as columns on demand; None if unknown."""
-        if path in frame.columns:
+        """The column holding ``path``, adding experiment fields and nested data to ``frame``
+        as they are asked for; None if no row has such a field."""
+        if path in frame.columns and path not in HIDDEN:
             return path
         if path.startswith("data.") and path[5:] in frame.columns:
             return path[5:]
-        if path.partition(".")[0] in ("exp", "params", "results") and "_exp" in frame.columns:
-            values = np.asarray([source.field(path) for source in self.sources], dtype=object)
-            picked = values[frame["_exp"].to_numpy()]
+        root, _, rest = path.partition(".")
+        if root in _ROOTS and rest and "_exp" in frame.columns:
+            if root == "exp" and rest not in EXPERIMENT_FIELDS:
+                fields = ", ".join(f"exp.{name}" for name in EXPERIMENT_FIELDS)
+                raise UserError(f"unknown experiment field {path!r}; use {fields}")
+            values = [source.field(path) for source in self.sources]
+            if all(value is expr.MISSING for value in values):
+                return None
+            per_source = _objects([None if v is expr.MISSING else v for v in values])
+            picked = per_source[frame["_exp"].to_numpy()]
             frame[path] = pd.Series(picked, index=frame.index, dtype=object).infer_objects()
             return path
         parts = path.split(".")
         for cut in range(len(parts) - 1, 0, -1):
             base = ".".join(parts[:cut])
             if base in frame.columns:
-                rest = ".".join(parts[cut:])
-                frame[path] = frame[base].map(lambda v, r=rest: dig(v, r)).infer_objects()
+                dug = [expr.dig(value, ".".join(parts[cut:])) for value in frame[base].tolist()]
+                dug = [None if value is expr.MISSING else value for value in dug]
+                frame[path] = pd.Series(_objects(dug), index=frame.index).infer_objects()
                 return path
         return None
 
     def compute(self, frame: pd.DataFrame, item: Column) -> pd.Series:
-        """The values of a select item or aggregate argument: a column, or a pandas expression."""
-        if item.is_path:
-            return frame[self.column(frame, item.source)]
-        text = item.source
-        for token in sorted(set(_TOKEN.findall(text)), key=len, reverse=True):
-            name = self._resolve(frame, token)
-            if name is not None:
-                text = re.sub(rf"(?<![\w.`]){re.escape(token)}(?![\w.`])", f"`{name}`", text)
-        try:
-            result = frame.eval(text)
-        except Exception as exc:
-            raise UserError(f"cannot compute {item.source!r}: {exc}") from None
+        """The values of a select item or aggregate argument: a column, or a computation."""
+        if item.path is not None:
+            return frame[self.column(frame, item.path)]
+        assert item.computed is not None  # a Column is one or the other
+
+        def get(path: str) -> pd.Series:
+            return numbers(frame[self.column(frame, path)], repr(item.source))
+
+        result = item.computed.evaluate(get)
         if not isinstance(result, pd.Series):
             result = pd.Series(result, index=frame.index)
         return result
 
-    def lookup(self, values: dict[str, Any], path: str) -> Any:
-        """A row's value for an expr path (``expr.MISSING`` if absent, null or NaN)."""
-        if path in values:
-            value = values[path]
-        elif path.startswith("data.") and path[5:] in values:
-            value = values[path[5:]]
-        elif path.partition(".")[0] in ("exp", "params", "results") and "_exp" in values:
-            value = self.sources[int(values["_exp"])].field(path)
-        else:
-            value = None
-            parts = path.split(".")
-            for cut in range(len(parts) - 1, 0, -1):
-                base = ".".join(parts[:cut])
-                if base in values:
-                    value = dig(values[base], ".".join(parts[cut:]))
-                    break
-        if is_missing(value):
-            return expr.MISSING
-        return value.item() if isinstance(value, np.generic) else value
-
     # -- stages ------------------------------------------------------------------------------
 
-    def run(self, query: Query) -> pd.DataFrame:
-        """Evaluate ``query`` and return its visible columns."""
+    def run(self, query: Query, *, identity: bool = False) -> pd.DataFrame:
+        """Evaluate ``query`` and return its visible columns (plus the hidden ``_exp`` and
+        ``_pos``, where rows still have them, if ``identity``: to tell rows apart)."""
+        self._unmatched = set()
         stages: list[Stage] = list(query.stages)
-        first = stages.pop(0) if isinstance(stages[0], Match) else Match(compile_pattern("**"))
-        frame = self._experiment_columns(self._frame(first.pattern, needed_columns(query)))
-        hidden = {"id"} | (set() if not self.merge else {"ts", "run"})
+        first = stages.pop(0) if isinstance(stages[0], Match) else Match(query.patterns()[0])
+        mode = MERGED if self.merge else RAW
+        frame = self._add_experiment_columns(
+            self._frame(first.pattern, needed_columns(query), mode)
+        )
+        hidden = {"id"} | ({"ts", "run"} if self.merge else set())
         for stage in stages:
             frame = self._apply(stage, frame)
             if isinstance(stage, Select | Group):
                 hidden = set()
+                self._dropped = []
         hidden |= {c for c in ("ts", "run") if c in frame.columns and frame[c].isna().all()}
-        shown = [c for c in frame.columns if not c.startswith("_") and c not in hidden]
-        return frame[shown].reset_index(drop=True)
+        if not identity:
+            hidden |= set(HIDDEN)
+        return frame[[c for c in frame.columns if c not in hidden]].reset_index(drop=True)
 
     def _apply(self, stage: Stage, frame: pd.DataFrame) -> pd.DataFrame:
         if isinstance(stage, Match):
@@ -285,7 +314,14 @@ class Engine:
     def _match(self, pattern: Pattern, frame: pd.DataFrame) -> pd.DataFrame:
         if "name" not in frame.columns:
             raise UserError("'match' needs the event name; keep 'name' in the select before it")
-        captures = {name: pattern.match(name) for name in frame["name"].dropna().unique()}
+        names = frame["name"].dropna().unique()
+        for name in names:
+            if not isinstance(name, str):
+                raise UserError(
+                    f"'match' needs event names (text), but column 'name' holds {name}; "
+                    "rename that column in the select before it"
+                )
+        captures = {name: pattern.match(name) for name in names}
         found = frame["name"].map(captures)
         frame = frame[found.notna().to_numpy()].copy()
         for index, variable in enumerate(pattern.variables):
@@ -293,11 +329,23 @@ class Engine:
         return frame
 
     def _where(self, stage: Where, frame: pd.DataFrame) -> pd.DataFrame:
-        names = list(frame.columns)
+        condition = stage.condition
+        compared = condition.compared_paths()
+        work = frame.copy(deep=False)  # fields resolved for the test are not new columns
+        values: dict[str, list[Any]] = {}
+        for path in condition.paths():
+            # A field only tested with exists() may be absent everywhere: that is an answer.
+            name = self.column(work, path) if path in compared else self._resolve(work, path)
+            column = work[name].tolist() if name is not None else [None] * len(frame)
+            values[path] = [expr.MISSING if is_missing(v) else v for v in column]
+        row = 0
+
+        def lookup(path: str) -> Any:
+            return values[path][row]
+
         keep = np.zeros(len(frame), dtype=bool)
-        for index, row in enumerate(frame.itertuples(index=False, name=None)):
-            values = dict(zip(names, row, strict=True))
-            keep[index] = bool(stage.condition.evaluate(lambda path: self.lookup(values, path)))  # noqa: B023
+        for row in range(len(frame)):  # lookup reads the current row
+            keep[row] = condition.evaluate(lookup)
         return frame[keep]
 
     def _select(self, stage: Select, frame: pd.DataFrame) -> pd.DataFrame:
@@ -310,24 +358,26 @@ class Engine:
     def _near(self, stage: Near, frame: pd.DataFrame) -> pd.DataFrame:
         if "_pos" not in frame.columns:
             raise UserError(f"'{stage.direction}' needs event rows; put it before 'group'")
-        other = self._frame(stage.pattern, None)
-        positions = [frame["_pos"].to_numpy(), other["_pos"].to_numpy()]
-        span = int(max(p.max(initial=0) for p in positions)) + 2
+        # Candidates are single events at their real positions (see table.OCCURRENCES): a
+        # merged row would sit at its name's first position while holding its newest data.
+        other = self._frame(stage.pattern, None, OCCURRENCES if self.merge else RAW)
+        if other.empty:
+            self._unmatched.add(stage.prefix)
+        highest = [f["_pos"].to_numpy().max(initial=0) for f in (frame, other)]
+        span = int(max(highest)) + 2
         keys = other["_exp"].to_numpy() * span + other["_pos"].to_numpy()
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
         rows = frame["_exp"].to_numpy() * span + frame["_pos"].to_numpy()
-        if stage.direction == "before":
-            index = np.searchsorted(keys, rows, side="left") - 1
-        else:
-            index = np.searchsorted(keys, rows, side="right")
+        side = "left" if stage.direction == "before" else "right"
+        index = np.searchsorted(keys, rows, side=side) - (1 if side == "left" else 0)
         valid = (index >= 0) & (index < len(keys))
         index = np.clip(index, 0, max(len(keys) - 1, 0))
         if len(keys):
             valid &= other["_exp"].to_numpy()[order][index] == frame["_exp"].to_numpy()
         frame = frame.copy()
         for name in other.columns:
-            if name.startswith("_") or name in ("id", "ts", "run") or other[name].isna().all():
+            if name in HIDDEN or name in ("id", "ts", "run"):
                 continue
             values = other[name].to_numpy(dtype=object)[order][index] if len(keys) else None
             column = pd.Series(values, index=frame.index, dtype=object).where(valid, None)
@@ -341,27 +391,21 @@ class Engine:
         return frame.head(stage.count) if stage.end == "first" else frame.tail(stage.count)
 
     def _sort(self, stage: Sort, frame: pd.DataFrame) -> pd.DataFrame:
-        columns = [self.column(frame, key) for key, _ in stage.keys]
-        try:
-            return frame.sort_values(
-                columns, ascending=[asc for _, asc in stage.keys], kind="stable", na_position="last"
-            )
-        except TypeError:
-            raise UserError(
-                f"cannot sort by {', '.join(columns)}: it mixes numbers and text"
-            ) from None
+        work = frame.copy(deep=False)  # sorting by a field does not add it as a column
+        columns = [self.column(work, key) for key, _ in stage.keys]
+        return frame.iloc[sorted_order(work, columns, [asc for _, asc in stage.keys])]
 
     def _group(self, stage: Group, frame: pd.DataFrame) -> pd.DataFrame:
         keys = [self.column(frame, key) for key in stage.keys]
+        for key in keys:  # lists and objects cannot be hashed: group them by their JSON text
+            if frame[key].dtype == object:
+                frame[key] = frame[key].map(hashable)
         spec: dict[str, tuple[str, str]] = {}
         for index, aggregate in enumerate(stage.aggregates):
             spec[aggregate.name] = self._aggregate_column(frame, aggregate, index, keys[0])
-        grouped = frame.groupby(keys, dropna=False, sort=True, observed=True)
-        try:
-            result = grouped.agg(**spec)
-        except TypeError:
-            result = frame.groupby(keys, dropna=False, sort=False, observed=True).agg(**spec)
-        return result.reset_index()
+        grouped = frame.groupby(keys, dropna=False, sort=False, observed=True).agg(**spec)
+        grouped = grouped.reset_index()
+        return grouped.iloc[sorted_order(grouped, keys, [True] * len(keys))]
 
     def _aggregate_column(
         self, frame: pd.DataFrame, aggregate: Aggregate, index: int, any_key: str
@@ -370,13 +414,10 @@ class Engine:
             return any_key, "size"
         column = f"__agg{index}"
         values = self.compute(frame, aggregate.argument)
-        if aggregate.func in _NUMERIC_FUNCS and not pd.api.types.is_numeric_dtype(values):
-            converted = pd.to_numeric(values, errors="coerce")
-            if (converted.isna() & values.notna()).any():
-                raise UserError(
-                    f"{aggregate.func}({aggregate.argument.source}) needs numbers, "
-                    "but some values are text; filter them out with 'where'"
-                )
-            values = converted
+        what = f"{aggregate.func}({aggregate.argument.source})"
+        if aggregate.func in _NUMERIC_FUNCS:
+            values = numbers(values, what)
+        elif aggregate.func in ("min", "max") and values.dtype == object:
+            values = comparable(values, what)
         frame[column] = values.to_numpy()
         return column, _PANDAS_FUNCS[aggregate.func]

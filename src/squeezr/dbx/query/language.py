@@ -2,7 +2,9 @@
 
 A query is a pipeline, ``stage | stage | ...``, each stage turning a log (a table of events)
 into another. The grammar is in docs/dbx-query.md. Filter expressions are handed to the shared
-``squeezr.dbx.expr`` language (the one ``dbx ls --where`` uses), so there is one filter syntax.
+``squeezr.dbx.expr`` language (the one ``dbx ls --where`` uses), so there is one filter syntax;
+computed columns to ``arithmetic``. Everything that can be checked without data is checked
+here, so a mistake is reported before any log is read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from squeezr.dbx import expr
+from squeezr.dbx.query import arithmetic
 from squeezr.dbx.query.pattern import Pattern, compile_pattern
 from squeezr.errors import UserError
 
@@ -18,9 +21,13 @@ KEYWORDS = ("match", "where", "select", "before", "after", "first", "last", "sor
 AGGREGATES = ("count", "mean", "std", "se", "min", "max", "first", "last", "sum")
 
 _PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
+_QUOTED_PATH = re.compile(r"`([^`]+)`")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _AS = re.compile(r"^(.*?)\s+as\s+(\S+)\s*$", re.DOTALL)
+_DANGLING_AS = re.compile(r"(?:^|\s)as\s*$")
 _AGG = re.compile(r"^([A-Za-z_]+)\s*\((.*)\)$", re.DOTALL)
+_QUOTES = "\"'`"
+_CLOSING = {"(": ")", "[": "]", "{": "}"}
 
 
 @dataclass(frozen=True)
@@ -40,11 +47,23 @@ class Where:
 
 @dataclass(frozen=True)
 class Column:
-    """One output column: a column path or a computed (pandas ``eval``) expression, renamed."""
+    """One output column: a column ``path``, or a ``computed`` arithmetic expression, renamed."""
 
-    source: str
+    source: str  # as written
     name: str
-    is_path: bool
+    path: str | None = None
+    computed: arithmetic.Arithmetic | None = None
+
+    @property
+    def is_path(self) -> bool:
+        """Whether the item is a plain column (kept as is) rather than a computation."""
+        return self.path is not None
+
+    def paths(self) -> set[str]:
+        """The column paths this item reads."""
+        if self.path is not None:
+            return {self.path}
+        return set(self.computed.paths) if self.computed else set()
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,12 @@ class Query:
     text: str
     stages: tuple[Stage, ...] = field(default_factory=tuple)
 
+    def patterns(self) -> list[Pattern]:
+        """Every name pattern the query reads logs with (the first stage's, and before/after's)."""
+        first = self.stages[0] if self.stages else None
+        found = [first.pattern if isinstance(first, Match) else compile_pattern("**")]
+        return found + [stage.pattern for stage in self.stages if isinstance(stage, Near)]
+
 
 def _error(text: str, column: int, message: str) -> UserError:
     near = text[column - 1 : column + 19]
@@ -112,40 +137,47 @@ def _error(text: str, column: int, message: str) -> UserError:
     return UserError(f"query syntax error at column {column}{where}: {message}")
 
 
-def split_top(text: str, separator: str, offset: int) -> list[tuple[str, int]]:
-    """Split on ``separator`` outside quotes and brackets; each piece with its 0-based offset.
+def split_top(text: str, separator: str, offset: int = 0) -> list[tuple[str, int]]:
+    """Split on ``separator`` outside quotes (``'`` ``"`` and backticks) and brackets; each piece
+    stripped, with the 0-based offset of its first non-blank character (plus ``offset``).
 
-    Pieces are stripped; offsets point at the first non-blank character of each piece.
+    ``||`` is never a ``|`` separator (it is the where-language's "or"). An unclosed quote or
+    bracket, or a closing bracket without its opening one, is an error pointing at it.
     """
     pieces: list[tuple[str, int]] = []
-    depth = 0
-    quote = ""
-    quote_start = start = index = 0
+    opened: list[int] = []  # positions of the open brackets
+    quote, quote_start, start, index = "", 0, 0, 0
     while index < len(text):
         char = text[index]
         if quote:
-            if char == "\\":
+            if char == "\\" and quote != "`":
                 index += 1
             elif char == quote:
                 quote = ""
-        elif char in "\"'":
-            quote = char
-            quote_start = index
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == separator and depth == 0:
-            pieces.append((text[start:index], start))
-            start = index + 1
+        elif char in _QUOTES:
+            quote, quote_start = char, index
+        elif char in _CLOSING:
+            opened.append(index)
+        elif char in _CLOSING.values():
+            if not opened or _CLOSING[text[opened[-1]]] != char:
+                raise _error(text, offset + index + 1, f"{char!r} without a matching opening one")
+            opened.pop()
+        elif char == separator and not opened:
+            if separator == "|" and text[index + 1 : index + 2] == "|":
+                index += 1
+            else:
+                pieces.append((text[start:index], start))
+                start = index + 1
         index += 1
     if quote:
         raise _error(text, offset + quote_start + 1, f"unclosed {quote} quote")
+    if opened:
+        raise _error(text, offset + opened[-1] + 1, f"{text[opened[-1]]!r} is never closed")
     pieces.append((text[start:], start))
     result = []
-    for piece, start in pieces:
+    for piece, begin in pieces:
         lead = len(piece) - len(piece.lstrip())
-        result.append((piece.strip(), offset + start + lead))
+        result.append((piece.strip(), offset + begin + lead))
     return result
 
 
@@ -154,7 +186,7 @@ def parse(text: str) -> Query:
     if not text.strip():
         raise UserError("empty query; start with an event-name pattern such as train/epoch/:epoch")
     stages = []
-    for piece, offset in split_top(text, "|", 0):
+    for piece, offset in split_top(text, "|"):
         if not piece:
             raise _error(text, offset + 1, "empty stage between |")
         stages.append(_stage(text, piece, offset))
@@ -173,23 +205,15 @@ def _stage(text: str, piece: str, offset: int) -> Stage:
     if word == "where":
         try:
             return Where(expr.parse(rest), rest)
-        except UserError as exc:
-            found = re.match(r"bad expression at column (\d+): (.*)", str(exc))
-            if not found:
-                raise
-            raise _error(text, rest_offset + int(found.group(1)), found.group(2)) from None
+        except expr.ExpressionError as exc:
+            raise _error(text, rest_offset + exc.column, exc.reason) from None
     if word == "select":
-        return Select(tuple(_column(text, p, o) for p, o in _list(text, rest, rest_offset)))
+        items = _list(text, rest, rest_offset)
+        columns = [_column(text, item, column) for item, column in items]
+        _unique(text, [(c.name, o) for c, (_, o) in zip(columns, items, strict=True)])
+        return Select(tuple(columns))
     if word in ("before", "after"):
-        pattern_text, tail = _head(rest)
-        prefix = word
-        if tail.strip():
-            found = re.fullmatch(r"as\s+(\S+)", tail.strip())
-            if not found or not _NAME.fullmatch(found.group(1)):
-                column = rest_offset + len(pattern_text) + 2
-                raise _error(text, column, f"expected 'as NAME' after the {word} pattern")
-            prefix = found.group(1)
-        return Near(word, _match(text, pattern_text, rest_offset).pattern, prefix)
+        return _near(text, word, rest, rest_offset)
     if word in ("first", "last"):
         if not rest.isdigit() or int(rest) < 1:
             raise _error(text, rest_offset + 1, f"{word} needs a positive whole number")
@@ -205,18 +229,47 @@ def _head(piece: str) -> tuple[str, str]:
     return (parts[0], parts[1].strip()) if len(parts) == 2 else (piece.strip(), "")
 
 
+def _pattern_text(text: str, piece: str, offset: int) -> tuple[str, str]:
+    """A name pattern at the start of ``piece`` (quoted if it holds spaces) and what follows."""
+    if piece[:1] in "\"'":
+        end = piece.index(piece[0], 1)  # split_top has checked that every quote is closed
+        return piece[1:end], piece[end + 1 :].strip()
+    return _head(piece)
+
+
 def _match(text: str, piece: str, offset: int) -> Match:
-    if len(piece.split()) > 1:
+    pattern, tail = _pattern_text(text, piece, offset)
+    if tail and piece[:1] in "\"'":
+        column = offset + len(piece) - len(tail) + 1
+        raise _error(text, column, f"unexpected {tail!r} after the quoted name pattern")
+    if tail:
         word = piece.split()[0]
         raise _error(
             text,
             offset + 1,
-            f"{word!r} is not a stage ({', '.join(KEYWORDS)}) and a name pattern has no spaces",
+            f"{word!r} is not a stage ({', '.join(KEYWORDS)}); "
+            "a name pattern with spaces must be quoted",
         )
+    return Match(_compile(text, pattern, offset))
+
+
+def _compile(text: str, pattern: str, offset: int) -> Pattern:
     try:
-        return Match(compile_pattern(piece))
+        return compile_pattern(pattern)
     except UserError as exc:
         raise UserError(f"query syntax error at column {offset + 1}: {exc}") from None
+
+
+def _near(text: str, word: str, rest: str, offset: int) -> Near:
+    pattern, tail = _pattern_text(text, rest, offset)
+    prefix = word
+    if tail:
+        found = re.fullmatch(r"as\s+(\S+)", tail)
+        if not found or not _NAME.fullmatch(found.group(1)):
+            column = offset + len(rest) - len(tail) + 1
+            raise _error(text, column, f"expected 'as NAME' after the {word} pattern")
+        prefix = found.group(1)
+    return Near(word, _compile(text, pattern, offset), prefix)
 
 
 def _list(text: str, rest: str, offset: int) -> list[tuple[str, int]]:
@@ -227,19 +280,64 @@ def _list(text: str, rest: str, offset: int) -> list[tuple[str, int]]:
     return items
 
 
-def _column(text: str, item: str, offset: int) -> Column:
+def _unique(text: str, names: list[tuple[str, int]]) -> None:
+    """Reject a second output column of the same name (pandas would silently keep one)."""
+    seen: set[str] = set()
+    for name, offset in names:
+        if name in seen:
+            raise _error(text, offset + 1, f"duplicate column {name!r}; rename one with 'as'")
+        seen.add(name)
+
+
+def _plain_path(item: str) -> str | None:
+    """``item`` as a column path: ``a.b`` as written, or any name in backticks; else None."""
+    if _PATH.fullmatch(item):
+        return item
+    quoted = _QUOTED_PATH.fullmatch(item)
+    return quoted.group(1) if quoted else None
+
+
+def _renamed(text: str, item: str, offset: int) -> tuple[str, str | None]:
+    """Split ``source as name``; the name is None when there is no ``as``."""
+    dangling = _DANGLING_AS.search(item)
+    if dangling:
+        raise _error(text, offset + len(item) + 1, "expected a column name after 'as'")
     renamed = _AS.match(item)
-    source, name = (renamed.group(1).strip(), renamed.group(2)) if renamed else (item, item)
-    if renamed and not _NAME.fullmatch(name):
+    if not renamed:
+        return item, None
+    name = renamed.group(2)
+    if not _NAME.fullmatch(name):
         raise _error(text, offset + item.rindex(name) + 1, f"{name!r} is not a column name")
-    return Column(source, name, bool(_PATH.fullmatch(source)))
+    return renamed.group(1).strip(), name
+
+
+def _operand(text: str, source: str, offset: int, name: str | None = None) -> Column:
+    """A column path, or else a computation (parsed now, so its errors point into ``text``)."""
+    path = _plain_path(source)
+    if path is not None:
+        return Column(source, name or path, path=path)
+    try:
+        computed = arithmetic.parse(source)
+    except expr.ExpressionError as exc:
+        raise _error(text, offset + exc.column, exc.reason) from None
+    return Column(source, name or source, computed=computed)
+
+
+def _column(text: str, item: str, offset: int) -> Column:
+    source, name = _renamed(text, item, offset)
+    return _operand(text, source, offset, name)
 
 
 def _sort_key(text: str, item: str, offset: int) -> tuple[str, bool]:
-    column, order = _head(item)
-    if not _PATH.fullmatch(column) or order not in ("", "asc", "desc"):
+    order = ""
+    column = item
+    found = re.fullmatch(r"(.*?)\s+(asc|desc)", item, re.DOTALL)
+    if found:
+        column, order = found.group(1), found.group(2)
+    path = _plain_path(column)
+    if path is None:
         raise _error(text, offset + 1, "sort keys look like 'column' or 'column desc'")
-    return column, order != "desc"
+    return path, order != "desc"
 
 
 def _group(text: str, rest: str, offset: int) -> Group:
@@ -247,21 +345,26 @@ def _group(text: str, rest: str, offset: int) -> Group:
     if len(parts) > 2:
         raise _error(text, parts[2][1], "group has one ':' between keys and aggregates")
     keys = []
+    names = []
     for key, column in _list(text, parts[0][0], parts[0][1]):
-        if not _PATH.fullmatch(key):
+        path = _plain_path(key)
+        if path is None:
             raise _error(text, column + 1, f"{key!r} is not a column to group by")
-        keys.append(key)
+        keys.append(path)
+        names.append((path, column))
     aggregates = []
     if len(parts) == 2 and parts[1][0]:
-        aggregates = [_aggregate(text, p, o) for p, o in _list(text, parts[1][0], parts[1][1])]
+        for item, column in _list(text, parts[1][0], parts[1][1]):
+            aggregates.append(_aggregate(text, item, column))
+            names.append((aggregates[-1].name, column))
     if not aggregates:
         aggregates = [Aggregate("count", None, "count")]
+    _unique(text, names)
     return Group(tuple(keys), tuple(aggregates))
 
 
 def _aggregate(text: str, item: str, offset: int) -> Aggregate:
-    renamed = _AS.match(item)
-    call = renamed.group(1).strip() if renamed else item
+    call, name = _renamed(text, item, offset)
     found = _AGG.match(call)
     if not found:
         raise _error(text, offset + 1, "aggregates look like mean(column) or count()")
@@ -270,13 +373,12 @@ def _aggregate(text: str, item: str, offset: int) -> Aggregate:
         raise _error(
             text, offset + 1, f"unknown aggregate {func!r}; use one of {', '.join(AGGREGATES)}"
         )
-    if not argument and func != "count":
-        raise _error(text, offset + len(func) + 2, f"{func}() needs a column or expression")
-    column = Column(argument, argument, bool(_PATH.fullmatch(argument))) if argument else None
-    if renamed:
-        name = renamed.group(2)
-    elif column is None:
-        name = "count"
-    else:
-        name = f"{func}_{argument}" if column.is_path else call
-    return Aggregate(func, column, name)
+    if not argument:
+        if func != "count":
+            raise _error(text, offset + len(func) + 2, f"{func}() needs a column or expression")
+        return Aggregate(func, None, name or "count")
+    inside = found.group(2)
+    argument_offset = offset + found.start(2) + len(inside) - len(inside.lstrip())
+    column = _operand(text, argument, argument_offset)
+    default = f"{func}_{column.path}" if column.is_path else call
+    return Aggregate(func, column, name or default)

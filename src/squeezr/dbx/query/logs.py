@@ -101,8 +101,9 @@ class Tail:
         self.pending = b""
         self.lines = 0  # complete lines read so far
 
-    def read_new(self) -> list[Event]:
-        """Events completed since the last call (a partly written line waits for its newline)."""
+    def read_new(self) -> list[tuple[int, Any]]:
+        """Lines completed since the last call, decoded, with their 0-based line numbers in
+        the file (a partly written line waits for its newline; the caller checks the shape)."""
         try:
             with self.path.open("rb") as handle:
                 handle.seek(self.offset)
@@ -115,7 +116,7 @@ class Tail:
         self.lines += len(lines)
         numbers = [first + i for i, line in enumerate(lines) if line.strip()]
         events = parse_lines([lines[i - first] for i in numbers], str(self.path), numbers)
-        return [event for event in events if event is not None]
+        return list(zip(numbers, events, strict=True))
 
 
 def numbered(events: Iterable[Event]) -> list[tuple[int, Event]]:

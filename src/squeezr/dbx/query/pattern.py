@@ -1,7 +1,8 @@
 """Event-name patterns: the first step of every query, and the one that must be fast.
 
 A pattern selects events by their hierarchical name and captures name levels as columns.
-Matching is memoised per distinct name (a log repeats few names many times), and each pattern
+Matching is memoised per distinct name (a log repeats few names many times; the memo is
+bounded, for logs that never repeat a name and for listeners that run for weeks), and each pattern
 exposes a literal substring that every matching name contains, so log readers can skip lines
 without parsing them.
 """
@@ -17,6 +18,7 @@ from squeezr.errors import UserError
 _VAR = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _INT = re.compile(r"[-+]?\d+")
 _FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
+MEMO_NAMES = 200_000  # per pattern; past this the memo starts afresh
 
 
 def numeric(text: str) -> Any:
@@ -99,6 +101,8 @@ class Pattern:
             pass
         found = self._regex.fullmatch(name)
         result = None if found is None else tuple(numeric(v) for v in found.groups())
+        if len(self._memo) >= MEMO_NAMES:
+            self._memo.clear()
         self._memo[name] = result
         return result
 

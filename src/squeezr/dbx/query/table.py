@@ -2,9 +2,9 @@
 
 This is the query's inner loop over millions of events, so it works on plain lists (one per
 column) and never builds per-event DataFrames. Results are memoised per experiment, pattern
-and merge mode, in memory and in ``<repo>/.dbx/cache/query/`` (JSON and raw numbers, never
-pickle; checked against each log file's size and modification time, so a changed log is
-re-read and the folder is safe to delete).
+and mode (``MERGED``, ``RAW``, ``OCCURRENCES``), in memory and in ``<repo>/.dbx/cache/query/``
+(JSON and raw numbers, never pickle; checked against each log file's size and modification
+time, so a changed log is re-read and the folder is safe to delete).
 """
 
 from __future__ import annotations
@@ -25,15 +25,24 @@ from squeezr.dbx.query.logs import Event, read_matching, valid_event
 from squeezr.dbx.query.pattern import Pattern
 from squeezr.errors import UserError
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 _MEMORY_ENTRIES = 20_000
+
+# How matched events become rows (docs/dbx-query.md, "Rows and columns").
+MERGED = "merged"  # one row per name: union of its events' data, newest wins (the default)
+RAW = "raw"  # one row per event
+# One row per event, except that an event of a later run amends the latest earlier occurrence
+# of its name instead (an add-on evaluation): the targets of before/after, which need real
+# positions, so repeats of a name within a run stay apart.
+OCCURRENCES = "occurrences"
+HIDDEN = ("_exp", "_pos")  # the engine's row bookkeeping (log, position): never a data column
 
 
 class Table:
     """Matched events as columns: ``name ts run id _pos``, captured variables, data keys.
 
     Missing values are None; all-number columns are numpy arrays. A data key that collides
-    with an event field or a variable is stored as ``data.<key>``. Columns read from the disk
+    with an event field, a variable or a ``HIDDEN`` name is stored as ``data.<key>``. Columns read from the disk
     cache stay undecoded JSON until first asked for, so a query pays only for what it uses.
     """
 
@@ -91,27 +100,28 @@ class Table:
         return cls({}, header["length"], encoded)
 
 
-def extract(events: Iterable[tuple[int, Event]], pattern: Pattern, merge: bool) -> Table:
-    """Match, optionally merge by name (union of data, latest wins), and lay out as columns.
+def extract(events: Iterable[tuple[int, Event]], pattern: Pattern, mode: str) -> Table:
+    """Match, combine events into rows as ``mode`` says, and lay out as columns.
 
-    A merged row sits at the position of its name's first event (when it first happened);
-    its ``ts`` and ``run`` are those of the latest event that contributed to it, its ``id``
-    that of the first. Events that are not ``{"name": str, "data": dict, ...}`` are skipped.
+    A row that combines several events (union of data, latest wins) sits at the position of
+    its first event (when it first happened); its ``ts`` and ``run`` are those of the latest
+    event that contributed to it, its ``id`` that of the first. Events that are not
+    ``{"name": str, "data": dict, ...}`` are skipped with a warning.
     """
     events = list(events)
     try:
-        return _extract(events, pattern, merge)
+        return _extract(events, pattern, mode)
     except (KeyError, TypeError, AttributeError, ValueError):
         good = [(position, event) for position, event in events if valid_event(event)]
         warnings.warn(f"skipping {len(events) - len(good)} malformed log events", stacklevel=2)
-        return _extract(good, pattern, merge)
+        return _extract(good, pattern, mode)
 
 
-def _extract(events: list[tuple[int, Event]], pattern: Pattern, merge: bool) -> Table:
+def _extract(events: list[tuple[int, Event]], pattern: Pattern, mode: str) -> Table:
     # Hot loop: one dict lookup per event; per-row work happens afterwards, per column.
     match = pattern.match
-    entries: list[list[Any]] = []  # [position, captures, first event, *later events]
-    if merge:
+    entries: list[list[Any]] = []  # [position, captures, first event, *events merged into it]
+    if mode == MERGED:
         by_name: dict[str, list[Any]] = {}
         for position, event in events:
             name = event["name"]
@@ -124,10 +134,20 @@ def _extract(events: list[tuple[int, Event]], pattern: Pattern, merge: bool) -> 
                 by_name[name] = [position, captures, event]
         entries = list(by_name.values())
     else:
+        latest: dict[str, list[Any]] = {}  # name -> its latest occurrence (OCCURRENCES only)
         for position, event in events:
-            captures = match(event["name"])
-            if captures is not None:
-                entries.append([position, captures, event])
+            name = event["name"]
+            captures = match(name)
+            if captures is None:
+                continue
+            entry = latest.get(name)
+            if entry is not None and _later_run(event, entry[2]):
+                entry.append(event)
+                continue
+            entry = [position, captures, event]
+            entries.append(entry)
+            if mode == OCCURRENCES:
+                latest[name] = entry
     firsts = [entry[2] for entry in entries]
     lasts = [entry[-1] for entry in entries]
     datas = [entry[2].get("data", {}) if len(entry) == 3 else _merged(entry) for entry in entries]
@@ -141,9 +161,15 @@ def _extract(events: list[tuple[int, Event]], pattern: Pattern, merge: bool) -> 
     for index, variable in enumerate(pattern.variables):
         columns[variable] = [entry[1][index] for entry in entries]
     for key in dict.fromkeys(chain.from_iterable(datas)):
-        column = f"data.{key}" if key in columns else key
+        column = f"data.{key}" if key in columns or key in HIDDEN else key
         columns[column] = [data.get(key) for data in datas]
     return Table({name: _compact(values) for name, values in columns.items()}, len(entries))
+
+
+def _later_run(event: Event, first: Event) -> bool:
+    """Whether ``event`` comes from another run than the occurrence it may amend (both known)."""
+    run, first_run = event.get("run"), first.get("run")
+    return run is not None and first_run is not None and run != first_run
 
 
 def _merged(entry: list[Any]) -> dict[str, Any]:
@@ -184,26 +210,26 @@ class TableCache:
     """Per-experiment extraction results, in memory (LRU) and optionally on disk."""
 
     def __init__(self) -> None:
-        self._memory: OrderedDict[tuple[str, str, bool], tuple[list[list[Any]], Table]] = (
+        self._memory: OrderedDict[tuple[str, str, str], tuple[list[list[Any]], Table]] = (
             OrderedDict()
         )
 
-    def table(self, folder: Path, pattern: Pattern, merge: bool, cache_dir: Path | None) -> Table:
+    def table(self, folder: Path, pattern: Pattern, mode: str, cache_dir: Path | None) -> Table:
         """The matched-event columns of the experiment in ``folder`` (its runs concatenated)."""
         files = log_files(folder)
         stamp = _stamp(files)
-        key = (os.path.abspath(folder), pattern.text, merge)
+        key = (os.path.abspath(folder), pattern.text, mode)
         hit = self._memory.get(key)
         if hit is not None and hit[0] == stamp:
             self._memory.move_to_end(key)
             return hit[1]
         disk = None
         if cache_dir is not None:  # named relative to the repository, so it survives a move
-            where = (os.path.relpath(key[0], cache_dir), pattern.text, merge)
+            where = (os.path.relpath(key[0], cache_dir), pattern.text, mode)
             disk = cache_dir / (hashlib.sha1(repr(where).encode()).hexdigest() + ".cache")
         table = self._load(disk, stamp) if disk else None
         if table is None:
-            table = _read(files, pattern, merge)
+            table = _read(files, pattern, mode)
             if disk:
                 self._save(disk, stamp, table)
         self._memory[key] = (stamp, table)
@@ -235,11 +261,11 @@ class TableCache:
             pass
 
 
-def _read(files: list[Path], pattern: Pattern, merge: bool) -> Table:
+def _read(files: list[Path], pattern: Pattern, mode: str) -> Table:
     events: list[tuple[int, Event]] = []
     offset = 0
     for path in files:
         found, count = read_matching(path, pattern.literal)
         events.extend(((offset + line, event) for line, event in found) if offset else found)
         offset += count
-    return extract(events, pattern, merge)
+    return extract(events, pattern, mode)
