@@ -8,6 +8,7 @@ everywhere, so figures from different scripts can be collected by one parser.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -36,11 +37,54 @@ def timer() -> Iterator[Timer]:
         result.seconds = time.perf_counter() - start
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """An argument parser with the ``--quick`` switch every benchmark must accept."""
+# How to get the peer tools (MLflow, W&B) the dbx benchmarks compare against; see the
+# benchmark docstrings. The peers live in their own environment so their dependencies never
+# leak into the package's.
+PEER_INSTALL = (
+    "python3 -m venv .venv-bench && "
+    ".venv-bench/bin/pip install -c constraints-cpu.txt torch && "
+    ".venv-bench/bin/pip install -c constraints-cpu.txt -e '.[bench]'"
+)
+
+
+def parser(description: str, peers: bool = False) -> argparse.ArgumentParser:
+    """An argument parser with the ``--quick`` switch every benchmark must accept, and for
+    benchmarks against peer tools the ``--no-peers`` switch."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="smaller workload, for a smoke test")
+    if peers:
+        p.add_argument(
+            "--no-peers",
+            action="store_true",
+            help="measure squeezr alone (the targets against peers are then not checked)",
+        )
     return p
+
+
+def peer_missing(module: str) -> bool:
+    """Whether peer tool ``module`` cannot be imported by this interpreter."""
+    return importlib.util.find_spec(module) is None
+
+
+def not_measured(reason: str) -> str:
+    """What a target that could not be checked says instead of PASS or MISS."""
+    return f"not measured ({reason})"
+
+
+def missing_peer_reason(module: str) -> str:
+    return f"peer {module} missing: install with {PEER_INSTALL}"
+
+
+def print_targets(figures: dict[str, Any]) -> bool:
+    """Print each target as PASS, MISS or "not measured (why)"; True if all were measured."""
+    measured = True
+    for key, value in figures.items():
+        if isinstance(value, bool):
+            print(f"target {key}: {'PASS' if value else 'MISS'}")
+        elif isinstance(value, str):
+            print(f"target {key}: {value}")
+            measured = False
+    return measured
 
 
 def ratio(slow: float, fast: float) -> str:

@@ -17,7 +17,17 @@ Every way must return the same number of matches as a count done in plain Python
 benchmark fails. Creation time is not measured. Stores are built in ``--dir`` (default: a
 temporary folder on /dev/shm where available, so building is not bound by fsync; warm
 timings read from memory either way) and reused by later runs given the same ``--dir``.
-Usage: ``.venv-bench/bin/python benchmarks/dbx_list.py [--quick] [--dir DIR]``.
+
+MLflow is installed in its own environment, ``.venv-bench`` (``make bench-setup``)::
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install -c constraints-cpu.txt torch
+    .venv-bench/bin/pip install -c constraints-cpu.txt -e '.[bench]'
+
+Usage: ``.venv-bench/bin/python benchmarks/dbx_list.py [--quick] [--dir DIR] [--no-peers]``.
+Without MLflow the "faster than MLflow" targets print "not measured (peer mlflow missing:
+install with ...)" and the script exits with status 1, unless ``--no-peers`` asks for dbx
+alone.
 """
 
 from __future__ import annotations
@@ -37,7 +47,17 @@ from contextlib import chdir, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from _common import parser, ratio, report, timer
+from _common import (
+    missing_peer_reason,
+    not_measured,
+    parser,
+    peer_missing,
+    print_targets,
+    ratio,
+    report,
+    timer,
+)
+from squeezr.dbx.views import flatten
 
 DBX_WHERE = "params.optimizer.name == 'adam' and results.best_val_acc > 0.8"
 MLFLOW_FILTER = "params.`optimizer.name` = 'adam' and metrics.best_val_acc > 0.8"
@@ -86,16 +106,6 @@ def expected_matches(n: int) -> int:
     )
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 # --- building the stores (not timed) -------------------------------------------------------
 
 
@@ -141,9 +151,12 @@ def migrate_mlflow(n: int, root: Path) -> None:
 BUILD_STEPS = (("mlruns", build_mlflow), ("mlflow.db", migrate_mlflow), ("dbx", build_dbx))
 
 
-def build(n: int, root: Path) -> None:
-    """Build each store under ``root`` unless an earlier run finished building it."""
+def build(n: int, root: Path, peers: bool) -> None:
+    """Build each store under ``root`` unless an earlier run finished building it (MLflow's
+    only when ``peers``)."""
     for target, step in BUILD_STEPS:
+        if target != "dbx" and not peers:
+            continue
         done = root / f".built-{target}-{n}"
         if done.exists():
             print(f"reusing {root / target}", flush=True)
@@ -243,7 +256,7 @@ MLFLOW_FRESH = (
 
 
 def main() -> int:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], peers=True)
     p.add_argument("--experiments", type=int, help="how many (default 10,000; quick 1,000)")
     p.add_argument("--dir", type=Path, help="build the stores here and keep them for reuse")
     p.add_argument("--repeats", type=int, default=3, help="fresh-process runs (median)")
@@ -256,16 +269,21 @@ def main() -> int:
         return 0
 
     n = args.experiments or (1_000 if args.quick else 10_000)
+    missing = None if args.no_peers or not peer_missing("mlflow") else "mlflow"
+    if missing:
+        print(f"skipping MLflow: {missing_peer_reason(missing)}", flush=True)
+    peers = not args.no_peers and not missing
     if args.dir:
         args.dir.mkdir(parents=True, exist_ok=True)
-        return bench(n, args.dir, args.repeats)
+        return bench(n, args.dir, args.repeats, peers, missing)
     shm = Path("/dev/shm")
     with tempfile.TemporaryDirectory(dir=shm if shm.is_dir() else None) as tmp:
-        return bench(n, Path(tmp), args.repeats)
+        return bench(n, Path(tmp), args.repeats, peers, missing)
 
 
-def bench(n: int, root: Path, repeats: int) -> int:
-    build(n, root)
+def bench(n: int, root: Path, repeats: int, peers: bool, missing: str | None) -> int:
+    """Build, time every tool, print the comparison; 0 only if every target was measured."""
+    build(n, root, peers)
     truth = expected_matches(n)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DBX_"))}
     stores = {
@@ -280,6 +298,10 @@ def bench(n: int, root: Path, repeats: int) -> int:
             repeats,
         )
     for tool, uri in stores.items():
+        if missing:
+            results[tool] = {"missing": missing_peer_reason(missing)}
+        if not peers:
+            continue
         results[tool] = run_worker("mlflow", uri)
         if "error" not in results[tool]:
             results[tool]["backend"] = uri.split(":", 1)[0].replace("file", "file store")
@@ -288,13 +310,15 @@ def bench(n: int, root: Path, repeats: int) -> int:
             )
     for r in results.values():
         counts = {r.get("matches"), r.get("select_matches", r.get("matches"))}
-        if "error" not in r and counts != {truth}:
+        if "error" not in r and "missing" not in r and counts != {truth}:
             r["error"] = f"found {sorted(counts)} matches, expected {truth}"
 
     figures = compare(results)
-    print_table(n, truth, results, figures)
+    print_table(n, truth, results)
+    measured = print_targets(figures)
+    print()
     report("dbx_list", {"experiments": n, "matches": truth, **results, "targets": figures})
-    return 0 if all("error" not in r for r in results.values()) else 1
+    return 0 if measured and all("error" not in r for r in results.values()) else 1
 
 
 def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -303,8 +327,11 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         return {"error": "dbx failed; nothing to compare"}
     out: dict[str, Any] = {"dbx_warm_s": d["warm_s"], "warm_lt_0.5s": d["warm_s"] < TARGET_WARM_S}
     for peer in ("mlflow", "mlflow-file"):
-        r = results[peer]
-        if "error" in r:
+        r = results.get(peer)
+        if r is None:  # --no-peers
+            continue
+        if "missing" in r or "error" in r:
+            out[f"faster_than_{peer}"] = not_measured(r.get("missing") or f"failed: {r['error']}")
             continue
         out[f"warm_speedup_vs_{peer}"] = r["warm_s"] / d["warm_s"]
         out[f"fresh_speedup_vs_{peer}"] = r["fresh_s"] / d["fresh_s"]
@@ -312,16 +339,14 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def print_table(
-    n: int, truth: int, results: dict[str, dict[str, Any]], figures: dict[str, Any]
-) -> None:
+def print_table(n: int, truth: int, results: dict[str, dict[str, Any]]) -> None:
     from tabulate import tabulate
 
     d = results["dbx"]
     rows = []
     for tool, r in results.items():
-        if "error" in r:
-            rows.append([tool, "-", "-", "-", "-", "-", r["error"]])
+        if "error" in r or "missing" in r:
+            rows.append([tool, "-", "-", "-", "-", "-", r.get("error") or "not installed"])
             continue
         rows.append(
             [
@@ -338,10 +363,6 @@ def print_table(
     print(f"dbx ls --where {DBX_WHERE!r}\nmlflow.search_runs(filter_string={MLFLOW_FILTER!r})\n")
     headers = ["tool", "1st call s", "warm s", "vs dbx", "fresh process s", "vs dbx", "note"]
     print(tabulate(rows, headers=headers))
-    print()
-    for key, value in figures.items():
-        if isinstance(value, bool):
-            print(f"target {key}: {'PASS' if value else 'MISS'}")
     print()
 
 

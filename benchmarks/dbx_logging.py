@@ -19,7 +19,17 @@ garbage cannot slow another) inside its own temporary directory. Measured per to
 
 A peer can be measured on fewer events (``--peer-events``; MLflow's SQLite backend is by
 default) and its loop scaled linearly to N; the output says so.
-Usage: ``.venv-bench/bin/python benchmarks/dbx_logging.py [--quick]``.
+
+The peers are installed in their own environment, ``.venv-bench`` (``make bench-setup``)::
+
+    python3 -m venv .venv-bench
+    .venv-bench/bin/pip install -c constraints-cpu.txt torch
+    .venv-bench/bin/pip install -c constraints-cpu.txt -e '.[bench]'
+
+Usage: ``.venv-bench/bin/python benchmarks/dbx_logging.py [--quick] [--no-peers]``. A peer
+that cannot be imported is reported as such: its targets print "not measured (peer ...
+missing: install with ...)" and the script exits with status 1, unless ``--no-peers`` asks for
+dbx alone. A peer that fails makes its targets "not measured" too.
 """
 
 from __future__ import annotations
@@ -35,9 +45,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _common import parser, ratio, report, timer
+from _common import (
+    missing_peer_reason,
+    not_measured,
+    parser,
+    peer_missing,
+    print_targets,
+    ratio,
+    report,
+    timer,
+)
 
 TOOLS = ("dbx", "mlflow", "mlflow-file", "wandb")
+PEER_MODULES = {"mlflow": "mlflow", "mlflow-file": "mlflow", "wandb": "wandb"}
 EVENT = "train/step"
 MIN_PEER_EVENTS = 2_000
 # MLflow's default backend (SQLite since 3.x) commits one transaction per log_metric,
@@ -187,7 +207,7 @@ def summarise(tool: str, n: int, m: int, runs: list[dict[str, Any]]) -> dict[str
 
 
 def main() -> int:
-    p = parser(__doc__.splitlines()[0])
+    p = parser(__doc__.splitlines()[0], peers=True)
     p.add_argument("--events", type=int, help="events per run (default 50,000; quick 5,000)")
     p.add_argument(
         "--peer-events",
@@ -215,8 +235,15 @@ def main() -> int:
     if min(args.repeats, args.peer_repeats) < 1:
         p.error("--repeats and --peer-repeats must be at least 1")
 
+    if args.no_peers:
+        tools = ["dbx"]
     results: dict[str, dict[str, Any]] = {}
     for tool in tools:
+        module = PEER_MODULES.get(tool)
+        if module and peer_missing(module):
+            results[tool] = {"missing": missing_peer_reason(module)}
+            print(f"skipped {tool}: {results[tool]['missing']}", flush=True)
+            continue
         m = n if tool == "dbx" else min(n, args.peer_events or PEER_EVENTS_CAP.get(tool, n))
         runs = [
             measure(tool, m) for _ in range(args.repeats if tool == "dbx" else args.peer_repeats)
@@ -226,9 +253,11 @@ def main() -> int:
         print(f"measured {tool}: {describe(results[tool], n)}", flush=True)
 
     figures = compare(results)
-    print_table(n, results, figures)
+    print_table(n, results)
+    measured = print_targets(figures)
+    print()
     report("dbx_logging", {"events": n, **results, "targets": figures})
-    return 0
+    return 0 if measured and "error" not in results["dbx"] else 1
 
 
 def describe(r: dict[str, Any], n: int) -> str:
@@ -250,23 +279,27 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     out["log_us_le_10"] = d["log_us"] <= 10.0
     for peer, factor in (("mlflow", 10.0), ("mlflow-file", 10.0), ("wandb", 1.0)):
         r = results.get(peer)
-        if not r or "error" in r:
+        target = f"total_speedup_vs_{peer}_ge_{factor:g}"
+        if r is None:  # not asked for (--tools, --no-peers)
+            continue
+        if "missing" in r or "error" in r:
+            out[target] = not_measured(r.get("missing") or f"{peer} failed: {r['error']}")
             continue
         speedup = r["total_s"] / d["total_s"]
         out[f"total_speedup_vs_{peer}"] = speedup
-        out[f"total_speedup_vs_{peer}_ge_{factor:g}"] = speedup >= factor
+        out[target] = speedup >= factor
         out[f"log_speedup_vs_{peer}"] = r["log_us"] / d["log_us"]
     return out
 
 
-def print_table(n: int, results: dict[str, dict[str, Any]], figures: dict[str, Any]) -> None:
+def print_table(n: int, results: dict[str, dict[str, Any]]) -> None:
     from tabulate import tabulate
 
     d = results["dbx"]
     rows = []
     for tool, r in results.items():
-        if "error" in r:
-            rows.append([tool, "-", "-", "-", "-", "-", r["error"]])
+        if "error" in r or "missing" in r:
+            rows.append([tool, "-", "-", "-", "-", "-", r.get("error") or "not installed"])
             continue
         rows.append(
             [
@@ -283,10 +316,6 @@ def print_table(n: int, results: dict[str, dict[str, Any]], figures: dict[str, A
     print(f"\n{n:,} scalar events in one run ({EVENT}: step, loss); median of repeats\n")
     headers = ["tool", "µs/log", "close s", "total s", "total vs dbx", "setup s", "note"]
     print(tabulate(rows, headers=headers))
-    print()
-    for key, value in figures.items():
-        if isinstance(value, bool):
-            print(f"target {key}: {'PASS' if value else 'MISS'}")
     print()
 
 

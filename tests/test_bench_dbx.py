@@ -108,7 +108,46 @@ def test_compare_judges_each_target(bench):
     assert figures["total_speedup_vs_mlflow_ge_10"] is False
     assert figures["total_speedup_vs_wandb_ge_1"] is True
     assert figures["log_speedup_vs_wandb"] == pytest.approx(150.0)
-    assert not any("mlflow-file" in key for key in figures)
+    assert (
+        figures["total_speedup_vs_mlflow-file_ge_10"]
+        == "not measured (mlflow-file failed: exit 1: boom)"
+    )
+    assert "log_speedup_vs_mlflow-file" not in figures
+
+
+def test_a_missing_peer_is_not_measured_and_fails_the_run(bench, capsys):
+    logging = bench("dbx_logging")
+    results = {"dbx": {"log_us": 4.0, "total_s": 1.0}, "wandb": {"missing": "peer wandb missing"}}
+    figures = logging.compare(results)
+    assert figures["total_speedup_vs_wandb_ge_1"] == "not measured (peer wandb missing)"
+    assert bench("_common").print_targets(figures) is False
+    out = capsys.readouterr().out
+    assert "target log_us_le_10: PASS" in out
+    assert "target total_speedup_vs_wandb_ge_1: not measured (peer wandb missing)" in out
+
+
+def test_list_compare_reports_missing_mlflow(bench):
+    listing = bench("dbx_list")
+    dbx = {"warm_s": 0.2, "fresh_s": 0.3}
+    figures = listing.compare({"dbx": dbx, "mlflow": {"missing": "peer mlflow missing: install"}})
+    assert figures["warm_lt_0.5s"] is True
+    assert figures["faster_than_mlflow"].startswith("not measured (peer mlflow missing")
+    measured = listing.compare({"dbx": dbx, "mlflow": {"warm_s": 0.4, "fresh_s": 0.2}})
+    assert measured["faster_than_mlflow"] is False  # slower in a fresh process
+
+
+def test_logging_without_a_peer_exits_1_unless_no_peers(tmp_path):
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    proc = run_script("dbx_logging.py", "--events", "300", "--repeats", "1", "--tools", "dbx,wandb")
+    assert proc.returncode == 1, proc.stderr
+    assert (
+        "total_speedup_vs_wandb_ge_1: not measured (peer wandb missing: install with" in proc.stdout
+    )
+    assert ".venv-bench/bin/pip install" in proc.stdout
+    proc = run_script("dbx_logging.py", "--events", "300", "--repeats", "1", "--no-peers")
+    assert proc.returncode == 0, proc.stderr
+    assert "target log_us_le_10:" in proc.stdout and "wandb" not in proc.stdout
 
 
 def test_compare_reports_a_slow_logger(bench):

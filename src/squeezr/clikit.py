@@ -7,11 +7,16 @@ defines ``register(subparsers)`` which adds its parser and sets ``func`` (``args
 from __future__ import annotations
 
 import argparse
-import json
+import csv
+import math
 import sys
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date, time
+from typing import Any, TextIO
 
+from tabulate import tabulate
+
+from squeezr.dbx import jsonx
 from squeezr.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -57,21 +62,86 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(fmt="table")
 
 
-def emit(rows: Any, fmt: str = "table", file=None) -> None:
-    """Print a pandas DataFrame or a list of dicts as an aligned table, JSON lines array, or CSV."""
-    import pandas as pd
-    from tabulate import tabulate
+def emit(rows: Any, fmt: str = "table", file: TextIO | None = None) -> None:
+    """Print rows as an aligned table, a JSON array of objects, or CSV.
 
+    ``rows`` is a list of dicts (columns in first-seen key order; a key a row lacks is an
+    empty cell, ``null`` in JSON) or a pandas DataFrame. pandas is never imported here, so a
+    command that prints dicts stays light. JSON is valid JSON whatever the values: NaN and
+    ±Infinity are written as Extended JSON (``{"$numberDouble": "NaN"}``, as in dbx's files,
+    so they round-trip through ``squeezr.dbx.jsonx.loads``). Tables and CSV show lists and
+    objects as compact JSON; CSV writes booleans as ``true``/``false``, non-finite floats as
+    ``NaN``/``Infinity``/``-Infinity`` and an absent value as an empty cell.
+    """
     out = file or sys.stdout
-    frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    columns, records = _columns_and_records(rows)
+    table = [[_plain(record.get(column)) for column in columns] for record in records]
     if fmt == "json":
-        records = frame.to_dict(orient="records")
-        out.write(json.dumps(records, indent=1, default=str, allow_nan=True) + "\n")
+        objects = [dict(zip(columns, values, strict=True)) for values in table]
+        out.write(jsonx.encode(objects, indent=1) + "\n")
     elif fmt == "csv":
-        frame.to_csv(out, index=False)
+        if columns:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows([_csv_cell(value) for value in values] for values in table)
     elif fmt == "table":
-        if frame.empty and not len(frame.columns):
-            return
-        out.write(tabulate(frame, headers="keys", tablefmt="simple", showindex=False) + "\n")
+        if columns:
+            cells = [[cell(value) for value in values] for values in table]
+            out.write(tabulate(cells, headers=columns, tablefmt="simple") + "\n")
     else:
         raise UserError(f"unknown output format {fmt!r}; use table, json or csv")
+
+
+def _columns_and_records(rows: Any) -> tuple[list[str], list[dict[Any, Any]]]:
+    """Column names and row dicts of a DataFrame (duck-typed) or a list of dicts."""
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns"):
+        records = rows.to_dict(orient="records")
+        labels = list(rows.columns)
+        return [str(label) for label in labels], [
+            {str(label): record[label] for label in labels} for record in records
+        ]
+    records = list(rows)
+    columns: dict[str, None] = {}
+    for record in records:
+        columns.update(dict.fromkeys(record))
+    return list(columns), records
+
+
+def _plain(value: Any) -> Any:
+    """A cell as plain Python: numpy scalars unboxed, times as ISO text, pandas' missing
+    markers (NA, NaT) as None; containers converted throughout."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if type(value).__name__ in ("NAType", "NaTType"):
+        return None
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # a numpy scalar
+        return _plain(value.item())
+    if hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    return str(value)
+
+
+def cell(value: Any) -> Any:
+    """A value as one table cell: lists and objects as compact JSON (Extended JSON for
+    NaN/±Infinity), everything else as it is."""
+    return jsonx.encode(value) if isinstance(value, (dict, list, tuple)) else value
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return repr(value)
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, (dict, list)):
+        return jsonx.encode(value)
+    return str(value)

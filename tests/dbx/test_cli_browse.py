@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from squeezr import dbx
+from squeezr.dbx import jsonx
 from squeezr.dbx.cli import COMMANDS, main
 
 SPECS = [  # name, kind, params, results, events
@@ -125,6 +129,13 @@ def test_ls_nothing_matches_exits_1(repo: Path, capsys) -> None:
         (["diff", "idea45/a", "nosuch"], "nosuch"),
         (["like", "idea45/a", "-n", "0"], "-n must be a positive number"),
         (["missing"], "--event NAME and/or --result KEY"),
+        (["missing", "--event", ""], "event name '' is empty"),
+        (["ls", "--since", "99999999d"], "reaches back before year 1"),
+        (["ls", "--where", "param.lr == 0.1"], "'param.lr' is not a field of an experiment"),
+        (["ls", "--where", "meta.kind == 'x'"], "use params.<key>, results.<key>, id, name"),
+        (["ls", "--where", "exists(status)"], "'status' is not a field"),
+        (["ls", "--sort=-result.acc"], "--sort key 'result.acc' is not a field"),
+        (["ls", "--columns", "name,lr"], "column 'lr' is not a field"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(repo: Path, capsys, argv, message) -> None:
@@ -137,6 +148,50 @@ def test_user_errors_are_one_line_and_exit_2(repo: Path, capsys, argv, message) 
 def test_ambiguous_prefix_is_a_user_error(repo: Path, capsys) -> None:
     code, _, err = run(capsys, "show", "idea45")
     assert code == 2 and err.startswith("dbx: error: ")
+
+
+def test_repo_option_before_or_after_the_command(
+    repo: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.delenv("DBX_REPO")
+    monkeypatch.chdir(tmp_path.parent)
+    for argv in (["--repo", str(repo), "ls"], ["ls", "--repo", str(repo)]):
+        code, out, err = run(capsys, *argv, "--json")
+        assert code == 0, err
+        assert len(json.loads(out)) == len(SPECS)
+    other = dbx.Repository.init(tmp_path / "other")
+    code, _, _ = run(capsys, "--repo", str(repo), "ls", "--repo", str(other.path))
+    assert code == 1  # the one after the command wins: the other repository is empty
+
+
+def test_json_and_csv_hold_nan_and_nested_values_faithfully(repo: Path, capsys) -> None:
+    with dbx.create("nan/x", params={"flags": [True, None]}, repo=repo) as exp:
+        exp.results.update({"loss": float("nan"), "best": float("inf"), "ok": True})
+    columns = "name,params.flags,results.loss,results.best,results.ok,results.none"
+    code, out, _ = run(capsys, "ls", "nan/", "--columns", columns, "--json")
+    assert code == 0
+    strict = json.loads(out, parse_constant=lambda token: pytest.fail(f"bare {token} in JSON"))
+    assert strict[0]["results.loss"] == {"$numberDouble": "NaN"}
+    row = jsonx.loads(out)[0]
+    assert math.isnan(row["results.loss"]) and row["results.best"] == math.inf
+    assert row["params.flags"] == [True, None] and row["results.none"] is None
+    code, out, _ = run(capsys, "ls", "nan/", "--columns", columns, "--csv")
+    assert out.splitlines()[1] == 'nan/x,"[true,null]",NaN,Infinity,true,'
+    code, out, _ = run(capsys, "show", "nan/x", "--json")
+    report = json.loads(out, parse_constant=lambda token: pytest.fail(f"bare {token}"))
+    assert report["results"]["loss"] == {"$numberDouble": "NaN"}
+
+
+def test_show_tells_a_dead_running_run(repo: Path, capsys) -> None:
+    exp = dbx.open("idea45/a")
+    record = json.loads((exp.path / "run-1.json").read_text())
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    record.update(status="running", end=None, pid=int(dead.stdout))
+    (exp.path / "run-1.json").write_text(json.dumps(record))
+    code, out, _ = run(capsys, "show", "idea45/a", "--json")
+    assert code == 0 and json.loads(out)["runs"][0]["status"] == "running (process gone?)"
 
 
 def test_no_repository_found(tmp_path: Path, monkeypatch, capsys) -> None:

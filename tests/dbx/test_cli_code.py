@@ -156,3 +156,11 @@ def test_cmd_prints_a_command_that_runs_again(project: Path, tmp_path: Path, cap
     again = list(dbx.Repository.find(repo).experiments(prefix="rerun/me"))
     assert len(again) == 2
     assert again[0].params["args"] == again[1].params["args"]
+
+
+def test_python_api_code_diff(project: Path) -> None:
+    clean, dirty = dbx.open("clean"), dbx.open("dirty")
+    assert "-x = 1\n+x = 2\n" in dbx.code_diff(clean, dirty)
+    assert "-x = 2\n+x = 3\n" in dbx.code_diff(dirty)  # against the working tree
+    (project / "model.py").write_text("x = 2\n")
+    assert dbx.code_diff(dirty, git_dir=project) == ""

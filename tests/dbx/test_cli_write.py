@@ -108,7 +108,7 @@ def test_attach_copies_with_checksum(repo: Path, tmp_path: Path, capsys) -> None
 
 def test_attach_missing_file(repo: Path, tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "attach", "train/a", str(tmp_path / "nope.pt"))
-    assert code == 2 and "no file" in err
+    assert code == 2 and "no such file" in err
     (tmp_path / "ok.pt").write_bytes(b"1")
     code, _, err = run(capsys, "attach", "train/a", str(tmp_path / "ok.pt"), "--name", "../x")
     assert code == 2 and err.startswith("dbx: error: ") and err.count("\n") == 1

@@ -4,11 +4,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
 
+import pytest
+
 from squeezr import dbx
+from squeezr.dbx import lifecycle
 
 
 def _start(repo: dbx.Repository, body: str) -> subprocess.Popen:
@@ -133,7 +137,83 @@ def test_normal_exit_without_close_flushes(repo: dbx.Repository) -> None:
     _wait_ready(proc)
     assert proc.wait(20) == 0
     exp = dbx.open("crash/exit", repo=repo)
-    assert len(exp.events()) == 1000 and exp.runs()[0]["status"] == "finished"
+    run = exp.runs()[0]
+    assert len(exp.events()) == 1000
+    # Exit handlers cannot tell a normal end from sys.exit(n): the code is not guessed.
+    assert (run["status"], run["exit_code"]) == ("exited", None) and run["end"] is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "status", "exit_code"),
+    [
+        ("sys.exit(3)", 3, "exited", None),  # unknowable at exit: not recorded as a success
+        ("raise KeyboardInterrupt", 130, "interrupted", 130),
+        ("with exp:\n    sys.exit(3)", 3, "failed", 3),
+        ("with exp:\n    sys.exit(0)", 0, "finished", 0),
+        ("with exp:\n    raise KeyboardInterrupt", 130, "interrupted", 130),
+    ],
+)
+def test_exit_status_is_recorded_as_accurately_as_python_allows(
+    repo: dbx.Repository, body: str, code: int, status: str, exit_code: int | None
+) -> None:
+    proc = _start(repo, f'exp = dbx.create("crash/code", repo=sys.argv[1])\n{body}\n')
+    assert proc.wait(20) in (code, -signal.SIGINT)
+    run = dbx.open("crash/code", repo=repo).runs()[0]
+    assert (run["status"], run["exit_code"]) == (status, exit_code)
+
+
+def test_exit_on_a_full_disk_does_not_hang(repo: dbx.Repository) -> None:
+    proc = _start(
+        repo,
+        """
+        import errno, os
+        exp = dbx.create("crash/full", repo=sys.argv[1])
+        exp.log("kept", i=0)
+        exp.flush()
+        def full(fd, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        os.write = full
+        exp.log("lost", i=1)
+        """,
+    )
+    assert proc.wait(20) == 0
+    assert proc.stderr is not None and "No space left on device" in proc.stderr.read()
+    exp = dbx.open("crash/full", repo=repo)
+    assert [e["name"] for e in exp.events()] == ["kept"]
+    assert exp.runs()[0]["status"] == "exited"
+
+
+def test_sigterm_handler_takes_no_lock_that_registering_holds(monkeypatch) -> None:
+    closed = []
+
+    class Run:
+        def _finish(self, status, exit_code=None, exception=None):
+            closed.append((status, exit_code))
+
+    item = Run()
+    monkeypatch.setitem(lifecycle._previous, "handler", signal.SIG_IGN)
+    monkeypatch.setitem(lifecycle._open, id(item), item)
+    with lifecycle._install_lock:  # as if SIGTERM arrived in the middle of register()
+        handler = threading.Thread(target=lifecycle._on_sigterm, args=(signal.SIGTERM, None))
+        handler.start()
+        handler.join(5)
+    assert not handler.is_alive() and closed == [("terminated", 128 + signal.SIGTERM)]
+
+
+def test_huge_tracebacks_are_stored_bounded(repo: dbx.Repository) -> None:
+    def ping(n: int) -> int:  # mutual recursion: Python cannot fold its repeated lines
+        return pong(n + 1) + 1
+
+    def pong(n: int) -> int:
+        return ping(n + 1) + 1
+
+    with pytest.raises(RecursionError), dbx.create("deep", repo=repo) as exp:
+        ping(0)
+    size = (exp.path / "run-1.json").stat().st_size
+    exception = exp.runs()[0]["exception"]
+    assert size < 40_000 and exception["type"] == "RecursionError"
+    assert "characters cut" in exception["traceback"]
+    assert exception["traceback"].rstrip().endswith("maximum recursion depth exceeded")
 
 
 def test_half_created_experiment_is_skipped(repo: dbx.Repository, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ def _strict(text: str) -> object:
 
 def test_non_finite_floats_round_trip_as_extended_json() -> None:
     value = {"a": math.nan, "b": [math.inf, -math.inf, 1.5], "c": {"d": math.nan}}
-    text = jsonx.dumps(value)
+    text = jsonx.encode(value)
     assert _strict(text)["a"] == {"$numberDouble": "NaN"}
     assert _strict(text)["b"][:2] == [{"$numberDouble": "Infinity"}, {"$numberDouble": "-Infinity"}]
     back = jsonx.loads(text)
@@ -28,19 +28,19 @@ def test_non_finite_floats_round_trip_as_extended_json() -> None:
 
 def test_plain_objects_with_other_keys_are_left_alone() -> None:
     value = {"x": {"$numberDouble": "NaN", "other": 1}}
-    assert jsonx.loads(jsonx.dumps(value)) == value
+    assert jsonx.loads(jsonx.encode(value)) == value
 
 
 def test_numpy_values_and_paths_become_json() -> None:
     value = {"a": np.float32(0.5), "b": np.arange(3), "c": Path("x/y"), "d": np.float64("nan")}
-    back = jsonx.loads(jsonx.dumps(value))
+    back = jsonx.loads(jsonx.encode(value))
     assert back["a"] == 0.5 and back["b"] == [0, 1, 2] and back["c"] == "x/y"
     assert math.isnan(back["d"])
 
 
 def test_unstorable_objects_raise_type_error() -> None:
     with pytest.raises(TypeError, match="object"):
-        jsonx.dumps({"a": object()})
+        jsonx.encode({"a": object()})
 
 
 def test_read_json_names_the_corrupt_file(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
+import errno
 import json
 import math
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +69,16 @@ def test_values_json_cannot_hold_are_converted(repo: dbx.Repository) -> None:
         with pytest.warns(UserWarning, match="stored as text"):
             exp.log("odd", thing=object(), fine=1)
             exp.flush()
-    np_event, odd = exp.events()
+        cycle: list = []
+        cycle.append(cycle)
+        with pytest.warns(UserWarning, match="stored as text"):
+            exp.log("cycle", loop=cycle, fine=2)
+            exp.flush()
+        exp.log("after", ok=True)  # the writer is still alive
+    np_event, odd, cyclic, after = exp.events()
     assert np_event["data"] == {"acc": 0.25, "hist": [0, 1, 2], "bad": math.inf}
     assert odd["data"]["fine"] == 1 and odd["data"]["thing"].startswith("<object object")
+    assert cyclic["data"] == {"loop": "[[...]]", "fine": 2} and after["data"] == {"ok": True}
 
 
 def test_events_merge_across_runs(repo: dbx.Repository) -> None:
@@ -125,3 +134,90 @@ def test_exceptions_are_recorded_in_the_run(repo: dbx.Repository) -> None:
     assert run["exception"]["type"] == "ValueError" and run["exception"]["message"] == "boom"
     assert "raise ValueError" in run["exception"]["traceback"]
     assert [e["name"] for e in exp.events()] == ["before"]
+
+
+class _FailingWrites:
+    """``os.write`` that fails with ENOSPC while ``failing`` is set, optionally after
+    letting ``partial`` bytes of the first failing call through (a write cut short)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, partial: int = 0) -> None:
+        import os
+
+        self.real = os.write
+        self.failing = True
+        self.partial = partial
+        monkeypatch.setattr("squeezr.dbx.logger.os.write", self)
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if not self.failing:
+            return self.real(fd, data)
+        if self.partial:
+            written, self.partial = self.real(fd, data[: self.partial]), 0
+            return written
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_failed_write_keeps_the_events_and_flush_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "log-1.jsonl"
+    writer = LogWriter(path, 1, interval=0.01)
+    writes = _FailingWrites(monkeypatch, partial=30)  # the first line is cut after 30 bytes
+    for i in range(3):
+        writer.log("step", {"i": i})
+    with pytest.raises(UserError, match=r"log-1\.jsonl: .*No space left on device") as info:
+        writer.flush(timeout=10)
+    assert "\n" not in str(info.value)
+    writer.log("step", {"i": 3})  # logging goes on while the disk is full
+    time.sleep(0.05)  # the writer retries in the background, and fails again
+    writes.failing = False
+    assert writer.flush(timeout=10)
+    events = _lines(path)  # the cut line was completed, nothing duplicated or lost
+    assert [e["data"]["i"] for e in events] == [0, 1, 2, 3]
+    assert [e["id"] for e in events] == ["1-1", "1-2", "1-3", "1-4"]
+    writer.close()
+
+
+def test_close_on_a_full_disk_raises_instead_of_hanging(
+    repo: dbx.Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = dbx.create("full", repo=repo)
+    exp.log("before", x=1)
+    exp.flush()
+    _FailingWrites(monkeypatch)
+    exp.log("lost", x=2)
+    with pytest.raises(UserError, match=r"cannot write log .*log-1\.jsonl.*the last 1 events"):
+        exp.close()
+    monkeypatch.undo()
+    run = exp.runs()[0]  # the end of the run is recorded all the same
+    assert run["status"] == "finished" and run["end"] is not None
+    assert [e["name"] for e in exp.events()] == ["before"]
+
+
+def test_a_failing_close_does_not_hide_the_programs_exception(
+    repo: dbx.Repository, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match="boom"), dbx.create("full", repo=repo) as exp:
+        _FailingWrites(monkeypatch)
+        exp.log("lost", x=1)
+        raise ValueError("boom")
+    assert "dbx: warning: cannot write log" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert exp.runs()[0]["status"] == "failed"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((5,), "event name must be a non-empty string"),
+        (("",), "event name must be a non-empty string"),
+        (("x", [1, 2]), "data must be a dict"),
+        (("x", "text"), "data must be a dict"),
+    ],
+)
+def test_log_rejects_bad_names_and_data(repo: dbx.Repository, args, message) -> None:
+    with dbx.create("a", repo=repo) as exp:
+        with pytest.raises(UserError, match=message):
+            exp.log(*args)
+        exp.log("ok", types.MappingProxyType({"a": 1}), b=2)  # any mapping will do
+    assert [e["data"] for e in dbx.open("a", repo=repo).events()] == [{"a": 1, "b": 2}]

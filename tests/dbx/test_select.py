@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from squeezr import dbx
-from squeezr.dbx.select import created_at, parse_since, select_experiments
+from squeezr.dbx.select import select_experiments
+from squeezr.dbx.timeutil import parse_since
 from squeezr.errors import UserError
 
 SPECS = [  # name, kind, params, results
@@ -85,7 +86,7 @@ def test_parse_since_durations_and_dates() -> None:
 
 
 def test_since_excludes_older_experiments(repo) -> None:
-    newest = max(created_at(exp) for exp in repo.experiments())
+    newest = max(exp.created for exp in repo.experiments())
     later = select_experiments(repo, since=newest + timedelta(seconds=1))
     assert later == []
     assert len(select_experiments(repo, since=newest - timedelta(days=1))) == len(SPECS)

@@ -85,6 +85,18 @@ def test_results_are_shared_and_persistent(repo: dbx.Repository) -> None:
         other.results["x"] = {"y.z": 1}
 
 
+def test_results_refuse_what_they_cannot_store(repo: dbx.Repository) -> None:
+    with dbx.create("a", repo=repo) as exp:
+        exp.results["acc"] = 0.9
+        with pytest.raises(UserError, match=r"'acc' already holds 0\.9, not an object"):
+            exp.results["acc.top1"] = 1.0  # would silently delete acc
+        with pytest.raises(UserError, match=r"cannot store results .*: cannot store a set"):
+            exp.results["ids"] = {1, 2}
+        with pytest.raises(UserError, match=r"result key 'a\.\.b' is not allowed"):
+            exp.results["a..b"] = 1
+    assert json.loads((exp.path / "results.json").read_text()) == {"acc": 0.9}
+
+
 def _increment(path: str, count: int) -> None:
     exp = dbx.open(Path(path).name, repo=Path(path).parents[1])
     for _ in range(count):
@@ -164,6 +176,8 @@ def test_attachments_are_verified(repo: dbx.Repository, tmp_path: Path) -> None:
         reader.attach(source, name="../escape")
     with pytest.raises(UserError, match="no such file"):
         reader.attach(tmp_path / "missing")
+    with pytest.raises(UserError, match="it is a folder"):
+        reader.attach(tmp_path)
 
 
 def test_notes_are_mutable_text(repo: dbx.Repository) -> None:
@@ -178,7 +192,7 @@ def test_corrupt_files_give_one_line_errors(repo: dbx.Repository) -> None:
     with dbx.create("a", repo=repo) as exp:
         exp.results["x"] = 1
     (exp.path / "results.json").write_text("{", encoding="utf-8")
-    with pytest.raises(UserError, match=r"results.json is not valid JSON") as info:
+    with pytest.raises(UserError, match=r"results.json is not valid JSON \(") as info:
         dict(dbx.open("a", repo=repo).results)
     assert "\n" not in str(info.value)
     (exp.path / "meta.json").write_text("{oops", encoding="utf-8")

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["FILE_MODE", "atomic_path", "atomic_write", "fsync_dir", "locked"]
+__all__ = ["FILE_MODE", "atomic_path", "atomic_write", "fsync_dir", "locked", "sha256_file"]
 
 # mkstemp creates files readable by the owner only; repository files get the mode a plain
 # open() would give them (0o666 less the umask), so shared and rsynced repositories work.
@@ -82,3 +83,12 @@ def locked(lock_path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB chunks (attachments can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

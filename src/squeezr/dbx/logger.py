@@ -1,17 +1,27 @@
 """The background log writer: ``log()`` costs the caller a deque append, nothing more.
 
 The caller stamps the time and appends ``(name, ts, data)`` to a deque; one daemon thread
-per run turns batches into JSON lines, appends them to ``log-<N>.jsonl`` with a single
-``write`` and ``fsync``s. A batch goes out every ``interval`` seconds, as soon as ``batch``
-events wait, or when :meth:`LogWriter.flush` asks (which returns once the events logged
-before it are durable). A crash therefore loses at most the last unflushed events, and a
-torn last line is the only damage a reader can meet.
+per run turns batches into JSON lines, appends them to ``log-<N>.jsonl`` with ``write`` and
+``fsync``s. A batch goes out every ``interval`` seconds, as soon as ``batch`` events wait, or
+when :meth:`LogWriter.flush` asks (which returns once the events logged before it are
+durable). A crash therefore loses at most the last unflushed events, and a torn last line is
+the only damage a reader can meet.
+
+Writing can fail (disk full, a quota, an NFS server gone). The writer then keeps the encoded
+lines that did not reach the file, in order and with their ids, and tries again every
+``interval``; the file never gets a duplicate or a gap, because a partial ``write`` resumes
+at the first byte that did not land. A :meth:`~LogWriter.flush` or :meth:`~LogWriter.close`
+that cannot make the events durable raises a one-line UserError naming the file and the OS
+error instead of waiting forever, so neither a training loop nor the exit of the process can
+hang on a full disk.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
+import sys
 import threading
 import time
 import warnings
@@ -19,17 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import jsonx
+from squeezr.errors import UserError
 
 __all__ = ["LogWriter"]
 
 
 class _Flush:
-    """A marker in the queue: the writer sets ``done`` once everything before it is durable."""
+    """A marker in the queue: the writer sets ``done`` once everything before it is durable,
+    or once it has tried and failed (then ``error`` says why)."""
 
-    __slots__ = ("done",)
+    __slots__ = ("done", "error")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.error: BaseException | None = None
 
 
 class LogWriter:
@@ -39,19 +52,24 @@ class LogWriter:
     are unique within an experiment (each run has its own number) and deterministic.
     """
 
-    def __init__(
-        self, path: Path, run: int, *, interval: float = 0.2, batch: int = 1000, first_seq: int = 1
-    ) -> None:
+    def __init__(self, path: Path, run: int, *, interval: float = 0.2, batch: int = 1000) -> None:
         self.path = path
         self.run = run
         self.interval = interval
         self.batch = batch
-        self._seq = first_seq
+        self._seq = 1
         self._queue: collections.deque[Any] = collections.deque()
+        self._pending = b""  # encoded events that have not reached the file yet
+        self._error: BaseException | None = None  # the last write failure, until one succeeds
         self._wake = threading.Event()
+        self._drain_lock = threading.Lock()  # the thread and a synchronous drain never overlap
         self._stopping = False
+        self._closed = False
         self._warned: set[str] = set()
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"cannot open log {path}: {exc.strerror or exc}") from None
         self._thread = threading.Thread(target=self._loop, name=f"dbx-log-{path}", daemon=True)
         self._thread.start()
 
@@ -62,53 +80,119 @@ class LogWriter:
             self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event logged so far is written and fsync'd; False on timeout."""
+        """Wait until every event logged so far is written and fsync'd; False on timeout.
+
+        Raises a UserError naming the file and the OS error when the events cannot be
+        written; they stay queued and the writer keeps trying.
+        """
+        if self._closed:
+            self._raise_if_failed()
+            return True
         if not self._thread.is_alive():
             self._drain()
+            self._raise_if_failed()
             return True
         marker = _Flush()
         self._queue.append(marker)
         self._wake.set()
-        return marker.done.wait(timeout)
+        if not marker.done.wait(timeout):
+            return False
+        if marker.error is not None:
+            raise self._failure(marker.error)
+        return True
 
     def close(self) -> None:
-        """Flush, stop the thread and close the file; further calls do nothing."""
-        if self._stopping:
+        """Flush, stop the thread and close the file; further calls do nothing.
+
+        If the events cannot be written even now, the file is closed anyway and a UserError
+        says how much was lost: a run must be able to end on a full disk.
+        """
+        if self._closed:
             return
-        self.flush()
+        with contextlib.suppress(UserError):  # one more try below, once the thread has stopped
+            self.flush()
         self._stopping = True
         self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
-        self._drain()
-        os.close(self._fd)
+        self._closed = True
+        try:
+            self._drain()
+        finally:
+            os.close(self._fd)
+        if self._error is not None:
+            lost = self._pending.count(b"\n")
+            raise UserError(
+                f"cannot write log {self.path}: {_reason(self._error)}; "
+                f"the last {lost:,} events were not written"
+            )
 
     def _loop(self) -> None:
         while not self._stopping:
             self._wake.wait(self.interval)
             self._wake.clear()
-            self._drain()
+            try:
+                self._drain()
+            except BaseException as exc:  # a bug, not I/O: never leave a flush waiting
+                self._error = exc
+                self._release(exc)
+                return
 
     def _drain(self) -> None:
-        """Write and fsync everything queued now, then release the flush markers it passed."""
-        lines: list[str] = []
-        markers: list[_Flush] = []
-        queue = self._queue
-        while queue:
-            item = queue.popleft()
-            if isinstance(item, _Flush):
-                markers.append(item)
-                continue
-            lines.append(self._line(*item))
-        if lines:
-            data = "".join(lines).encode("utf-8")
-            while data:
-                written = os.write(self._fd, data)
-                data = data[written:]
-        if lines or markers:
+        """Encode what is queued, write and fsync it, then release the flush markers it
+        passed: with success, or with the error when the file refused the bytes."""
+        with self._drain_lock:
+            markers: list[_Flush] = []
+            chunks = [self._pending]
+            queue = self._queue
+            while queue:
+                item = queue.popleft()
+                if isinstance(item, _Flush):
+                    markers.append(item)
+                else:
+                    chunks.append(self._line(*item).encode("utf-8"))
+            self._pending = b"".join(chunks)
+            error = self._write() if (self._pending or markers) else None
+            for marker in markers:
+                marker.error = error
+                marker.done.set()
+
+    def _write(self) -> OSError | None:
+        """Append and fsync the pending bytes; keep what did not land. The error, or None."""
+        try:
+            while self._pending:
+                written = os.write(self._fd, self._pending)
+                self._pending = self._pending[written:]
             os.fsync(self._fd)
-        for marker in markers:
-            marker.done.set()
+        except OSError as exc:
+            if self._error is None:
+                print(
+                    f"dbx: warning: cannot write log {self.path}: {_reason(exc)}; "
+                    f"keeping the events in memory and retrying every {self.interval:g} s",
+                    file=sys.stderr,
+                )
+            self._error = exc
+            return exc
+        self._error = None
+        return None
+
+    def _release(self, error: BaseException) -> None:
+        """Wake every flush waiting in the queue with ``error`` (the thread is ending)."""
+        while self._queue:
+            item = self._queue.popleft()
+            if isinstance(item, _Flush):
+                item.error = error
+                item.done.set()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._failure(self._error)
+
+    def _failure(self, error: BaseException) -> UserError:
+        return UserError(
+            f"cannot write log {self.path}: {_reason(error)}; the events are kept in memory "
+            "and retried; free space or fix the file system, then flush again"
+        )
 
     def _line(self, name: str, ts: float, data: dict[str, Any]) -> str:
         event = {"name": name, "id": f"{self.run}-{self._seq}", "ts": ts, "run": self.run}
@@ -116,17 +200,28 @@ class LogWriter:
         try:
             event["data"] = data
             text = jsonx.encode(event)
-        except TypeError as exc:
+        except Exception as exc:  # a type JSON lacks, a cycle (ValueError, RecursionError)
             if name not in self._warned:
                 self._warned.add(name)
                 warnings.warn(f"dbx: event {name!r} data stored as text: {exc}", stacklevel=1)
-            event["data"] = {key: _lenient(value) for key, value in data.items()}
+            event["data"] = {str(key): _lenient(value) for key, value in data.items()}
             text = jsonx.encode(event)
         return text + "\n"
 
 
+def _reason(error: BaseException) -> str:
+    """An OS error as ``strerror`` (``No space left on device``), anything else as text."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {error}"
+
+
 def _lenient(value: Any) -> Any:
+    """``value`` as JSON if it can be, else its text: one odd value never loses an event."""
     try:
         return jsonx.to_jsonable(value)
-    except TypeError:
-        return repr(value)
+    except Exception:
+        try:
+            return repr(value)
+        except Exception:
+            return f"<unprintable {type(value).__name__}>"

@@ -1,9 +1,13 @@
 """What a run records about the program that ran it: enough to run it again.
 
-Command line, interpreter, host, user, environment (secrets redacted) and the code version:
-git commit, branch, remote, the patch of uncommitted changes (``git diff HEAD --binary``,
-stored beside the run as ``run-<N>.patch``) and the untracked files. Outside a git working
-tree, or without git installed, the git fields are null; capturing never fails a run.
+Command line (``argv`` and the interpreter's own ``orig_argv``, so ``python -m pkg`` and
+``python -c`` runs can be rebuilt), interpreter, host, user, environment and the code
+version: git commit, branch, remote, the patch of uncommitted changes (``git diff HEAD
+--binary``, stored beside the run as ``run-<N>.patch``) and the untracked files. Outside a git
+working tree, or without git installed, the git fields are null; capturing never fails a run.
+
+Secrets are redacted before anything is written: values of environment variables and of
+command-line options whose names look secret (see :func:`is_secret_name`).
 """
 
 from __future__ import annotations
@@ -16,28 +20,75 @@ import socket
 import subprocess
 import sys
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["capture", "describe_exception", "git_state", "now_iso", "redact_env"]
+from squeezr.dbx.timeutil import now_iso
+
+__all__ = [
+    "REDACTED",
+    "capture",
+    "describe_exception",
+    "git_state",
+    "is_secret_name",
+    "redact_argv",
+    "redact_env",
+]
 
 REDACTED = "<redacted>"
-_SECRET = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH", re.IGNORECASE)
+# A name is split into words at '_' and '-' (and lowercased): "HF_TOKEN" -> hf, token.
+_WORD_SPLIT = re.compile(r"[_\-]+")
+_SECRET_WORDS = {"key", "auth", "pass", "apikey", "privkey"}  # must be the whole word
+_SECRET_ENDINGS = ("token", "secret", "password", "passwd", "credential", "credentials")
+_LOCATOR_WORDS = {"path", "file", "dir", "sock", "socket"}  # HF_TOKEN_PATH names a file
+_URL_CREDENTIALS = re.compile(r"^(https?://)[^@/]+@", re.IGNORECASE)  # user:token@ in a URL
 _GIT_TIMEOUT_S = 20
+_TRACEBACK_LIMIT = 16_000  # characters; a RecursionError would otherwise store ~130 KB
+_MESSAGE_LIMIT = 2_000
 
 
-def now_iso() -> str:
-    """The current time as an ISO 8601 UTC string with microseconds (sorts as text)."""
-    return datetime.now(UTC).isoformat()
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable or option name looks like it holds a secret.
+
+    The name is split into words at ``_`` and ``-``. It is secret when a word is KEY, AUTH,
+    PASS, APIKEY or PRIVKEY, or ends in TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL(S)
+    (``PGPASSWORD``), unless its last word says it only locates one (PATH, FILE, DIR, SOCK,
+    SOCKET: ``HF_TOKEN_PATH``, ``SSH_AUTH_SOCK``). Words, not substrings, so ``MONKEY`` and
+    ``TOKENIZERS_PARALLELISM`` are kept.
+    """
+    words = [word for word in _WORD_SPLIT.split(name.lower()) if word]
+    if not words or words[-1] in _LOCATOR_WORDS:
+        return False
+    return any(word in _SECRET_WORDS or word.endswith(_SECRET_ENDINGS) for word in words)
 
 
 def redact_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment with the values of secret-looking variables replaced by ``<redacted>``
-    (names containing TOKEN, KEY, SECRET, PASSWORD, PASSWD, CREDENTIAL or AUTH)."""
+    """The environment with the values of secret-looking variables replaced by ``<redacted>``."""
     return {
-        name: REDACTED if _SECRET.search(name) else value for name, value in sorted(env.items())
+        name: REDACTED if is_secret_name(name) else value for name, value in sorted(env.items())
     }
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """``argv`` with the values of secret-looking long options replaced by ``<redacted>``:
+    ``--api-key=X`` becomes ``--api-key=<redacted>``, and in ``--token X`` the X."""
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next and not arg.startswith("-"):
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        hide_next = False
+        if arg.startswith("--") and len(arg) > 2:
+            option, sep, _ = arg.partition("=")
+            if is_secret_name(option[2:]):
+                if sep:
+                    arg = f"{option}={REDACTED}"
+                else:
+                    hide_next = True
+        out.append(arg)
+    return out
 
 
 def _git(cwd: Path, *argv: str) -> str | None:
@@ -77,7 +128,7 @@ def git_state(cwd: Path) -> tuple[dict[str, Any], str]:
     remote = None
     if remotes:
         name = "origin" if "origin" in remotes else remotes[0]
-        remote = (_git(root, "remote", "get-url", name) or "").strip() or None
+        remote = _redact_url((_git(root, "remote", "get-url", name) or "").strip()) or None
     patch = _git(root, "diff", "HEAD", "--binary") or ""
     return {
         "commit": commit.strip(),
@@ -88,13 +139,19 @@ def git_state(cwd: Path) -> tuple[dict[str, Any], str]:
     }, patch
 
 
+def _redact_url(url: str) -> str:
+    """A remote URL without credentials: ``https://user:token@host/x`` -> ``https://<redacted>@host/x``."""
+    return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", url)
+
+
 def _untracked(root: Path) -> list[str]:
     out = _git(root, "ls-files", "--others", "--exclude-standard", "-z")
     return [path for path in (out or "").split("\0") if path]
 
 
-def capture(run: int, cwd: Path | None = None) -> tuple[dict[str, Any], str]:
-    """The record of run number ``run`` of this process, and its git patch text."""
+def capture(cwd: Path | None = None) -> tuple[dict[str, Any], str]:
+    """The record of a run of this process (``run`` still null: the caller numbers it), and
+    its git patch text. Slow when git is (a large tree): call it outside any lock."""
     cwd = Path.cwd() if cwd is None else cwd
     git, patch = git_state(cwd)
     try:
@@ -102,8 +159,9 @@ def capture(run: int, cwd: Path | None = None) -> tuple[dict[str, Any], str]:
     except (KeyError, OSError):
         user = None
     record = {
-        "run": run,
-        "argv": list(sys.argv),
+        "run": None,
+        "argv": redact_argv([str(arg) for arg in sys.argv]),
+        "orig_argv": redact_argv([str(arg) for arg in getattr(sys, "orig_argv", sys.argv)]),
         "cwd": str(cwd),
         "python": {
             "executable": sys.executable,
@@ -126,9 +184,19 @@ def capture(run: int, cwd: Path | None = None) -> tuple[dict[str, Any], str]:
 
 
 def describe_exception(exc: BaseException) -> dict[str, Any]:
-    """type, message and formatted traceback of ``exc``, as a run records it."""
+    """type, message and formatted traceback of ``exc``, as a run records it; a very long
+    traceback or message keeps its beginning and its end (where the error is)."""
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return {
         "type": type(exc).__qualname__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "message": _bounded(str(exc), _MESSAGE_LIMIT),
+        "traceback": _bounded(text, _TRACEBACK_LIMIT),
     }
+
+
+def _bounded(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    head, tail = limit // 4, limit - limit // 4
+    cut = len(text) - head - tail
+    return f"{text[:head]}\n... [{cut:,} characters cut] ...\n{text[-tail:]}"

@@ -1,110 +1,72 @@
 """Choosing experiments: name prefix, kind, creation time, a where-condition, sort and limit.
 
-``dbx ls``, ``dbx query`` and ``dbx missing`` all pick experiments through this one function,
-so the same flags always mean the same set. An experiment is seen by the where-language and
-the sort keys as one record: ``id``, ``name``, ``kind``, ``created`` and the nested
-``params.*`` / ``results.*`` (``exp.<field>`` is accepted as an alias of the top-level fields,
-as in log queries).
+``dbx ls``, ``dbx query``, ``dbx missing`` and the Python API (:func:`find`, ``dbx.frame``)
+all pick experiments through :func:`select_experiments`, so the same options always mean the
+same set. An experiment is seen by the where-language, the sort keys and the columns as one
+record (:meth:`Experiment.value <squeezr.dbx.store.Experiment.value>`): ``id``, ``name``,
+``kind``, ``created`` and the nested ``params.*`` / ``results.*`` (``exp.<field>`` is accepted
+as an alias of the top-level fields, as in log queries). Any other root is a UserError listing
+these, so a typo such as ``param.lr`` cannot silently match nothing. Run fields (status, host)
+are not part of the record: reading every run file would make listing several times slower;
+``dbx show`` has them.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import expr
+from squeezr.dbx.store import FIELDS, Experiment, Repository
+from squeezr.dbx.timeutil import parse_since
 from squeezr.errors import UserError
 
-__all__ = [
-    "created_at",
-    "experiment_lookup",
-    "parse_since",
-    "select_experiments",
-    "sort_experiments",
-]
+__all__ = ["check_paths", "find", "missing", "select_experiments", "sort_experiments"]
 
-FIELDS = ("id", "name", "kind", "created")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SORT_KEY = re.compile(r"-?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
 
-def experiment_lookup(exp: Any) -> expr.Lookup:
-    """The where-language view of one experiment; results are read once, on first use."""
-    cache: dict[str, Any] = {}
-
-    def section(head: str) -> Any:
-        if head not in cache:  # one plain-dict read per experiment, however many paths
-            cache[head] = dict(getattr(exp, head))
-        return cache[head]
-
-    def lookup(path: str) -> Any:
+def check_paths(paths: Iterable[str], what: str) -> None:
+    """UserError if a path does not start with a root an experiment has (``params``, ...)."""
+    for path in paths:
         head, _, rest = path.partition(".")
-        if head == "exp" and rest in FIELDS:
-            head, rest = rest, ""
-        if head in ("params", "results"):
-            return expr.dig(section(head), rest)
-        if head in FIELDS and not rest:
-            value = getattr(exp, head, expr.MISSING)
-            return value.isoformat() if isinstance(value, datetime) else value
-        return expr.MISSING
-
-    return lookup
-
-
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``7d`` / ``12h`` / ``30m`` / ``90s`` / ``2w`` ago, or an ISO date/time (local if naive)."""
-    now = now or datetime.now(UTC)
-    match = _DURATION.match(text)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        return now - timedelta(**{_UNITS[unit]: amount})
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UserError(
-            f"cannot read --since {text!r}; give a duration such as 7d, 12h, 30m "
-            "or an ISO date such as 2024-05-31 or 2024-05-31T14:00"
-        ) from None
-    return moment if moment.tzinfo else moment.astimezone()
-
-
-def created_at(exp: Any) -> datetime | None:
-    """An experiment's creation time as an aware datetime (the store may keep ISO or epoch)."""
-    value = getattr(exp, "created", None)
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
-    elif isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    else:
-        return None
-    return moment if moment.tzinfo else moment.astimezone()
+        valid = (
+            head in ("params", "results")
+            or (head in FIELDS and not rest)
+            or (head == "exp" and rest in FIELDS)
+        )
+        if not valid:
+            raise UserError(
+                f"{what} {path!r} is not a field of an experiment; use params.<key>, "
+                "results.<key>, id, name, kind or created (exp.<field> is an alias)"
+            )
 
 
 def select_experiments(
-    repo: Any,
+    repo: Repository,
     prefix: str | None = None,
     kind: str | None = None,
     since: str | datetime | None = None,
     where: str | expr.Expr | None = None,
     sort: str | Iterable[str] | None = None,
     limit: int | None = None,
-) -> list[Any]:
+) -> list[Experiment]:
     """The experiments of ``repo`` that match every given criterion, sorted and cut to ``limit``.
 
-    ``sort`` is a comma-separated list (or a list) of keys such as ``kind,-results.acc``; a
-    leading ``-`` sorts descending; experiments lacking a key sort last either way. Without
-    ``sort`` the order is the repository's.
+    ``since`` is a datetime, a duration (``7d``, ``12h``) or an ISO date; ``where`` a
+    where-language condition (docs/dbx-expressions.md); ``sort`` a comma-separated list (or a
+    list) of keys such as ``kind,-results.acc``: a leading ``-`` sorts descending and
+    experiments lacking a key sort last either way. Without ``sort`` the order is the
+    repository's (name, then id).
     """
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be a positive number (got {limit})")
     condition = expr.parse(where) if isinstance(where, str) else where
+    if condition is not None:
+        check_paths(sorted(condition.paths()), "--where")
     cutoff = parse_since(since) if isinstance(since, str) else since
     if cutoff is not None and cutoff.tzinfo is None:
         cutoff = cutoff.astimezone()
@@ -112,15 +74,80 @@ def select_experiments(
     chosen = []
     for exp in repo.experiments(prefix=prefix, kind=kind):
         if cutoff is not None:
-            created = created_at(exp)
+            created = exp.created
             if created is None or created < cutoff:
                 continue
-        if condition is not None and not condition.evaluate(experiment_lookup(exp)):
+        if condition is not None and not condition.evaluate(exp.value):
             continue
         chosen.append(exp)
     if keys:
         chosen = sort_experiments(chosen, keys)
     return chosen[:limit] if limit is not None else chosen
+
+
+def find(
+    prefix: str | None = None,
+    *,
+    kind: str | None = None,
+    since: str | datetime | None = None,
+    where: str | None = None,
+    sort: str | Iterable[str] | None = None,
+    limit: int | None = None,
+    repo: Repository | Path | str | None = None,
+) -> list[Experiment]:
+    """``dbx ls`` in Python: the experiments of ``repo`` (default: ``$DBX_REPO`` or the
+    nearest enclosing repository) chosen as :func:`select_experiments` chooses them.
+
+    >>> dbx.find("prune/", kind="prune", where="results.best_val_acc > 0.9", sort="-created")
+    """
+    return select_experiments(
+        Repository.find(repo),
+        prefix=prefix,
+        kind=kind,
+        since=since,
+        where=where,
+        sort=sort,
+        limit=limit,
+    )
+
+
+def missing(
+    experiments: Iterable[Experiment],
+    events: Iterable[str] = (),
+    results: Iterable[str] = (),
+) -> list[tuple[Experiment, list[str]]]:
+    """``dbx missing`` in Python: each experiment that lacks one of ``events`` (an event
+    counts if its name is the given one or lies under it, ``NAME/...``) or ``results`` (dotted
+    keys, ``results.`` optional), with what it lacks (``"event eval/test"``,
+    ``"result test_acc"``) in the order asked. Experiments that lack nothing are left out."""
+    events, results = list(events), list(results)
+    if not events and not results:
+        raise UserError("say what to look for: --event NAME and/or --result KEY")
+    for name in events:
+        if not isinstance(name, str) or not name.strip("/"):
+            raise UserError(f"event name {name!r} is empty; give one such as eval/test")
+    for key in results:
+        if not isinstance(key, str) or not key.removeprefix("results."):
+            raise UserError(f"result key {key!r} is empty; give one such as test_acc")
+    found = []
+    for exp in experiments:
+        lacking = [f"event {name}" for name in events if not _has_event(exp, name)]
+        lacking += [
+            f"result {key}"
+            for key in results
+            if exp.value("results." + key.removeprefix("results.")) is expr.MISSING
+        ]
+        if lacking:
+            found.append((exp, lacking))
+    return found
+
+
+def _has_event(exp: Experiment, name: str) -> bool:
+    prefix = name.rstrip("/")
+    return any(
+        event["name"] == prefix or event["name"].startswith(prefix + "/")
+        for event in exp.events(prefix=prefix)
+    )
 
 
 def _sort_keys(sort: str | Iterable[str] | None) -> list[str]:
@@ -129,21 +156,21 @@ def _sort_keys(sort: str | Iterable[str] | None) -> list[str]:
     items = sort.split(",") if isinstance(sort, str) else list(sort)
     keys = [item.strip() for item in items if item.strip()]
     for key in keys:
-        if not re.fullmatch(r"-?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*", key):
+        if not _SORT_KEY.fullmatch(key):
             raise UserError(
                 f"cannot sort by {key!r}; use field paths such as created or -results.acc"
             )
+    check_paths([key.lstrip("-") for key in keys], "--sort key")
     return keys
 
 
-def sort_experiments(experiments: list[Any], keys: Iterable[str]) -> list[Any]:
+def sort_experiments(experiments: list[Experiment], keys: Iterable[str]) -> list[Experiment]:
     """Sort by each key in turn (first key most significant); missing values always last."""
     ordered = list(experiments)
-    lookups = {id(exp): experiment_lookup(exp) for exp in ordered}
     for key in reversed(list(keys)):
         descending = key.startswith("-")
         path = key.lstrip("-")
-        values = {id(exp): lookups[id(exp)](path) for exp in ordered}
+        values = {id(exp): exp.value(path) for exp in ordered}
         present = [exp for exp in ordered if not _is_absent(values[id(exp)])]
         absent = [exp for exp in ordered if _is_absent(values[id(exp)])]
         present.sort(key=lambda exp: _rank(values[id(exp)]), reverse=descending)

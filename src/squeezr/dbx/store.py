@@ -10,8 +10,10 @@ Layout (precisely in docs/dbx-format.md)::
                             log-<N>.jsonl   the run's events, one JSON object per line
                             attachments.json + files/...   managed attachments
 
-Listing walks the folders with ``os.scandir`` and reads only ``meta.json`` (``results.json``
-only when asked), so there is no index to keep consistent.
+Listing walks the name folders with ``os.scandir`` and reads ``meta.json`` (and
+``results.json`` only when a condition or column needs it), so there is no index to keep
+consistent with the files; 10,000 experiments list in about a quarter of a second. Runs are
+numbered under the experiment's ``.lock`` (see :meth:`Experiment._start_run`).
 """
 
 from __future__ import annotations
@@ -20,25 +22,28 @@ import hashlib
 import os
 import re
 import secrets
+import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from squeezr.dbx import jsonx, lifecycle, runinfo
-from squeezr.dbx.fileio import FILE_MODE, atomic_write, fsync_dir, locked
+from squeezr.dbx import expr, jsonx, lifecycle, records, runinfo
+from squeezr.dbx.fileio import FILE_MODE, atomic_write, fsync_dir, locked, sha256_file
+from squeezr.dbx.records import FORMAT_VERSION, ID_RE
+from squeezr.dbx.timeutil import now_iso, to_datetime
 from squeezr.dbx.views import Params, Results, check_keys
 from squeezr.errors import UserError
 
 __all__ = ["Experiment", "Repository", "create", "open", "resume", "validate_name"]
 
-FORMAT_VERSION = 1
 MARKER_DIR = ".dbx"
 DEFAULT_REPO = "experiments"
-ID_RE = re.compile(r"^[0-9a-f]{12}$")
+FIELDS = ("id", "name", "kind", "created")  # an experiment's top-level fields
 _KIND_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_RUN_RE = re.compile(r"^(?:run|log)-(\d+)\.(?:json|jsonl|patch)$")
+_RUN_FILE = re.compile(r"^run-(\d+)\.json$")
+_LOG_FILE = re.compile(r"^log-(\d+)\.jsonl$")
 LOCK = ".lock"
 
 
@@ -82,11 +87,6 @@ def _attachment_name(name: str) -> str:
     return "/".join(parts)
 
 
-def _run_number(filename: str) -> int | None:
-    match = _RUN_RE.match(filename)
-    return int(match.group(1)) if match else None
-
-
 class Repository:
     """A dbx repository folder. Create with :meth:`init`, locate with :meth:`find`."""
 
@@ -95,6 +95,21 @@ class Repository:
         if not (self.path / MARKER_DIR).is_dir():
             raise UserError(
                 f"{self.path} is not a dbx repository; create one with `dbx init {self.path}`"
+            )
+        self._check_version()
+
+    def _check_version(self) -> None:
+        """Refuse a repository written by a newer dbx (its files may mean something else); a
+        missing or damaged ``format.json`` is left to ``dbx verify`` to report."""
+        try:
+            info = jsonx.loads((self.path / MARKER_DIR / "format.json").read_bytes())
+        except (OSError, ValueError):
+            return
+        version = records.newer_format(info)
+        if version is not None:
+            raise UserError(
+                f"{self.path} has dbx format version {version}, newer than this dbx reads "
+                f"({FORMAT_VERSION}); upgrade squeezr to use it"
             )
 
     def __repr__(self) -> str:
@@ -110,7 +125,7 @@ class Repository:
         marker.mkdir(parents=True, exist_ok=True)
         info = marker / "format.json"
         if not info.exists():
-            atomic_write(info, jsonx.dumps({"format": "dbx", "version": FORMAT_VERSION}) + "\n")
+            atomic_write(info, jsonx.encode({"format": "dbx", "version": FORMAT_VERSION}) + "\n")
         return cls(root)
 
     @classmethod
@@ -134,27 +149,32 @@ class Repository:
             "or create one with `dbx init experiments`"
         )
 
-    def _folders(self, prefix: str | None = None) -> Iterator[tuple[str, Path]]:
-        """``(name, folder)`` of every experiment folder, by walking names with ``os.scandir``;
-        subtrees that cannot hold a name starting with ``prefix`` are not entered."""
+    def _folders(self, prefix: str | None = None) -> Iterator[tuple[str, str]]:
+        """``(name, folder)`` of every experiment folder, in name then id order, by walking
+        the name folders with ``os.scandir`` (no ``stat``: directory entries carry their
+        type); subtrees that cannot hold a name starting with ``prefix`` are not entered."""
         stack = [("", str(self.path))]
         while stack:
             name, folder = stack.pop()
             try:
-                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+                entries = sorted(
+                    [
+                        (e.name, e.path)
+                        for e in os.scandir(folder)
+                        if e.name[0] != "." and e.is_dir()
+                    ]
+                )
             except (FileNotFoundError, NotADirectoryError):
                 continue
             subdirs = []
-            for entry in entries:
-                if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            for entry_name, entry_path in entries:
+                if name and ID_RE.match(entry_name):
+                    yield name, entry_path
                     continue
-                if name and ID_RE.match(entry.name):
-                    yield name, Path(entry.path)
-                    continue
-                child = f"{name}/{entry.name}" if name else entry.name
+                child = f"{name}/{entry_name}" if name else entry_name
                 if prefix and not (child.startswith(prefix) or prefix.startswith(child)):
                     continue
-                subdirs.append((child, entry.path))
+                subdirs.append((child, entry_path))
             stack.extend(reversed(subdirs))
 
     def experiments(
@@ -166,12 +186,9 @@ class Repository:
         for name, folder in self._folders(prefix):
             if prefix and not name.startswith(prefix):
                 continue
-            meta_path = folder / "meta.json"
-            if not meta_path.exists():
-                continue
-            exp = Experiment(self, folder)
-            if kind is None or exp.kind == kind:
-                yield exp
+            meta = _read_meta(folder)
+            if meta is not None and (kind is None or meta["kind"] == kind):
+                yield Experiment(self, folder, meta)
 
     def get(self, ref: str) -> Experiment:
         """The one experiment ``ref`` names: an id, a unique id prefix, or a name."""
@@ -179,19 +196,20 @@ class Repository:
             raise UserError("give an experiment id, id prefix or name")
         by_name, by_prefix = [], []
         for name, folder in self._folders():
-            if not (folder / "meta.json").exists():
+            if not os.path.isfile(os.path.join(folder, "meta.json")):
                 continue
-            if folder.name == ref:
+            folder_id = os.path.basename(folder)
+            if folder_id == ref:
                 return Experiment(self, folder)
             if name == ref:
                 by_name.append(folder)
-            elif folder.name.startswith(ref):
+            elif folder_id.startswith(ref):
                 by_prefix.append(folder)
         for found in (by_name, by_prefix):
             if len(found) == 1:
                 return Experiment(self, found[0])
             if len(found) > 1:
-                ids = ", ".join(sorted(folder.name for folder in found))
+                ids = ", ".join(sorted(os.path.basename(folder) for folder in found))
                 raise UserError(f"{ref!r} matches {len(found)} experiments ({ids}); give an id")
         raise UserError(f"no experiment {ref!r} in {self.path}; list them with `dbx ls`")
 
@@ -203,21 +221,12 @@ class Repository:
         if not isinstance(params, dict):
             raise UserError(f"params must be a JSON object (a dict), not {type(params).__name__}")
         check_keys(params, "param")
+        meta = {"format": FORMAT_VERSION, "id": "", "name": name, "kind": kind}
+        meta.update(created=now_iso(), params=params)
         try:
-            meta_text = jsonx.dumps(
-                {
-                    "format": FORMAT_VERSION,
-                    "id": "",
-                    "name": name,
-                    "kind": kind,
-                    "created": runinfo.now_iso(),
-                    "params": params,
-                },
-                indent=2,
-            )
-        except TypeError as exc:
+            jsonx.encode(params)
+        except (TypeError, ValueError) as exc:
             raise UserError(f"params of {name!r} cannot be stored as JSON: {exc}") from None
-        meta = jsonx.loads(meta_text)
         while True:
             meta["id"] = new_id()
             folder = self.path.joinpath(*name.split("/"), meta["id"])
@@ -226,19 +235,16 @@ class Repository:
                 break
             except FileExistsError:
                 continue
-        atomic_write(folder / "meta.json", jsonx.dumps(meta, indent=2) + "\n")
+        atomic_write(folder / "meta.json", jsonx.encode(meta, indent=2) + "\n")
         fsync_dir(folder.parent)
         return folder
 
     def verify(self) -> list[str]:
         """Every problem found: unreadable JSON, torn or corrupt log lines, missing files,
         attachment size/checksum mismatches. An empty list means the repository is sound."""
-        from squeezr.dbx.verify import verify_experiment
+        from squeezr.dbx.verify import verify_repository
 
-        problems: list[str] = []
-        for _, folder in self._folders():
-            problems.extend(verify_experiment(folder))
-        return problems
+        return verify_repository(self.path, self._folders())
 
 
 class Experiment:
@@ -246,14 +252,19 @@ class Experiment:
     handle (results, notes and attachments may still be changed; logging needs a run); from
     :func:`create` or :func:`resume` it also owns a run that :meth:`log` writes to."""
 
-    def __init__(self, repo: Repository, folder: Path) -> None:
+    def __init__(
+        self, repo: Repository, folder: Path | str, meta: dict[str, Any] | None = None
+    ) -> None:
         self.repo = repo
-        self.path = folder
-        meta = jsonx.read_json(folder / "meta.json", "experiment metadata")
-        if not isinstance(meta, dict) or not {"id", "name", "kind"} <= meta.keys():
-            raise UserError(
-                f"experiment metadata {folder / 'meta.json'} lacks id/name/kind; repair it"
-            )
+        self._folder = str(folder)
+        self._path: Path | None = None
+        if meta is None:
+            meta = _read_meta(self._folder)
+            if meta is None:
+                raise UserError(
+                    f"experiment metadata {os.path.join(self._folder, 'meta.json')} is missing; "
+                    "run `dbx verify` to check the repository"
+                )
         self._meta = meta
         self.run: int | None = None
         self._writer: Any = None
@@ -265,6 +276,13 @@ class Experiment:
         return f"<Experiment {self.id} {self.name!r} kind={self.kind}>"
 
     # --- identity -------------------------------------------------------------------------
+    @property
+    def path(self) -> Path:
+        """The experiment's folder, ``<repo>/<name path>/<id>``."""
+        if self._path is None:
+            self._path = Path(self._folder)
+        return self._path
+
     @property
     def id(self) -> str:
         return self._meta["id"]
@@ -279,29 +297,48 @@ class Experiment:
 
     @property
     def created(self) -> datetime | None:
-        """Creation time (timezone-aware, UTC)."""
-        value = self._meta.get("created")
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
+        """Creation time (timezone-aware, UTC); None if ``meta.json`` holds none readable."""
+        return to_datetime(self._meta.get("created"))
 
     @property
     def meta(self) -> dict[str, Any]:
         """A copy of ``meta.json``."""
-        return jsonx.loads(jsonx.dumps(self._meta))
+        return jsonx.loads(jsonx.encode(self._meta))
+
+    def value(self, path: str) -> Any:
+        """The value at a dotted ``path`` of this experiment, or ``expr.MISSING``:
+        ``id``, ``name``, ``kind``, ``created`` (ISO text), ``params.<key>...`` and
+        ``results.<key>...`` (``exp.<field>`` is an alias of the top-level fields). This is
+        what ``--where``, ``--sort`` and ``--columns`` read; it reads ``results.json`` only
+        when asked for a result and never copies params."""
+        head, _, rest = path.partition(".")
+        if head == "exp" and rest in FIELDS:
+            head, rest = rest, ""
+        if head == "params":
+            params = self._meta.get("params")
+            return expr.dig(params if params is not None else {}, rest)
+        if head == "results":
+            return expr.dig(self.results.tree(), rest)
+        if head in FIELDS and not rest:
+            return self._meta.get(head, expr.MISSING)
+        return expr.MISSING
 
     # --- params, results, notes -----------------------------------------------------------
     @property
     def params(self) -> Params:
         """The immutable params (``params["a.b"]`` or ``params.a.b``)."""
         if self._params is None:
-            raw = self._meta.get("params") or {}
-            self._params = Params(raw if isinstance(raw, dict) else {})
+            self._params = Params(self._meta.get("params") or {})
         return self._params
 
     @property
     def results(self) -> Results:
         """The live, mutable results; each assignment is an atomic, locked update."""
         if self._results is None:
-            self._results = Results(self.path / "results.json", self.path / LOCK)
+            folder = self._folder
+            self._results = Results(
+                os.path.join(folder, "results.json"), os.path.join(folder, LOCK)
+            )
         return self._results
 
     def set_result(self, key: str, value: Any) -> None:
@@ -315,6 +352,8 @@ class Experiment:
             return (self.path / "notes.md").read_text(encoding="utf-8")
         except FileNotFoundError:
             return ""
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read notes {self.path / 'notes.md'}: {exc}") from None
 
     @notes.setter
     def notes(self, text: str) -> None:
@@ -330,10 +369,9 @@ class Experiment:
         path = self.path / "attachments.json"
         if not path.exists():
             return {}
-        data = jsonx.read_json(path, "attachment list")
-        if not isinstance(data, dict):
-            raise UserError(f"attachment list {path} does not hold a JSON object; repair it")
-        return data
+        manifest = jsonx.read_json(path, "attachment list")
+        records.require(records.attachment_problems(manifest), path, "attachment list")
+        return manifest
 
     @property
     def files(self) -> dict[str, Path]:
@@ -345,12 +383,14 @@ class Experiment:
         and sha256; returns ``{"path": "files/<name>", "size": n, "sha256": hex}``. Attaching
         under an existing name replaces that attachment."""
         source = Path(source)
+        if source.is_dir():
+            raise UserError(f"cannot attach {source}: it is a folder; attach its files one by one")
         if not source.is_file():
             raise UserError(f"cannot attach {source}: no such file")
         name = _attachment_name(name if name is not None else source.name)
         target = self.path / "files" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
+        digest = hashlib.sha256()  # computed while copying: the source is read only once
         size = 0
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
@@ -369,11 +409,11 @@ class Experiment:
             raise
         fsync_dir(target.parent)
         info = {"path": f"files/{name}", "size": size, "sha256": digest.hexdigest()}
-        entry = {**info, "run": self.run, "added": runinfo.now_iso()}
+        entry = {**info, "run": self.run, "added": now_iso()}
         with locked(self.path / LOCK):
             manifest = self.attachments
             manifest[name] = entry
-            atomic_write(self.path / "attachments.json", jsonx.dumps(manifest, indent=2) + "\n")
+            atomic_write(self.path / "attachments.json", jsonx.encode(manifest, indent=2) + "\n")
         return info
 
     def attachment_path(self, name: str) -> Path:
@@ -389,31 +429,28 @@ class Experiment:
         path = self.path / info["path"]
         if not path.is_file():
             raise UserError(f"attachment {path} is missing; run `dbx verify`")
-        if path.stat().st_size != info.get("size") or _sha256(path) != info.get("sha256"):
+        if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
             raise UserError(f"attachment {path} is corrupt (checksum mismatch); re-attach it")
         return path
 
     # --- runs and log ---------------------------------------------------------------------
     def run_numbers(self) -> list[int]:
-        """Numbers of the recorded runs, ascending."""
-        numbers = set()
-        for entry in os.scandir(self.path):
-            number = _run_number(entry.name)
-            if (
-                number is not None
-                and entry.name.startswith("run-")
-                and entry.name.endswith(".json")
-            ):
-                numbers.add(number)
-        return sorted(numbers)
+        """Numbers of the recorded runs (``run-<N>.json``), ascending."""
+        return sorted(_numbered(self._folder, _RUN_FILE))
+
+    def run_record(self, number: int) -> dict[str, Any]:
+        """The record of run ``number`` (``run-<N>.json``); UserError if absent or damaged."""
+        path = self.path / f"run-{number}.json"
+        record = jsonx.read_json(path, "run record")
+        records.require(records.run_problems(record), path, "run record")
+        record.setdefault("run", number)
+        return record
 
     def runs(self) -> list[dict[str, Any]]:
         """The run records (``run-<N>.json``), in run order."""
-        return [
-            jsonx.read_json(self.path / f"run-{n}.json", "run record") for n in self.run_numbers()
-        ]
+        return [self.run_record(number) for number in self.run_numbers()]
 
-    def log(self, name: str, data: dict[str, Any] | None = None, /, **fields: Any) -> None:
+    def log(self, name: str, data: Mapping[str, Any] | None = None, /, **fields: Any) -> None:
         """Record event ``name`` with ``data`` (a dict and/or keywords). Returns at once."""
         writer = self._writer
         if writer is None:
@@ -421,10 +458,18 @@ class Experiment:
                 f"experiment {self.id} is open read-only or closed; "
                 "use dbx.create or dbx.resume to log events"
             )
+        if type(name) is not str or not name:
+            raise UserError(
+                f"an event name must be a non-empty string such as 'eval', not {name!r}"
+            )
         if data is None:
             writer.log(name, fields)
-        else:
+        elif type(data) is dict or isinstance(data, Mapping):
             writer.log(name, {**data, **fields} if fields else dict(data))
+        else:
+            raise UserError(
+                f"event {name!r}: data must be a dict (or keywords), not {type(data).__name__}"
+            )
 
     def progress(
         self,
@@ -444,56 +489,62 @@ class Experiment:
         whose name starts with ``prefix`` if given. Flushes this handle's own run first."""
         self.flush()
         events: list[dict[str, Any]] = []
-        for entry in os.scandir(self.path):
-            if entry.name.startswith("log-") and _run_number(entry.name) is not None:
-                for event in jsonx.iter_log(entry.path):
-                    if prefix is None or event["name"].startswith(prefix):
-                        events.append(event)
-        events.sort(key=lambda e: (e.get("ts", 0), e.get("run", 0), _seq(e)))
+        for number in sorted(_numbered(self._folder, _LOG_FILE)):
+            for event in jsonx.iter_log(os.path.join(self._folder, f"log-{number}.jsonl")):
+                if prefix is None or event["name"].startswith(prefix):
+                    events.append(event)
+        events.sort(key=lambda e: (e["ts"], e["run"], _seq(e)))
         return events
 
     def merged_events(self, prefix: str | None = None) -> dict[str, dict[str, Any]]:
         """Event name -> merged data: union of keys over same-named events, newest wins."""
         merged: dict[str, dict[str, Any]] = {}
         for event in self.events(prefix):
-            merged.setdefault(event["name"], {}).update(event.get("data") or {})
+            merged.setdefault(event["name"], {}).update(event["data"])
         return merged
 
     def flush(self) -> None:
-        """Block until every event logged so far is on disk (written and fsync'd)."""
+        """Block until every event logged so far is on disk (written and fsync'd); a
+        UserError naming the log file if it cannot be written (the events stay queued)."""
         if self._writer is not None:
             self._writer.flush()
 
     def close(self) -> None:
         """Flush the log and record the run as finished; further calls do nothing."""
-        self._finish("finished", exit_code=0)
+        self._finish(*lifecycle.exit_status(None))
 
     def __enter__(self) -> Experiment:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        status, code = lifecycle.exit_status(exc)
         if exc is None:
-            self._finish("finished", exit_code=0)
-        elif isinstance(exc, SystemExit):
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            self._finish("finished" if code == 0 else "failed", exit_code=code)
-        elif isinstance(exc, KeyboardInterrupt):
-            self._finish("interrupted", exit_code=130, exception=exc)
-        else:
-            self._finish("failed", exit_code=1, exception=exc)
+            self._finish(status, exit_code=code)
+            return
+        recorded = None if isinstance(exc, SystemExit) else exc
+        try:
+            self._finish(status, exit_code=code, exception=recorded)
+        except UserError as failure:  # keep the program's own exception the one that shows
+            print(f"dbx: warning: {failure}", file=sys.stderr)
 
     def _start_run(self) -> None:
-        """Claim the next run number (``O_EXCL`` create, so concurrent resumes never share
-        one), record how this process was started, and start the log writer."""
+        """Record how this process was started as the next run and start its log writer.
+
+        The git state is captured first, without the lock (it can take seconds in a large
+        tree); then, under the experiment's lock, the run number is the highest recorded
+        one plus one and ``run-<N>.json`` is written before the lock is released, so
+        concurrent resumes never share a number.
+        """
         from squeezr.dbx.logger import LogWriter
 
+        record, patch = runinfo.capture()
         with locked(self.path / LOCK):
             number = max(self.run_numbers(), default=0) + 1
-            record, patch = runinfo.capture(number)
+            record["run"] = number
             if patch:
                 atomic_write(self.path / f"run-{number}.patch", patch)
                 record["git"]["patch"] = f"run-{number}.patch"
-            atomic_write(self.path / f"run-{number}.json", jsonx.dumps(record, indent=2) + "\n")
+            atomic_write(self.path / f"run-{number}.json", jsonx.encode(record, indent=2) + "\n")
         self.run = number
         self._record = record
         self._writer = LogWriter(self.path / f"log-{number}.jsonl", number)
@@ -502,30 +553,61 @@ class Experiment:
     def _finish(
         self, status: str, exit_code: int | None = None, exception: BaseException | None = None
     ) -> None:
-        """Flush and close the run's log and write its end, status and exception (once)."""
+        """Flush and close the run's log and write its end, status and exception (once).
+
+        The run record is written even when the log cannot be (a full disk); the log's
+        UserError is raised afterwards.
+        """
         writer, record = self._writer, self._record
         if writer is None or record is None:
             return
         self._writer = None
         lifecycle.unregister(self)
-        writer.close()
-        record.update(end=runinfo.now_iso(), status=status, exit_code=exit_code)
+        failure: UserError | None = None
+        try:
+            writer.close()
+        except UserError as exc:
+            failure = exc
+        record.update(end=now_iso(), status=status, exit_code=exit_code)
         if exception is not None:
             record["exception"] = runinfo.describe_exception(exception)
-        atomic_write(self.path / f"run-{self.run}.json", jsonx.dumps(record, indent=2) + "\n")
+        try:
+            atomic_write(self.path / f"run-{self.run}.json", jsonx.encode(record, indent=2) + "\n")
+        except OSError as exc:
+            failure = failure or UserError(
+                f"cannot record the end of run {self.run} in {self.path}: {exc.strerror or exc}"
+            )
+        if failure is not None:
+            raise failure
+
+
+def _read_meta(folder: str) -> dict[str, Any] | None:
+    """The checked ``meta.json`` of an experiment folder; None if it has none (a create that
+    a crash interrupted: ``dbx verify`` reports it)."""
+    path = os.path.join(folder, "meta.json")
+    try:
+        meta = jsonx.read_json(path, "experiment metadata")
+    except jsonx.FileError as exc:
+        if exc.missing:
+            return None
+        raise
+    records.require(records.meta_problems(meta), path, "experiment metadata")
+    return meta
+
+
+def _numbered(folder: str, pattern: re.Pattern[str]) -> list[int]:
+    """The numbers N of the files in ``folder`` whose names match ``pattern`` (``run-N.json``)."""
+    numbers = []
+    for entry in os.scandir(folder):
+        match = pattern.match(entry.name)
+        if match:
+            numbers.append(int(match.group(1)))
+    return numbers
 
 
 def _seq(event: dict[str, Any]) -> int:
-    tail = str(event.get("id", "")).rpartition("-")[2]
+    tail = event["id"].rpartition("-")[2]
     return int(tail) if tail.isdigit() else 0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _repository(repo: Repository | Path | str | None, create: bool) -> Repository:

@@ -1,30 +1,91 @@
-"""Checking one experiment folder's files, for ``Repository.verify`` / ``dbx verify``.
+"""Checking a repository's files, for ``Repository.verify`` / ``dbx verify``.
 
-Run after a crash, a copy or a sync: it reads every file the format defines and reports
-problems as one line each (path first) instead of stopping at the first one.
+Run after a crash, a copy or a sync: it reads every file the format defines (docs/dbx-format.md)
+and reports problems as one line each (path first) instead of stopping at the first one. What
+a valid file holds is defined once, in :mod:`squeezr.dbx.records`, for readers and for this.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
-from squeezr.dbx import jsonx
+from squeezr.dbx import jsonx, records
+from squeezr.dbx.fileio import sha256_file
+from squeezr.dbx.timeutil import to_datetime
 from squeezr.errors import UserError
 
-__all__ = ["verify_experiment"]
+__all__ = ["verify_experiment", "verify_repository"]
 
 
-def _json(path: Path, problems: list[str]) -> object | None:
+def verify_repository(root: Path, folders: Iterable[tuple[str, str]]) -> list[str]:
+    """Problems of the repository at ``root`` whose experiment folders are ``folders``
+    (``(name, folder)`` pairs); an empty list means it is sound."""
+    info_path = root / ".dbx" / "format.json"
+    info = _json(info_path, problems := [])
+    if info is not None:
+        problems.extend(f"{info_path}: {p}" for p in records.format_problems(info))
+    for name, folder in folders:
+        problems.extend(verify_experiment(Path(folder), name))
+    return problems
+
+
+def _json(path: Path, problems: list[str]) -> Any:
+    """The parsed file, or None after adding why it cannot be read to ``problems``."""
     try:
-        return jsonx.loads(path.read_bytes())
-    except FileNotFoundError:
-        problems.append(f"{path}: missing")
-    except (ValueError, UnicodeDecodeError) as exc:
-        problems.append(f"{path}: not valid JSON ({exc})")
-    return None
+        return jsonx.read_json(path)
+    except jsonx.FileError as exc:
+        problems.append(f"{path}: {exc.problem}")
+        return None
+
+
+def _checked(path: Path, problems: list[str], check: Any) -> Any:
+    """The parsed file if ``check`` finds nothing wrong with it, else None (problems added)."""
+    data = _json(path, problems)
+    if data is None:
+        return None
+    found = check(data)
+    problems.extend(f"{path}: {p}" for p in found)
+    return None if found else data
+
+
+def verify_experiment(folder: Path, name: str | None = None) -> list[str]:
+    """Problems of one experiment folder (empty list if none); ``name`` is the name its
+    path spells, which ``meta.json`` must hold."""
+    problems: list[str] = []
+    meta_path = folder / "meta.json"
+    meta = _checked(meta_path, problems, records.meta_problems)
+    if meta is not None:
+        if meta["id"] != folder.name:
+            problems.append(f"{meta_path}: id {meta['id']!r} does not match the folder name")
+        if name is not None and meta["name"] != name:
+            problems.append(f"{meta_path}: name {meta['name']!r} does not match its path {name!r}")
+        if to_datetime(meta.get("created")) is None:
+            problems.append(f"{meta_path}: created {meta.get('created')!r} is not an ISO time")
+    names = sorted(entry.name for entry in os.scandir(folder))
+    for entry in names:
+        path = folder / entry
+        if entry == "results.json":
+            _checked(path, problems, _object_problems)
+        elif entry.startswith("run-") and entry.endswith(".json"):
+            record = _checked(path, problems, records.run_problems)
+            patch = (record.get("git") or {}).get("patch") if record else None
+            if patch and not (folder / patch).is_file():
+                problems.append(f"{folder / patch}: missing (named by {path})")
+        elif entry.startswith("log-") and entry.endswith(".jsonl"):
+            _log(path, problems)
+    if "attachments.json" in names:
+        manifest = _checked(folder / "attachments.json", problems, records.attachment_problems)
+        for info in (manifest or {}).values():
+            _attachment(folder / info["path"], info, problems)
+    return problems
+
+
+def _object_problems(data: Any) -> list[str]:
+    return [] if isinstance(data, dict) else ["does not hold a JSON object"]
 
 
 def _log(path: Path, problems: list[str]) -> None:
@@ -38,38 +99,8 @@ def _log(path: Path, problems: list[str]) -> None:
     problems.extend(f"{path}: torn or corrupt last line ({w.message})" for w in caught)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify_experiment(folder: Path) -> list[str]:
-    """Problems of one experiment folder (empty list if none)."""
-    problems: list[str] = []
-    meta = _json(folder / "meta.json", problems)
-    if meta is not None and (not isinstance(meta, dict) or meta.get("id") != folder.name):
-        problems.append(f"{folder / 'meta.json'}: id does not match the folder name")
-    names = sorted(entry.name for entry in os.scandir(folder))
-    for name in names:
-        path = folder / name
-        if name == "results.json" or (name.startswith("run-") and name.endswith(".json")):
-            record = _json(path, problems)
-            patch = (record.get("git") or {}).get("patch") if isinstance(record, dict) else None
-            if patch and not (folder / patch).is_file():
-                problems.append(f"{folder / patch}: missing (named by {path})")
-        elif name.startswith("log-") and name.endswith(".jsonl"):
-            _log(path, problems)
-    manifest = _json(folder / "attachments.json", []) if "attachments.json" in names else {}
-    if "attachments.json" in names and not isinstance(manifest, dict):
-        problems.append(f"{folder / 'attachments.json'}: not a valid attachment list")
-        manifest = {}
-    for info in (manifest or {}).values():
-        path = folder / str(info.get("path", ""))
-        if not path.is_file():
-            problems.append(f"{path}: attachment missing")
-        elif path.stat().st_size != info.get("size") or _sha256(path) != info.get("sha256"):
-            problems.append(f"{path}: attachment size or sha256 does not match attachments.json")
-    return problems
+def _attachment(path: Path, info: dict[str, Any], problems: list[str]) -> None:
+    if not path.is_file():
+        problems.append(f"{path}: attachment missing")
+    elif path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
+        problems.append(f"{path}: attachment size or sha256 does not match attachments.json")

@@ -9,7 +9,7 @@ other processes may be writing them, so every write is a locked read-modify-writ
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -17,7 +17,7 @@ from squeezr.dbx import jsonx
 from squeezr.dbx.fileio import atomic_write, locked
 from squeezr.errors import UserError
 
-__all__ = ["Params", "Results", "check_keys", "get_dotted", "set_dotted", "thaw"]
+__all__ = ["Params", "Results", "check_keys", "flatten", "get_dotted", "set_dotted", "thaw"]
 
 
 def check_keys(value: Any, where: str, path: str = "") -> None:
@@ -53,18 +53,37 @@ def get_dotted(data: Mapping[str, Any], key: str) -> Any:
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``key == "a.b"``, creating (or replacing non-mapping)
-    intermediate levels."""
-    parts = key.split(".")
+    """Set ``data["a"]["b"] = value`` for ``key == "a.b"``, creating missing intermediate
+    levels. A non-mapping value in the way is a UserError, never silently replaced: after
+    ``results["acc"] = 0.9``, ``results["acc.top1"] = 1`` would otherwise delete ``acc``."""
+    parts = key.split(".") if isinstance(key, str) else [""]
     if not all(parts):
-        raise UserError(f"result key {key!r} has an empty part; use names like 'a.b'")
+        raise UserError(f"result key {key!r} is not allowed; use names like 'acc' or 'eval.acc'")
     node = data
-    for part in parts[:-1]:
-        child = node.get(part)
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            child = node[part] = {}
+            where = ".".join(parts[: depth + 1])
+            raise UserError(
+                f"cannot set result {key!r}: {where!r} already holds {child!r}, not an object; "
+                f"delete {where!r} first or choose another key"
+            )
         node = child
     node[parts[-1]] = value
+
+
+def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``
+    (``{"p.a.b": 1}`` with ``prefix="p"``). Lists and empty mappings are leaves; this is how
+    tables, ``diff`` and ``like`` name params and results."""
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(item, Mapping) and item:
+            flat.update(flatten(item, name))
+        else:
+            flat[name] = item
+    return flat
 
 
 def thaw(value: Any) -> Any:
@@ -132,7 +151,7 @@ class Results(MutableMapping[str, Any]):
     other processes lose nothing. Keys may be dotted paths (``"a.b"``) into nested objects.
     """
 
-    def __init__(self, path: Path, lock_path: Path) -> None:
+    def __init__(self, path: Path | str, lock_path: Path | str) -> None:
         self._path = path
         self._lock = lock_path
         self._stamp: tuple[int, int, int] | None = None
@@ -151,18 +170,25 @@ class Results(MutableMapping[str, Any]):
             self._cache, self._stamp = data, stamp
         return self._cache
 
-    def snapshot(self) -> dict[str, Any]:
-        """A plain-dict copy of the current results."""
-        return jsonx.loads(jsonx.dumps(self._load()))
+    def tree(self) -> dict[str, Any]:
+        """The current results as nested plain dicts, re-read only when the file changed.
+        Shared with later reads, so treat it as read-only (write through this object)."""
+        return self._load()
 
-    def modify(self, change: Any) -> None:
-        """Apply ``change(results_dict)`` as one locked read-modify-write."""
+    def modify(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Apply ``change(results_dict)`` as one locked read-modify-write; a result that
+        cannot be stored (bad key, a value JSON cannot hold) is a UserError and changes
+        nothing."""
         with locked(self._lock):
             self._stamp = None
-            data = dict(self._load())
+            data = dict(self._load())  # a fresh read: the stamp was just reset
             change(data)
             check_keys(data, "result")
-            atomic_write(self._path, jsonx.dumps(data, indent=2) + "\n")
+            try:
+                text = jsonx.encode(data, indent=2)
+            except TypeError as exc:
+                raise UserError(f"cannot store results in {self._path}: {exc}") from None
+            atomic_write(self._path, text + "\n")
             self._stamp = None
 
     def __getitem__(self, key: str) -> Any:

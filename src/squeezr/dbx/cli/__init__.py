@@ -1,4 +1,6 @@
-"""The ``dbx`` command line. Each subcommand is a module in this package with ``register``."""
+"""The ``dbx`` command line. Each subcommand is a module in this package with ``register``;
+the work itself is done by the library (``squeezr.dbx``), so every command has a Python
+equivalent (docs/dbx.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Sequence
 
 from squeezr import __version__
 from squeezr.clikit import build_parser, run
+from squeezr.dbx.cli.common import REPO_HELP
 
 # Subcommand modules, in the order `dbx --help` lists them.
 COMMANDS: list[str] = [
@@ -34,4 +37,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         modules,
         __version__,
     )
+    parser.add_argument("--repo", help=REPO_HELP)
     return run(parser, argv)

@@ -1,16 +1,14 @@
 """``dbx attach EXP FILE [--name NAME]``: copy a file into an experiment, with its checksum.
 
 Attaching does not start a run (unlike ``dbx log``): the attachment list records when the
-file was added, and ``dbx cmd`` keeps pointing at the run that did the work.
+file was added. Python: ``exp.attach(path)``.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from squeezr.dbx.cli import common
-from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,10 +23,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    source = Path(args.file)
-    if not source.is_file():
-        raise UserError(f"no file {args.file!r}; give the path of a file to attach")
-    repo = common.repository(args)
-    info = common.open_experiment(args.ref, repo).attach(source, name=args.name)
+    info = common.repository(args).get(args.ref).attach(args.file, name=args.name)
     print(f"attached {info['path']} ({info['size']} bytes, sha256 {info['sha256']})")
     return 0

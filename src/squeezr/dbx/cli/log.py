@@ -1,19 +1,21 @@
 """``dbx log EXP NAME key=value ...``: append an event from the shell.
 
 For add-on metrics computed outside Python (a shell script, another tool). Values are read as
-JSON when they parse (``acc=0.93``, ``ok=true``, ``xs=[1,2]``) and kept as strings otherwise;
-dotted keys nest (``eval.top1=0.9`` gives ``{"eval": {"top1": 0.9}}``). Each call is a new
-run of the experiment, so the event records where it came from.
+JSON when they parse (``acc=0.93``, ``ok=true``, ``xs=[1,2]``, ``NaN``) and kept as strings
+otherwise; dotted keys nest (``eval.top1=0.9`` gives ``{"eval": {"top1": 0.9}}``). Each call is
+a new run of the experiment, so the event records where it came from; ``dbx cmd`` and
+``dbx code`` keep pointing at the run that created the experiment.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
-from squeezr import dbx
+from squeezr.dbx import jsonx
 from squeezr.dbx.cli import common
+from squeezr.dbx.compare import label
+from squeezr.dbx.store import resume
 from squeezr.errors import UserError
 
 
@@ -35,10 +37,9 @@ def main(args: argparse.Namespace) -> int:
     data = parse_fields(args.fields)
     if not args.name.strip("/"):
         raise UserError("the event name is empty; give one such as eval/test")
-    repo = common.repository(args)
-    with dbx.resume(args.ref, repo=repo) as exp:
+    with resume(args.ref, repo=common.repository(args)) as exp:
         exp.log(args.name, data)
-    print(f"logged {args.name} to {common.label(exp)}")
+    print(f"logged {args.name} to {label(exp)}")
     return 0
 
 
@@ -51,7 +52,7 @@ def parse_fields(fields: list[str]) -> dict[str, Any]:
         if not sep or not all(parts):
             raise UserError(f"cannot read {field!r}; write event data as key=value, e.g. acc=0.9")
         try:
-            value: Any = json.loads(text)
+            value: Any = jsonx.loads(text)
         except ValueError:
             value = text
         target = data

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from squeezr import clikit
 from squeezr.dbx import expr
 from squeezr.dbx.cli import common
-from squeezr.dbx.select import experiment_lookup, select_experiments
+from squeezr.dbx.select import check_paths, select_experiments
 from squeezr.errors import UserError
 
 DEFAULT_COLUMNS = "id,name,kind,created"
@@ -20,6 +19,7 @@ EPILOG = """examples:
   dbx ls prune/ --kind prune --since 7d
   dbx ls --where "params.optimizer.lr == 0.1 and results.best_val_acc > 0.9"
   dbx ls --sort=-results.best_val_acc --columns name,params.method,results.best_val_acc --limit 5
+fields: id, name, kind, created, params.<key>..., results.<key>...
 where-language: docs/dbx-expressions.md"""
 
 
@@ -48,6 +48,7 @@ def main(args: argparse.Namespace) -> int:
     columns = [c.strip() for c in args.columns.split(",") if c.strip()]
     if not columns:
         raise UserError("--columns is empty; name at least one column, e.g. --columns id,name")
+    check_paths(columns, "column")
     experiments = select_experiments(
         common.repository(args),
         prefix=args.prefix,
@@ -60,19 +61,16 @@ def main(args: argparse.Namespace) -> int:
     if not experiments:
         print("dbx: no experiments match", file=sys.stderr)
         return 1
-    common.emit([row(exp, columns, args.fmt) for exp in experiments], args.fmt)
+    rows = []
+    for exp in experiments:
+        row = {}
+        for column in columns:
+            value = exp.value(column)
+            if value is expr.MISSING:
+                value = None
+            elif column in ("id", "exp.id"):
+                value = common.short_id(value, args.fmt)
+            row[column] = value
+        rows.append(row)
+    clikit.emit(rows, args.fmt)
     return 0
-
-
-def row(exp: Any, columns: list[str], fmt: str) -> dict[str, Any]:
-    """One row of the chosen columns; tables show short ids."""
-    lookup = experiment_lookup(exp)
-    values: dict[str, Any] = {}
-    for column in columns:
-        value = lookup(column)
-        if value is expr.MISSING:
-            value = None
-        elif column == "id" and fmt == "table":
-            value = value[: common.SHORT_ID]
-        values[column] = value
-    return values

@@ -2,20 +2,17 @@
 
 The to-do list for add-on metrics: which experiments have no ``eval/test`` event yet, or no
 ``results.test_acc``. An event counts if its name is NAME or lies under it (``NAME/...``).
-Exit status 1 when nothing is missing (nothing to do).
+Exit status 1 when nothing is missing (nothing to do). Python: ``dbx.missing(...)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from squeezr import clikit
-from squeezr.dbx import expr
 from squeezr.dbx.cli import common
-from squeezr.dbx.select import select_experiments
-from squeezr.errors import UserError
+from squeezr.dbx.select import missing, select_experiments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.event and not args.result:
-        raise UserError("say what to look for: --event NAME and/or --result KEY")
+    missing([], args.event, args.result)  # check what to look for before reading anything
     experiments = select_experiments(
         common.repository(args),
         prefix=args.prefix,
@@ -44,38 +40,17 @@ def main(args: argparse.Namespace) -> int:
         where=args.where,
         sort="created",
     )
-    rows = []
-    for exp in experiments:
-        lacking = lacks(exp, args.event, args.result)
-        if lacking:
-            rows.append(
-                {
-                    "id": exp.id[: common.SHORT_ID] if args.fmt == "table" else exp.id,
-                    "name": exp.name,
-                    "kind": exp.kind,
-                    "missing": ", ".join(lacking),
-                }
-            )
+    rows = [
+        {
+            "id": common.short_id(exp.id, args.fmt),
+            "name": exp.name,
+            "kind": exp.kind,
+            "missing": ", ".join(lacking),
+        }
+        for exp, lacking in missing(experiments, args.event, args.result)
+    ]
     if not rows:
         print("dbx: nothing missing", file=sys.stderr)
         return 1
-    common.emit(rows, args.fmt)
+    clikit.emit(rows, args.fmt)
     return 0
-
-
-def lacks(exp: Any, events: list[str], results: list[str]) -> list[str]:
-    """What of ``events`` / ``results`` the experiment does not have, in the order asked."""
-    lacking = []
-    for name in events:
-        prefix = name.rstrip("/")
-        found = any(
-            event["name"] == prefix or event["name"].startswith(prefix + "/")
-            for event in exp.events(prefix=prefix)
-        )
-        if not found:
-            lacking.append(f"event {name}")
-    stored = dict(exp.results)
-    for key in results:
-        if expr.dig(stored, key.removeprefix("results.")) is expr.MISSING:
-            lacking.append(f"result {key}")
-    return lacking

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from squeezr.dbx.cli import common
+from squeezr.dbx.compare import label
 from squeezr.errors import UserError
 
 
@@ -26,10 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.text is not None and args.append is not None:
         raise UserError("give either TEXT (replace the notes) or --append TEXT, not both")
-    exp = common.open_experiment(args.ref, common.repository(args))
+    exp = common.repository(args).get(args.ref)
     if args.text is None and args.append is None:
         if not exp.notes:
-            print(f"dbx: {common.label(exp)} has no notes", file=sys.stderr)
+            print(f"dbx: {label(exp)} has no notes", file=sys.stderr)
             return 1
         print(exp.notes.rstrip("\n"))
         return 0
@@ -37,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
         exp.notes = _read(args.text)
     else:
         exp.notes = _join(exp.notes, _read(args.append))
-    print(f"notes of {common.label(exp)} saved")
+    print(f"notes of {label(exp)} saved")
     return 0
 
 

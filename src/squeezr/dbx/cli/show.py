@@ -1,17 +1,21 @@
 """``dbx show EXP``: one experiment at a glance: meta, params, results, runs, attachments,
-notes and its last events. ``--json`` gives the same as one JSON object."""
+notes and its last events. ``--json`` gives the same as one JSON object (Extended JSON for
+NaN/±Infinity, as in the repository's files)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 from datetime import UTC, datetime
 from typing import Any
 
 from tabulate import tabulate
 
-from squeezr.dbx.cli import common, runs
+from squeezr.dbx import jsonx
+from squeezr.dbx.cli import common
+from squeezr.dbx.runs import command_line, git_info, run_status
+from squeezr.dbx.store import Experiment
+from squeezr.dbx.views import flatten
 from squeezr.errors import UserError
 
 
@@ -31,34 +35,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.events < 0:
         raise UserError(f"--events must be 0 or more (got {args.events})")
-    exp = common.open_experiment(args.ref, common.repository(args))
+    exp = common.repository(args).get(args.ref)
     report = describe(exp, args.events)
-    if args.json:
-        print(json.dumps(report, indent=1, default=str))
-    else:
-        print(render(report))
+    print(jsonx.encode(report, indent=1) if args.json else render(report))
     return 0
 
 
-def describe(exp: Any, last: int) -> dict[str, Any]:
+def describe(exp: Experiment, last: int) -> dict[str, Any]:
     """Everything ``show`` prints, as plain data."""
     events = exp.events()
+    created = exp.created
     return {
         "id": exp.id,
         "name": exp.name,
         "kind": exp.kind,
-        "created": exp.created.isoformat() if exp.created else None,
+        "created": created.isoformat() if created else None,
         "path": str(exp.path),
-        "params": dict(exp.params),
-        "results": dict(exp.results),
-        "notes": exp.notes or "",
-        "runs": [runs.summary(record) for record in exp.runs()],
+        "params": exp.meta.get("params") or {},
+        "results": exp.results.tree(),
+        "notes": exp.notes,
+        "runs": [_run_summary(record) for record in exp.runs()],
         "attachments": [
-            {"path": info.get("path"), "size": info.get("size"), "sha256": info.get("sha256")}
+            {"path": info["path"], "size": info["size"], "sha256": info["sha256"]}
             for _, info in sorted(exp.attachments.items())
         ],
         "events_total": len(events),
         "events": events[-last:] if last else [],
+    }
+
+
+def _run_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """One row about a run."""
+    commit = git_info(record).get("commit")
+    return {
+        "run": record["run"],
+        "start": record.get("start"),
+        "end": record.get("end"),
+        "status": run_status(record),
+        "exit_code": record.get("exit_code"),
+        "host": record.get("hostname"),
+        "commit": commit[:12] if isinstance(commit, str) else None,
+        "command": command_line(record) if record.get("argv") or record.get("orig_argv") else [],
     }
 
 
@@ -71,7 +88,7 @@ def render(report: dict[str, Any]) -> str:
         f"path       {report['path']}",
     ]
     for title in ("params", "results"):
-        flat = common.flatten(report[title])
+        flat = flatten(report[title])
         lines += ["", f"{title}:"]
         lines += _indent(tabulate([(k, common.cell(v)) for k, v in flat.items()], tablefmt="plain"))
     if report["notes"]:
@@ -86,10 +103,10 @@ def render(report: dict[str, Any]) -> str:
     if shown:
         rows = [
             {
-                "time": _time(event.get("ts")),
-                "run": event.get("run"),
-                "name": event.get("name"),
-                "data": common.cell(event.get("data", {})),
+                "time": _time(event["ts"]),
+                "run": event["run"],
+                "name": event["name"],
+                "data": common.cell(event["data"]),
             }
             for event in shown
         ]
@@ -98,11 +115,12 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _time(ts: Any) -> Any:
+def _time(ts: float) -> str:
     """An event's epoch timestamp as UTC ISO time to the millisecond."""
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+    try:
         return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    return ts
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
 
 
 def _indent(text: str) -> list[str]:

@@ -1,0 +1,93 @@
+"""Comparing experiments by their params: what differs (``diff``) and what is closest (``like``).
+
+Both work on flattened params (``optimizer.lr``), compare values with the where-language's
+typed equality (``60 == 60.0``, ``true != 1``) and treat a param present in only one
+experiment as differing, so "the same run with more epochs" is exactly one difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from squeezr.dbx import expr
+from squeezr.dbx.store import Experiment
+from squeezr.dbx.views import flatten
+from squeezr.errors import UserError
+
+__all__ = ["ABSENT", "diff", "label", "like"]
+
+ABSENT = "(absent)"  # how a param one experiment lacks is shown
+SHORT_ID = 8
+
+
+def label(exp: Experiment, short: bool = True) -> str:
+    """How an experiment is named in messages and column headers: (short) id and name."""
+    return f"{exp.id[:SHORT_ID] if short else exp.id} {exp.name}"
+
+
+def diff(experiments: Iterable[Experiment], results: bool = False) -> list[dict[str, Any]]:
+    """The params (and results, if asked) that differ across two or more experiments.
+
+    One row per differing leaf, ``{"key": "params.lr", "<label>": value, ...}``, keys sorted;
+    columns are labelled ``"<short id> <name>"`` (full ids if short ones would clash), and a
+    leaf an experiment lacks is ``"(absent)"``.
+    """
+    experiments = list(experiments)
+    if len(experiments) < 2:
+        raise UserError(f"diff needs at least two experiments, got {len(experiments)}")
+    flats = []
+    for exp in experiments:
+        flat = flatten(exp.params, "params")
+        if results:
+            flat.update(flatten(exp.results.tree(), "results"))
+        flats.append(flat)
+    labels = [label(exp) for exp in experiments]
+    if len(set(labels)) < len(labels):
+        labels = [label(exp, short=False) for exp in experiments]
+    rows = []
+    for key in sorted({key for flat in flats for key in flat}):
+        values = [flat.get(key, ABSENT) for flat in flats]
+        if any(not expr.equal(values[0], value) for value in values[1:]):
+            rows.append({"key": key, **dict(zip(labels, values, strict=True))})
+    return rows
+
+
+def like(target: Experiment, others: Iterable[Experiment]) -> list[dict[str, Any]]:
+    """``others`` ordered by closeness of their params to ``target``'s: rows with
+    ``distance`` (number of differing leaf params), ``id``, ``name``, ``kind`` and ``differs``
+    (``key=value`` of the other experiment, for each difference). Ties go to the newer one;
+    ``target`` itself is left out."""
+    wanted = flatten(target.params)
+    scored = []
+    for exp in others:
+        if exp.id == target.id:
+            continue
+        params = flatten(exp.params)
+        differs = [
+            f"{key}={_text(params.get(key, ABSENT))}"
+            for key in sorted(wanted.keys() | params.keys())
+            if not expr.equal(wanted.get(key, expr.MISSING), params.get(key, expr.MISSING))
+        ]
+        created = exp.created
+        scored.append((len(differs), -(created.timestamp() if created else 0.0), exp, differs))
+    scored.sort(key=lambda item: item[:2])
+    return [
+        {
+            "distance": distance,
+            "id": exp.id,
+            "name": exp.name,
+            "kind": exp.kind,
+            "differs": ", ".join(differs),
+        }
+        for distance, _, exp, differs in scored
+    ]
+
+
+def _text(value: Any) -> str:
+    """A param value inside the ``differs`` text: JSON for containers, str otherwise."""
+    from squeezr.dbx import jsonx
+
+    if isinstance(value, (dict, list, tuple)):
+        return jsonx.encode(value)
+    return str(value)
