@@ -9,30 +9,46 @@ Measures training images/s at batch 128 for ResNet-110 and ResNet-20:
   processes applying the torchvision-style per-image transform (pad 4, random crop, random
   flip, to-float, normalise; written out by hand, no torchvision) and ``torch.optim.SGD``.
 
-Both are timed over one epoch of random images after one warm-up epoch. Then both train on
-the digits dataset for a few epochs with the same schedule, to show the speed does not cost
-accuracy. Prints ratios and, last, one JSON line. Target (issue 5): ≥ 4× on ResNet-110 on an
-H100. ``--quick`` shrinks everything for a CPU smoke run (where the fast path falls back to
-the plain one, so the ratio says nothing about GPUs).
+Each side trains one warm-up epoch of ``--batches`` batches of random CIFAR-sized images
+(graph capture, cuDNN autotuning, worker start-up), then one timed epoch of the same size;
+per-epoch work (shuffling, augmenting, the final synchronisation) is inside the timing.
 
-    python benchmarks/train_speed.py [--quick] [--device cuda] [--workers 8]
+Accuracy, like for like: both sides train ResNet-20 on the digits dataset with the same
+hyperparameters (batch 128, lr 0.1 divided by 10 at 50% and 75% of the epochs, Nesterov,
+weight decay 1e-4, standard augmentation) for the same number of epochs, and both report the
+fp32 test accuracy of the *last* epoch's weights (squeezr with ``restore_best=False``), over
+``--seeds`` seeds. Prints ratios and, last, one JSON line (``_common.report``).
+
+Target (issue 5): >= 4x the reference on ResNet-110 on an H100, equal accuracy within noise.
+Without a GPU it warns and runs on the CPU, where the fast path is the plain one, so the
+ratios say nothing about GPUs. ``--quick`` shrinks everything for a smoke run.
+
+    python benchmarks/train_speed.py [--quick] [--device cuda] [--workers 8] [--batches 100]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
+import statistics
 import sys
-import time
 import warnings
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from _common import parser, ratio, report, timer
+from squeezr.errors import UserError
 from squeezr.models import resnet
-from squeezr.train import TrainConfig, evaluate, fit, make_epoch_runner, resolve_device
+from squeezr.train import (
+    EpochContext,
+    TrainConfig,
+    evaluate,
+    fit,
+    make_epoch_runner,
+    resolve_device,
+)
 
 BATCH = 128
 MEAN, STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
@@ -60,7 +76,7 @@ class PerImageCifar(Dataset):
         return (img.float() / 255 - self.mean) / self.std, self.y[i]
 
 
-def _loader(x, y, mean, std, workers: int, device: torch.device) -> DataLoader:
+def _loader(x, y, mean, std, workers: int, device: torch.device, seed: int) -> DataLoader:
     return DataLoader(
         PerImageCifar(x, y, mean, std),
         batch_size=BATCH,
@@ -69,6 +85,7 @@ def _loader(x, y, mean, std, workers: int, device: torch.device) -> DataLoader:
         pin_memory=device.type == "cuda",
         drop_last=True,
         persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -83,7 +100,7 @@ def _reference_epoch(model, opt, loader, device) -> int:
         opt.step()
         images += len(yb)
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
     return images
 
 
@@ -93,121 +110,144 @@ def _sgd(model, lr=0.1):
     )
 
 
-def _timed(fn) -> tuple[float, int]:
-    start = time.perf_counter()
-    images = fn()
-    return time.perf_counter() - start, images
-
-
-def measure_speed(arch: str, n: int, device: torch.device, workers: int) -> dict:
-    """Images/s of both pipelines on ``n`` random images (one warm-up epoch, one timed)."""
+def measure_speed(arch: str, batches: int, device: torch.device, workers: int) -> dict:
+    """Images/s of both pipelines: one warm-up epoch, then one timed epoch of ``batches``."""
     g = torch.Generator().manual_seed(0)
+    n = batches * BATCH
     x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 10, (n,), generator=g)
-    split = type("Split", (), {"x": x, "y": y})()
 
     torch.manual_seed(0)
     model = resnet(arch).to(device)
-    opt = _sgd(model)
-    cfg = TrainConfig(batch_size=BATCH, device=str(device), fast=True)
-    runner = make_epoch_runner(
-        model,
-        opt,
-        split,
-        MEAN,
-        STD,
-        cfg,
-        device,
-        torch.Generator().manual_seed(1),
-        torch.Generator(device=device).manual_seed(2),
+    ctx = EpochContext(
+        model=model,
+        optimizer=_sgd(model),
+        split=SimpleNamespace(x=x, y=y),
+        mean=MEAN,
+        std=STD,
+        cfg=TrainConfig(batch_size=BATCH, device=str(device), fast=True),
+        device=device,
+        order_gen=torch.Generator().manual_seed(1),
+        aug_gen=torch.Generator().manual_seed(2),
     )
-    runner.run()  # warm-up (graph capture happens in the constructor)
-    fast_s, fast_images = _timed(lambda: (runner.run(), runner.images_per_epoch)[1])
+    runner = make_epoch_runner(ctx)
+    runner.run()  # warm-up (graph capture already happened in the constructor)
+    with timer() as fast:
+        runner.run()  # ends with .item(): the GPU has finished
+    fast_images = runner.images_per_epoch
+    runner.close()
 
     torch.manual_seed(0)
     ref_model = resnet(arch).to(device)
     ref_opt = _sgd(ref_model)
-    loader = _loader(x, y, MEAN, STD, workers, device)
+    loader = _loader(x, y, MEAN, STD, workers, device, seed=0)
     _reference_epoch(ref_model, ref_opt, loader, device)  # warm-up (workers start, cuDNN)
-    ref_s, ref_images = _timed(lambda: _reference_epoch(ref_model, ref_opt, loader, device))
-    fast_ips, ref_ips = fast_images / fast_s, ref_images / ref_s
+    with timer() as ref:
+        ref_images = _reference_epoch(ref_model, ref_opt, loader, device)
+    fast_ips, ref_ips = fast_images / fast.seconds, ref_images / ref.seconds
     return {
         "arch": arch,
+        "timed_batches": batches,
         "squeezr_images_per_s": round(fast_ips, 1),
         "reference_images_per_s": round(ref_ips, 1),
         "speedup": round(fast_ips / ref_ips, 2),
     }
 
 
-def compare_accuracy(epochs: int, device: torch.device, workers: int) -> dict:
-    """Digits test accuracy after ``epochs`` epochs of ResNet-20 with each pipeline."""
+def _reference_train(splits, cfg: TrainConfig, device, workers: int) -> float:
+    """The reference recipe on ``splits``; fp32 test accuracy of the last epoch's weights."""
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = resnet("resnet20", num_classes=splits.num_classes).to(device)
+    opt = _sgd(model, cfg.lr)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.resolved_milestones()), cfg.lr_gamma)
+    x, y = splits.train.x, splits.train.y
+    loader = _loader(x, y, splits.mean, splits.std, workers, device, seed=cfg.seed)
+    for _ in range(cfg.epochs):
+        _reference_epoch(model, opt, loader, device)
+        sched.step()
+    return evaluate(model, splits.test, mean=splits.mean, std=splits.std)
+
+
+def compare_accuracy(epochs: int, seeds: int, device: torch.device, workers: int) -> dict:
+    """Digits test accuracy (last epoch, fp32) of ResNet-20 trained by each pipeline."""
     from squeezr.data import load_dataset
 
     splits = load_dataset("digits")
-    cfg = TrainConfig(epochs=epochs, device=str(device), fast=True, seed=0)
-    torch.manual_seed(0)
-    model = resnet("resnet20", num_classes=splits.num_classes)
-    ours = fit(model, splits, cfg, progress=False).test_acc
+    ours, theirs = [], []
+    for seed in range(seeds):
+        cfg = TrainConfig(epochs=epochs, device=str(device), seed=seed, restore_best=False)
+        torch.manual_seed(seed)
+        model = resnet("resnet20", num_classes=splits.num_classes)
+        ours.append(fit(model, splits, cfg, progress=False).test_acc)
+        theirs.append(_reference_train(splits, cfg, device, workers))
+    return {
+        "epochs": epochs,
+        "seeds": seeds,
+        "squeezr_test_acc": ours,
+        "reference_test_acc": theirs,
+        "squeezr_mean": statistics.fmean(ours),
+        "reference_mean": statistics.fmean(theirs),
+    }
 
-    torch.manual_seed(0)
-    random.seed(0)
-    ref_model = resnet("resnet20", num_classes=splits.num_classes).to(device)
-    opt = _sgd(ref_model, cfg.lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.resolved_milestones()), cfg.lr_gamma)
-    loader = _loader(splits.train.x, splits.train.y, splits.mean, splits.std, workers, device)
-    for _ in range(epochs):
-        _reference_epoch(ref_model, opt, loader, device)
-        sched.step()
-    ref = evaluate(ref_model, splits.test, mean=splits.mean, std=splits.std)
-    return {"epochs": epochs, "squeezr_test_acc": ours, "reference_test_acc": ref}
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--workers", type=int, default=8, help="reference DataLoader workers")
-    parser.add_argument("--images", type=int, default=None, help="images per timed epoch")
-    parser.add_argument("--acc-epochs", type=int, default=None, help="digits epochs per side")
-    args = parser.parse_args(argv)
-
-    device = resolve_device(args.device)
+def _device(name: str) -> torch.device:
+    """The device to measure on; without a GPU, the CPU with a warning."""
+    try:
+        device = resolve_device(name)
+    except UserError as exc:
+        warnings.warn(f"{exc}; measuring on the CPU instead", stacklevel=2)
+        device = torch.device("cpu")
     if device.type != "cuda":
         warnings.warn(
             "no CUDA device: the fast path falls back to the plain CPU path; "
             "ratios are a smoke test only",
-            stacklevel=1,
+            stacklevel=2,
         )
+    return device
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=8, help="reference DataLoader workers")
+    p.add_argument("--batches", type=int, default=None, help="batches per timed epoch")
+    p.add_argument("--acc-epochs", type=int, default=None, help="digits epochs per side")
+    p.add_argument("--seeds", type=int, default=None, help="digits runs per side")
+    args = p.parse_args(argv)
+
+    device = _device(args.device)
     workers = min(args.workers, 2) if args.quick else args.workers
-    images = args.images or (BATCH if args.quick else 100 * BATCH)
+    batches = args.batches or (3 if args.quick else 100)
     acc_epochs = args.acc_epochs or (1 if args.quick else 15)
-    archs = ("resnet20", "resnet110")
+    seeds = args.seeds or (1 if args.quick else 3)
 
     speed = []
-    for arch in archs:
-        row = measure_speed(arch, images, device, workers)
+    for arch in ("resnet110", "resnet20"):
+        row = measure_speed(arch, batches, device, workers)
         speed.append(row)
         print(
             f"{arch:>10}: squeezr {row['squeezr_images_per_s']:>9.1f} img/s   "
             f"reference {row['reference_images_per_s']:>9.1f} img/s   "
-            f"speedup {row['speedup']:.2f}x"
+            f"ratio {ratio(row['squeezr_images_per_s'], row['reference_images_per_s'])}",
+            flush=True,
         )
-    acc = compare_accuracy(acc_epochs, device, workers)
+    acc = compare_accuracy(acc_epochs, seeds, device, workers)
     print(
-        f"digits, ResNet-20, {acc_epochs} epochs: test accuracy squeezr "
-        f"{acc['squeezr_test_acc']:.4f}, reference {acc['reference_test_acc']:.4f}"
+        f"digits, ResNet-20, {acc_epochs} epochs, {seeds} seed(s), last-epoch test accuracy: "
+        f"squeezr {acc['squeezr_mean']:.4f}, reference {acc['reference_mean']:.4f}"
     )
-    figures = {
-        "benchmark": "train_speed",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "batch_size": BATCH,
-        "images_per_epoch": images,
-        "workers": workers,
-        "quick": args.quick,
-        "speed": speed,
-        "accuracy": acc,
-    }
-    print(json.dumps(figures))
+    report(
+        "train_speed",
+        {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "batch_size": BATCH,
+            "workers": workers,
+            "quick": args.quick,
+            "speed": speed,
+            "accuracy": acc,
+        },
+    )
     return 0
 
 

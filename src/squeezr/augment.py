@@ -18,15 +18,19 @@ import torch.nn.functional as F
 def pad_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Zero-pad by ``pad``, crop a random ``H×W`` window and flip half the images horizontally.
 
-    ``generator`` must live on ``x``'s device; the draws per call are fixed (offsets, then
-    flips), which is what makes interrupted runs resume bit-identically.
+    The draws per call are fixed (offsets, then flips) and are made on ``generator``'s device,
+    then moved to ``x``'s: the trainer passes a CPU generator, so the same seed gives the same
+    augmentation on every device and a resume state moves between CPU and GPU. (Three small
+    index tensors per call; for the fast path one call covers a whole epoch.)
     """
     n, _, h, w = x.shape
     device = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=device)
-    flip = torch.rand((n,), generator=generator, device=device) < 0.5
+    drawn_on = generator.device
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=drawn_on)
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=drawn_on)
+    flip = torch.rand((n,), generator=generator, device=drawn_on) < 0.5
+    oy, ox, flip = oy.to(device), ox.to(device), flip.to(device)
     cols = torch.arange(w, device=device)
     # A flipped image reads its crop window right to left.
     cols = torch.where(flip[:, None], (w - 1) - cols[None, :], cols[None, :]) + ox[:, None]

@@ -19,6 +19,7 @@ as given. Available datasets:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -26,8 +27,9 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -84,6 +86,14 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("SQUEEZR_DATA") or Path.home() / ".cache" / "squeezr" / "data")
 
 
+def dataset_key(name: str) -> str:
+    """The :data:`DATASETS` name that ``name`` means (``"CIFAR-10"`` → ``"cifar10"``)."""
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    if key not in DATASETS:
+        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return key
+
+
 def load_dataset(
     name: str,
     data_dir: str | os.PathLike[str] | None = None,
@@ -92,24 +102,31 @@ def load_dataset(
     synthetic_size: int = 2000,
     synthetic_classes: int = 10,
     seed: int = 0,
+    train_images: int | None = None,
 ) -> DataSplits:
     """Load ``name`` (one of :data:`DATASETS`) and split it (spec §6).
 
     ``data_dir``/``download`` matter for CIFAR only; ``synthetic_size`` (training images before
     the val/prune split; the test set gets a fifth as many more), ``synthetic_classes`` and
-    ``seed`` for ``synthetic`` only.
+    ``seed`` for ``synthetic`` only. ``train_images`` keeps only the first N images of the
+    training part (after the split, so validation and pruning sets are unchanged) for quick
+    runs such as the demo; ``mean``/``std`` are still those of the whole training part.
     """
-    key = name.lower().replace("-", "")
+    if train_images is not None and (isinstance(train_images, bool) or int(train_images) < 1):
+        raise UserError(f"train_images must be at least 1, not {train_images}")
+    key = dataset_key(name)
     if key in ("cifar10", "cifar100"):
-        folder = Path(data_dir) if data_dir is not None else default_data_dir()
+        folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         (x, y), test, num_classes = _cifar(key, folder, download)
     elif key == "digits":
         (x, y), test, num_classes = _digits()
-    elif key == "synthetic":
-        (x, y), test, num_classes = _synthetic(synthetic_size, synthetic_classes, seed)
     else:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return split_dataset(key, num_classes, Split(x, y), Split(*test), pruning_set)
+        (x, y), test, num_classes = _synthetic(synthetic_size, synthetic_classes, seed)
+    splits = split_dataset(key, num_classes, Split(x, y), Split(*test), pruning_set)
+    if train_images is not None:
+        n = int(train_images)
+        splits = replace(splits, train=Split(splits.train.x[:n], splits.train.y[:n]))
+    return splits
 
 
 def split_dataset(
@@ -211,12 +228,13 @@ def _cifar(
     folder = data_dir / source.folder
     if not folder.is_dir():
         tarball = data_dir / source.tarball
+        if not tarball.is_file() and not download:
+            raise UserError(_missing_message(source, data_dir, "downloading is off"))
         try:
-            if not tarball.is_file():
-                if not download:
-                    raise UserError(_missing_message(source, data_dir, "downloading is off"))
-                _fetch(source, tarball)
-            _extract(source, tarball, data_dir)
+            with _new_folders_removed_on_error(data_dir):
+                if not tarball.is_file():
+                    _fetch(source, tarball)
+                _extract(source, tarball, data_dir)
         except OSError as exc:  # e.g. data_dir not writable
             raise UserError(f"cannot prepare {folder}: {exc}; check {data_dir}") from None
     parts = [_read_batch(folder / f, source) for f in source.train_files]
@@ -237,9 +255,29 @@ def _download(url: str, dest: Path, timeout: float = DOWNLOAD_TIMEOUT_S) -> None
         shutil.copyfileobj(response, out, length=1 << 20)
 
 
+@contextlib.contextmanager
+def _new_folders_removed_on_error(folder: Path) -> Iterator[None]:
+    """Create ``folder`` (and missing parents); if the block fails, remove the folders this
+    created again, so a failed download or unpack leaves no empty data folder behind."""
+    created = []
+    missing = folder
+    while not missing.exists() and missing != missing.parent:
+        created.append(missing)
+        missing = missing.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for path in created:  # deepest first
+            try:
+                path.rmdir()
+            except OSError:  # not empty (someone else wrote there) or already gone
+                break
+        raise
+
+
 def _fetch(source: CifarSource, tarball: Path) -> None:
     """Download the tarball to a temporary name, check it, and only then move it into place."""
-    tarball.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(tarball) as tmp:
         try:
             _download(source.url, tmp)
@@ -268,7 +306,7 @@ def _extract(source: CifarSource, tarball: Path, data_dir: Path) -> None:
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=data_dir) as tmp:
         try:
             with tarfile.open(tarball, "r:gz") as archive:
-                archive.extractall(tmp, filter="data")
+                _unpack_members(archive, source, Path(tmp), tarball)
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise UserError(
                 f"cannot unpack {tarball}: {exc}; delete it and download it again"
@@ -277,6 +315,39 @@ def _extract(source: CifarSource, tarball: Path, data_dir: Path) -> None:
         if not unpacked.is_dir():
             raise UserError(f"{tarball} has no {source.folder}/ folder; is it the official file?")
         os.replace(unpacked, data_dir / source.folder)
+
+
+def _unpack_members(archive: tarfile.TarFile, source: CifarSource, root: Path, tarball: Path):
+    """Write the archive's folders and regular files below ``root``, in one streaming pass.
+
+    Done by hand rather than with ``extractall(filter="data")`` because that filter needs
+    Python >= 3.11.4 (squeezr supports 3.11): every member must be a folder or a regular file
+    whose normalised path lies inside ``source.folder``, so links, devices, absolute paths and
+    ``..`` cannot write outside ``root``; permissions from the archive are not applied.
+    """
+    for member in archive:
+        parts = PurePosixPath(member.name).parts
+        inside = (
+            len(parts) >= 1
+            and parts[0] == source.folder
+            and not PurePosixPath(member.name).is_absolute()
+            and ".." not in parts
+        )
+        if not inside or not (member.isdir() or member.isfile()):
+            raise UserError(
+                f"{tarball} holds {member.name!r}, which is not a file or folder inside "
+                f"{source.folder}/; it is not the official archive, delete it"
+            )
+        target = root.joinpath(*parts)
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        stream = archive.extractfile(member)
+        if stream is None:  # cannot happen for a regular file; be explicit anyway
+            raise UserError(f"cannot read {member.name!r} from {tarball}; delete it")
+        with stream, open(target, "wb") as out:
+            shutil.copyfileobj(stream, out, length=1 << 20)
 
 
 def _read_batch(path: Path, source: CifarSource) -> tuple[Tensor, Tensor]:

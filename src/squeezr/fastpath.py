@@ -14,22 +14,32 @@ Nesterov momentum, weight decay and the epoch's learning rate, momentum buffers 
   with 45,000 training images and batch 128 that is 72 images per epoch, a different 72
   each epoch;
 * arithmetic is bf16 (autocast), so results are not bit-identical to the fp32 path;
-* if graph capture fails the same step runs eagerly, with a warning.
+* if graph capture fails the same step runs eagerly, with a warning (every tensor the
+  warm-up and capture touched is put back first, and the eager steps run on the default
+  stream, not the capture's).
+
+Side effects are scoped to the runner: it switches cuDNN autotuning on and converts the
+model to channels_last when built, and :meth:`FastEpochRunner.close` (called by
+:func:`squeezr.train.fit` when training ends, also on errors) restores the previous
+``torch.backends.cudnn.benchmark`` value and the model's contiguous memory format.
 
 :func:`squeezr.train.make_epoch_runner` only builds this runner on a CUDA device. The
 CUDA-only parts (graph capture, bf16 autocast, channels_last, cuDNN autotuning) are switched
 on by the device, so on CPU the runner is the same step in fp32 and eager — which is how
-its maths is tested against the plain runner without a GPU.
+its maths and its capture-failure handling are tested without a GPU.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from squeezr.augment import normalize, pad_crop_flip
+from squeezr.errors import UserError
 
 WARMUP_STEPS = 3
 
@@ -62,20 +72,26 @@ def sgd_step_(
 
 
 class FastEpochRunner:
-    """One training epoch per :meth:`run`, as CUDA-graph replays of a whole-step graph."""
+    """One training epoch per :meth:`run`, as CUDA-graph replays of a whole-step graph.
 
-    def __init__(self, model, optimizer, split, mean, std, cfg, device, order_gen, aug_gen, sd):
+    Built from a :class:`squeezr.train.EpochContext`; call :meth:`close` when done.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        model, optimizer, cfg, device = ctx.model, ctx.optimizer, ctx.cfg, ctx.device
         self.model, self.optimizer, self.cfg, self.device = model, optimizer, cfg, device
-        self.order_gen, self.aug_gen, self.sd = order_gen, aug_gen, sd
+        self.sd = ctx.sd
         # On the device up front: a host-to-device copy is illegal during graph capture.
-        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-        self.std = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        self.mean = torch.as_tensor(ctx.mean, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+        self.std = torch.as_tensor(ctx.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
         self.cuda = device.type == "cuda"
+        self._saved_cudnn_benchmark = torch.backends.cudnn.benchmark
         if self.cuda:
             torch.backends.cudnn.benchmark = True
             model.to(memory_format=torch.channels_last)
-        self.x = split.x.to(device)
-        self.y = split.y.to(device)
+        self.x = ctx.split.x.to(device)
+        self.y = ctx.split.y.to(device)
         bs = cfg.batch_size
         self.steps = len(self.y) // bs
         self.xb = torch.zeros((bs, *self.x.shape[1:]), dtype=torch.uint8, device=device)
@@ -95,7 +111,7 @@ class FastEpochRunner:
                 if state.get("momentum_buffer") is None:
                     state["momentum_buffer"] = torch.zeros_like(p)
                 self.bufs.append(state["momentum_buffer"])
-        self.graph = self._capture() if self.cuda else None
+        self.graph = self._try_capture(self._record_graph) if self.cuda else None
 
     @property
     def images_per_epoch(self) -> int:
@@ -126,32 +142,58 @@ class FastEpochRunner:
     def _state_tensors(self) -> list[torch.Tensor]:
         return [*self.params, *self.model.buffers(), *self.bufs]
 
-    def _capture(self) -> torch.cuda.CUDAGraph | None:
-        """Warm up on a side stream, capture one step, then undo the warm-up's updates."""
+    def _record_graph(self) -> torch.cuda.CUDAGraph:
+        """Warm up on a side stream (cuDNN autotuning, allocator), then capture one step."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(WARMUP_STEPS):
+                self._step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step()
+        return graph
+
+    def _try_capture(self, record: Callable[[], Any]) -> Any:
+        """Run ``record`` (warm-up and capture) and return its graph, or None if it failed.
+
+        Whatever happens, every parameter, BN buffer and momentum buffer is put back to its
+        value before the warm-up, so training starts from the same state either way; after
+        a failure the graph (and its memory pool) is dropped and the step runs eagerly on
+        the default stream. If the GPU itself is left broken, that is a UserError saying to
+        train without the fast path.
+        """
         self.model.train()
         if self.sd is not None:
             self.sd.reset()
         snapshot = [t.detach().clone() for t in self._state_tensors()]
-        graph: torch.cuda.CUDAGraph | None = torch.cuda.CUDAGraph()
+        graph = None
         try:
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(WARMUP_STEPS):
-                    self._step()
-            torch.cuda.current_stream().wait_stream(stream)
-            with torch.cuda.graph(graph):
-                self._step()
-        except RuntimeError as exc:
-            warnings.warn(
-                f"CUDA graph capture failed ({exc}); the fast path runs eagerly", stacklevel=2
-            )
+            graph = record()
+        except Exception as exc:  # capture can fail in many ways (driver, allocator, ops)
             graph = None
-        torch.cuda.synchronize()
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            warnings.warn(
+                f"CUDA graph capture failed ({message}); the fast path runs eagerly",
+                stacklevel=3,
+            )
+        self._synchronize()
         with torch.no_grad():
             for t, saved in zip(self._state_tensors(), snapshot, strict=True):
                 t.copy_(saved)
         return graph
+
+    def _synchronize(self) -> None:
+        if not self.cuda:
+            return
+        try:
+            torch.cuda.synchronize(self.device)
+        except Exception as exc:
+            raise UserError(
+                f"the GPU failed while setting up the fast path ({exc}); "
+                "train with --no-fast (fast=False)".splitlines()[0]
+            ) from None
 
     def run(self) -> tuple[float, float]:
         """Train one epoch; returns (mean loss per batch, training accuracy)."""
@@ -160,15 +202,16 @@ class FastEpochRunner:
         self.lr.fill_(self.optimizer.param_groups[0]["lr"])
         self.loss_sum.zero_()
         self.correct.zero_()
-        perm = torch.randperm(len(self.y), generator=self.order_gen).to(self.device)
+        perm = torch.randperm(len(self.y), generator=self.ctx.order_gen).to(self.device)
         xs, ys = self.x[perm], self.y[perm]
         if self.cfg.augment:
-            xs = pad_crop_flip(xs, self.aug_gen)
+            xs = pad_crop_flip(xs, self.ctx.aug_gen)
+        sd_scales = self.sd.draw(self.steps) if self.sd is not None else None
         for i in range(self.steps):
             self.xb.copy_(xs[i * bs : (i + 1) * bs])
             self.yb.copy_(ys[i * bs : (i + 1) * bs])
-            if self.sd is not None:
-                self.sd.resample()
+            if sd_scales is not None:
+                self.sd.use(sd_scales[i])
             if self.graph is not None:
                 self.graph.replay()
             else:
@@ -176,3 +219,10 @@ class FastEpochRunner:
         if self.sd is not None:
             self.sd.reset()
         return self.loss_sum.item() / self.steps, self.correct.item() / self.images_per_epoch
+
+    def close(self) -> None:
+        """Drop the graph and restore cuDNN autotuning and the model's memory format."""
+        self.graph = None
+        if self.cuda:
+            torch.backends.cudnn.benchmark = self._saved_cudnn_benchmark
+            self.model.to(memory_format=torch.contiguous_format)

@@ -14,9 +14,15 @@ never change when other blocks are removed.
 Removing a downsampling block keeps its shortcut as a :class:`ShortcutUnit`, which computes
 ``ReLU(shortcut(y))`` — exactly what the block computed with its residual branch zeroed. A
 group built with zero blocks gets the same kind of unit (the *transition* into that group's
-width and resolution), listed by :meth:`ResNet.units` with index :data:`TRANSITION`; so a
-freshly built ``ResNet((n1, n2, n3))`` has the same layers and parameter count as any pruned
-network with that configuration.
+width and resolution), listed by :meth:`ResNet.units` with index :data:`TRANSITION`.
+
+So a pruned network is generally *not* ``ResNet(model.config)``: when a group's downsampling
+block is removed but the group keeps other blocks, the pruned network has a shortcut unit
+*plus* plain blocks, while a fresh ``ResNet`` of that config makes its first block the
+downsampling one (ResNet-20 without block 3: 258,522 parameters; ``ResNet((3, 2, 3))``:
+253,914). The two coincide only when no downsampling block was removed or its group is empty.
+To train exactly the pruned shape from scratch, use ``ResNet.from_spec(model.spec(), seed=s)``:
+it rebuilds the same layers and parameter names with fresh random weights.
 """
 
 from __future__ import annotations
@@ -283,15 +289,29 @@ class ResNet(nn.Module):
         }
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any]) -> ResNet:
-        """A freshly initialised network of the shape ``spec`` describes (removals replayed)."""
+    def from_spec(cls, spec: dict[str, Any], *, seed: int | None = None) -> ResNet:
+        """A freshly initialised network of the shape ``spec`` describes (removals replayed).
+
+        This is how to train a pruned shape from scratch: ``ResNet.from_spec(model.spec(),
+        seed=s)`` has exactly ``model``'s layers, parameter names and counts, but new random
+        weights and fresh BN statistics. The network is initialised as built (``spec["config"]``)
+        and then the removed blocks are dropped, so the weights of the remaining blocks equal
+        those of the unpruned network initialised with the same seed. ``seed=None`` draws from
+        torch's global RNG (seed it yourself); an int uses that seed and leaves the global RNG
+        untouched.
+        """
         if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
             raise UserError(
                 f"not a squeezr ResNet spec (expected format {SPEC_FORMAT!r}); "
                 "was the file written by squeezr.models.save_model?"
             )
         try:
-            model = cls(spec["config"], spec["num_classes"])
+            if seed is None:
+                model = cls(spec["config"], spec["num_classes"])
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    model = cls(spec["config"], spec["num_classes"])
             for i in spec["removed"]:
                 model.remove_block(int(i))
         except KeyError as exc:
@@ -299,12 +319,21 @@ class ResNet(nn.Module):
         return model
 
 
-def resnet(name: str, num_classes: int = 10) -> ResNet:
-    """A preset: resnet20/32/44/56/110 (3/5/7/9/18 blocks per group)."""
-    key = name.lower().replace("-", "")
+def preset_key(name: str) -> str:
+    """The :data:`PRESETS` key that ``name`` means (``"ResNet-110"`` → ``"resnet110"``).
+
+    Case, surrounding blanks, ``-`` and ``_`` are ignored; an unknown name is a UserError
+    listing the presets.
+    """
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
     if key not in PRESETS:
         raise UserError(f"unknown ResNet preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return ResNet(PRESETS[key], num_classes)
+    return key
+
+
+def resnet(name: str, num_classes: int = 10) -> ResNet:
+    """A preset: resnet20/32/44/56/110 (3/5/7/9/18 blocks per group)."""
+    return ResNet(PRESETS[preset_key(name)], num_classes)
 
 
 # -- counting ---------------------------------------------------------------------------------

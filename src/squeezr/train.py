@@ -6,14 +6,21 @@ augmentation, validation every epoch with restore of the best epoch, checkpoints
 exact resume state written after every epoch so a killed run continues bit-identically (on
 CPU). On a CUDA device with ``fast=True`` the epochs run through :mod:`squeezr.fastpath`
 (same hyperparameters; see that module for what differs).
+
+Every random stream the trainer owns (data order, augmentation, stochastic depth) lives in a
+CPU ``torch.Generator``, whatever the training device, so a resume state written on a GPU
+continues on a CPU and vice versa.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import numbers
 import os
 import random
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +38,46 @@ from squeezr.augment import normalize, pad_crop_flip
 from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
 
-RESUME_FORMAT = 1
+RESUME_FORMAT = 2
+"""Version of the resume state; 2 = all trainer generators on the CPU (portable)."""
+MODEL_ATTACHMENT = "model.pt"
+"""Name under which :func:`fit` attaches the trained model when it sets the results."""
+EVAL_BATCH = 1000
+_DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+_DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
+
+
+def _whole(name: str, value: Any, minimum: int) -> int:
+    """``value`` as an int if it is a whole number >= ``minimum`` (bools refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise UserError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _real(
+    name: str,
+    value: Any,
+    low: float,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> float:
+    """``value`` as a float if it is a finite number between ``low`` and ``high`` (bounds
+    included unless ``open_low``/``open_high``); bools and NaN/inf are refused."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if open_low else value >= low)
+    ok = ok and (value < high if open_high else value <= high)
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+        raise UserError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return float(value)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{name} must be true or false, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -39,11 +85,15 @@ class TrainConfig:
     """Hyperparameters of one training (or fine-tuning) loop; JSON-able via :meth:`to_dict`.
 
     ``milestones=None`` divides the learning rate by ``1/lr_gamma`` after 50% and 75% of the
-    epochs (250 and 375 of 500, as in the spec); an explicit tuple gives the epochs after
-    which it is divided; ``()`` keeps it constant. ``stochastic_depth`` is the drop
-    probability of the last block (survival decays linearly from 1 over the blocks).
-    ``initial_is_candidate`` lets the weights fit() started with (epoch 0) win the best-epoch
-    restore, so a fine-tuning loop that only hurts is undone.
+    epochs (250 and 375 of 500, as in the spec); an explicit increasing tuple gives the epochs
+    after which it is divided (milestones past ``epochs`` never fire); ``()`` keeps it
+    constant. ``stochastic_depth`` is the drop probability of the last block (survival decays
+    linearly from 1 over the blocks). ``initial_is_candidate`` lets the weights fit() started
+    with (epoch 0) win the best-epoch restore, so a fine-tuning loop that only hurts is undone.
+
+    Every field is checked when the config is built (types, ranges, finite numbers, device
+    syntax), so a bad setting fails before any data is loaded or experiment created. Whether
+    the device exists is checked by :func:`resolve_device`.
     """
 
     epochs: int = 1
@@ -66,35 +116,42 @@ class TrainConfig:
     initial_is_candidate: bool = False
 
     def __post_init__(self) -> None:
-        if self.milestones is not None:
-            object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-        checks = [
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 < self.lr_gamma <= 1, f"lr_gamma must be in (0, 1], got {self.lr_gamma}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0 = no checkpoints)"),
-            (
-                0 <= self.stochastic_depth < 1,
-                f"stochastic_depth must be in [0, 1), got {self.stochastic_depth}",
+        values = {
+            "epochs": _whole("epochs", self.epochs, 0),
+            "lr": _real("lr", self.lr, 0, open_low=True),
+            "milestones": self._checked_milestones(),
+            "lr_gamma": _real("lr_gamma", self.lr_gamma, 0, 1, open_low=True),
+            "momentum": _real("momentum", self.momentum, 0, 1, open_high=True),
+            "weight_decay": _real("weight_decay", self.weight_decay, 0),
+            "batch_size": _whole("batch_size", self.batch_size, 1),
+            "checkpoint_every": _whole("checkpoint_every (0 = none)", self.checkpoint_every, 0),
+            "seed": _whole("seed", self.seed, 0),
+            "stochastic_depth": _real(
+                "stochastic_depth", self.stochastic_depth, 0, 1, open_high=True
             ),
-            (self.noise_eta >= 0, f"noise_eta must be >= 0, got {self.noise_eta}"),
-            (
-                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-                f"device must be auto, cpu or cuda, got {self.device!r}",
-            ),
-            (
-                self.milestones is None or all(m >= 1 for m in self.milestones),
-                f"milestones must be epochs >= 1, got {self.milestones}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
-        if self.nesterov and self.momentum == 0:
+            "noise_eta": _real("noise_eta", self.noise_eta, 0),
+        }
+        for name in ("nesterov", "augment", "restore_best", "fast", "freeze_classifier"):
+            values[name] = _flag(name, getattr(self, name))
+        values["initial_is_candidate"] = _flag("initial_is_candidate", self.initial_is_candidate)
+        if not isinstance(self.device, str) or not _DEVICE_NAME.fullmatch(self.device):
+            raise UserError(f"unknown device {self.device!r}; {_DEVICE_HELP}")
+        if values["seed"] >= 2**62:
+            raise UserError(f"seed must be below 2**62, got {self.seed}")
+        if self.nesterov and values["momentum"] == 0:
             raise UserError("nesterov needs momentum > 0; set momentum or nesterov=False")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _checked_milestones(self) -> tuple[int, ...] | None:
+        if self.milestones is None:
+            return None
+        if isinstance(self.milestones, str | bytes) or not isinstance(self.milestones, Sequence):
+            raise UserError(f"milestones must be a list of epochs, got {self.milestones!r}")
+        checked = tuple(_whole("a milestone", m, 1) for m in self.milestones)
+        if any(b <= a for a, b in itertools.pairwise(checked)):
+            raise UserError(f"milestones must be increasing epochs, got {list(checked)}")
+        return checked
 
     def resolved_milestones(self) -> tuple[int, ...]:
         """The epochs after which the learning rate is multiplied by ``lr_gamma``."""
@@ -116,6 +173,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are a UserError (typo protection)."""
+        if not isinstance(d, dict):
+            raise UserError(f"training options must be a mapping, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -125,7 +184,16 @@ class TrainConfig:
 
 @dataclass
 class FitResult:
-    """What :func:`fit` did. ``history`` has one dict per epoch, epoch 0 = before training."""
+    """What :func:`fit` did. ``history`` has one dict per epoch, epoch 0 = before training.
+
+    ``val_acc`` and ``test_acc`` come from one final fp32 evaluation of the model fit returns
+    (the restored best epoch, or the last epoch with ``restore_best=False``); these are the
+    recorded results. ``best_epoch`` is the epoch with the highest per-epoch validation
+    accuracy; ``best_val_acc`` is the final ``val_acc`` when that epoch was restored, else the
+    per-epoch figure. (Per-epoch figures are bf16 on the GPU fast path, so they may differ
+    slightly from the final evaluation there; on CPU they are identical.) ``epochs_run`` is
+    the number of training epochs done, over all resumed runs.
+    """
 
     best_epoch: int
     best_val_acc: float
@@ -133,6 +201,7 @@ class FitResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, Any]] = field(default_factory=list)
+    val_acc: float = math.nan
 
 
 def seed_everything(seed: int) -> None:
@@ -143,19 +212,32 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str | torch.device | None) -> torch.device:
-    """``auto``/None → CUDA when available, else CPU; asking for absent CUDA is a UserError."""
-    if name is None or str(name) == "auto":
+    """``auto``/None → CUDA when available, else CPU; else ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Anything else, or a CUDA device this machine does not have, is a UserError saying what
+    to use instead, so callers can check a device before they start work.
+    """
+    text = "auto" if name is None else str(name)
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
+    if not _DEVICE_NAME.fullmatch(text):
+        raise UserError(f"unknown device {text!r}; {_DEVICE_HELP}")
+    device = torch.device(text)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(
+                f"device {text!r} requested but no CUDA GPU is available; use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise UserError(f"device {text!r} does not exist: this machine has {count} GPU(s)")
     return device
 
 
 def evaluate(
     model: nn.Module,
     split: Any,
-    batch_size: int = 1000,
+    batch_size: int = EVAL_BATCH,
     device: str | torch.device | None = None,
     *,
     mean: Sequence[float] | None = None,
@@ -164,12 +246,10 @@ def evaluate(
 ) -> float:
     """Accuracy of ``model`` on ``split`` (batched, no_grad, eval mode), in [0, 1].
 
-    Normalisation uses ``mean``/``std`` (0–1 scale), defaulting to ``split.mean``/``split.std``
-    when the split carries them. ``device`` defaults to the model's device. ``amp`` runs in
-    bf16 on CUDA (the fast path's evaluation). The model's train/eval mode is restored.
+    ``mean``/``std`` are the dataset's normalisation (``splits.mean``/``splits.std``, 0–1
+    scale) and are required. ``device`` defaults to the model's device. ``amp`` runs in bf16
+    on CUDA (faster, slightly different numbers). The model's train/eval mode is restored.
     """
-    mean = mean if mean is not None else getattr(split, "mean", None)
-    std = std if std is not None else getattr(split, "std", None)
     if mean is None or std is None:
         raise UserError("evaluate needs the dataset normalisation: pass mean=splits.mean, std=...")
     if device is None:
@@ -204,7 +284,9 @@ class StochasticDepth:
     block's residual branch is multiplied by ``keep / p`` (0 when dropped, ``1/p`` when
     kept), so at evaluation the network is used as is and saved models are ordinary. A
     dropped branch is still computed (its BN statistics update), it just contributes zero.
-    The scales are views into one device tensor refilled in place, which CUDA graphs need.
+    The scales are views into one device tensor refilled in place, which CUDA graphs need;
+    the draws come from a CPU generator, one ``(steps, blocks)`` table per epoch, so the
+    stream is the same on every device and a GPU step never waits for the host.
     """
 
     def __init__(
@@ -216,18 +298,20 @@ class StochasticDepth:
         if any(b.residual_scale is not None for b in self.blocks):
             raise UserError("stochastic depth cannot combine with a block's residual_scale")
         n = max(len(self.blocks), 1)
-        self.survival = torch.tensor(
-            [1 - (k + 1) / n * drop_last for k in range(len(self.blocks))], device=device
-        )
+        self.survival = torch.tensor([1 - (k + 1) / n * drop_last for k in range(len(self.blocks))])
         self.scales = torch.ones(len(self.blocks), device=device)
         self.generator = generator
         for k, block in enumerate(self.blocks):
             block.residual_scale = self.scales[k]
 
-    def resample(self) -> None:
-        """Draw which blocks survive for the next training batch."""
-        rand = torch.rand(self.scales.shape, generator=self.generator, device=self.scales.device)
-        self.scales.copy_((rand < self.survival).to(self.scales.dtype) / self.survival)
+    def draw(self, steps: int) -> torch.Tensor:
+        """Residual scales for ``steps`` training batches, ``(steps, blocks)`` on the device."""
+        rand = torch.rand((steps, len(self.blocks)), generator=self.generator)
+        return ((rand < self.survival).float() / self.survival).to(self.scales.device)
+
+    def use(self, scales: torch.Tensor) -> None:
+        """Apply one row of :meth:`draw` to the blocks (in place)."""
+        self.scales.copy_(scales)
 
     def reset(self) -> None:
         """Every block on at full weight (evaluation)."""
@@ -239,73 +323,83 @@ class StochasticDepth:
             block.residual_scale = None
 
 
+@dataclass
+class EpochContext:
+    """What an epoch runner trains with; built once per :func:`fit`.
+
+    ``order_gen`` draws the data order and ``aug_gen`` the augmentation (and, through ``sd``,
+    stochastic depth); both are CPU generators on every device.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.SGD
+    split: Any
+    mean: Sequence[float]
+    std: Sequence[float]
+    cfg: TrainConfig
+    device: torch.device
+    order_gen: torch.Generator
+    aug_gen: torch.Generator
+    sd: StochasticDepth | None = None
+
+
 class PlainEpochRunner:
     """One epoch of ordinary training: fp32, eager, batch-by-batch augmentation.
 
     Keeps the last partial batch. Used on CPU, and on CUDA when ``fast=False``.
     """
 
-    def __init__(self, model, optimizer, split, mean, std, cfg, device, order_gen, aug_gen, sd):
-        self.model, self.optimizer, self.split = model, optimizer, split
-        self.mean, self.std, self.cfg, self.device = mean, std, cfg, device
-        self.order_gen, self.aug_gen, self.sd = order_gen, aug_gen, sd
+    def __init__(self, ctx: EpochContext) -> None:
+        self.ctx = ctx
 
     @property
     def images_per_epoch(self) -> int:
-        return len(self.split.y)
+        return len(self.ctx.split.y)
 
     def run(self) -> tuple[float, float]:
         """Train one epoch; returns (mean loss per image, training accuracy)."""
-        model, opt, bs = self.model, self.optimizer, self.cfg.batch_size
+        ctx = self.ctx
+        model, opt, bs, device = ctx.model, ctx.optimizer, ctx.cfg.batch_size, ctx.device
         model.train()
-        n = len(self.split.y)
-        perm = torch.randperm(n, generator=self.order_gen)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        for i in range(0, n, bs):
+        n = len(ctx.split.y)
+        perm = torch.randperm(n, generator=ctx.order_gen)
+        sd_scales = ctx.sd.draw(math.ceil(n / bs)) if ctx.sd is not None else None
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for step, i in enumerate(range(0, n, bs)):
             idx = perm[i : i + bs]
-            xb = self.split.x[idx].to(self.device, non_blocking=True)
-            yb = self.split.y[idx].to(self.device, non_blocking=True)
-            if self.cfg.augment:
-                xb = pad_crop_flip(xb, self.aug_gen)
-            if self.sd is not None:
-                self.sd.resample()
-            out = model(normalize(xb, self.mean, self.std))
+            xb = ctx.split.x[idx].to(device, non_blocking=True)
+            yb = ctx.split.y[idx].to(device, non_blocking=True)
+            if ctx.cfg.augment:
+                xb = pad_crop_flip(xb, ctx.aug_gen)
+            if sd_scales is not None:
+                ctx.sd.use(sd_scales[step])
+            out = model(normalize(xb, ctx.mean, ctx.std))
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * len(idx)
             correct += (out.argmax(1) == yb).sum()
-        if self.sd is not None:
-            self.sd.reset()
+        if ctx.sd is not None:
+            ctx.sd.reset()
         return loss_sum.item() / n, correct.item() / n
 
+    def close(self) -> None:
+        """Nothing to undo (the fast runner restores global settings here)."""
 
-def make_epoch_runner(
-    model: nn.Module,
-    optimizer: torch.optim.SGD,
-    split: Any,
-    mean: Sequence[float],
-    std: Sequence[float],
-    cfg: TrainConfig,
-    device: torch.device,
-    order_gen: torch.Generator,
-    aug_gen: torch.Generator,
-    sd: StochasticDepth | None = None,
-) -> Any:
+
+def make_epoch_runner(ctx: EpochContext) -> Any:
     """The fast GPU runner when ``cfg.fast`` on CUDA with at least one full batch, else plain.
 
-    Both have ``run() -> (train_loss, train_acc)`` (one epoch) and ``images_per_epoch``;
-    ``order_gen`` (CPU) draws the data order, ``aug_gen`` (on ``device``) the augmentation.
+    Both have ``run() -> (train_loss, train_acc)`` (one epoch), ``images_per_epoch`` and
+    ``close()`` (call it when training ends: it undoes the runner's global side effects).
     """
-    if cfg.fast and device.type == "cuda" and len(split.y) >= cfg.batch_size:
+    if ctx.cfg.fast and ctx.device.type == "cuda" and len(ctx.split.y) >= ctx.cfg.batch_size:
         from squeezr.fastpath import FastEpochRunner
 
-        return FastEpochRunner(
-            model, optimizer, split, mean, std, cfg, device, order_gen, aug_gen, sd
-        )
-    return PlainEpochRunner(model, optimizer, split, mean, std, cfg, device, order_gen, aug_gen, sd)
+        return FastEpochRunner(ctx)
+    return PlainEpochRunner(ctx)
 
 
 def add_weight_noise(model: nn.Module, eta: float, generator: torch.Generator) -> None:
@@ -318,62 +412,15 @@ def add_weight_noise(model: nn.Module, eta: float, generator: torch.Generator) -
                 w.add_(noise.to(w.device) * (eta * w.std()))
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def attach_model(exp: Any, model: nn.Module, name: str) -> dict[str, Any]:
+    """Save ``model`` with :func:`squeezr.models.save_model` and attach it to ``exp`` as
+    ``name`` (what :func:`squeezr.models.load_model` reads back); returns attach's info."""
+    from squeezr.models import save_model
 
-
-def _rng_state(order_gen: torch.Generator, aug_gen: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "python": random.getstate(),
-        "order": order_gen.get_state(),
-        "augment": aug_gen.get_state(),
-    }
-
-
-def _set_rng_state(state: dict[str, Any], order_gen, aug_gen) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    random.setstate(state["python"])
-    order_gen.set_state(state["order"])
-    aug_gen.set_state(state["augment"])
-
-
-def _model_spec(model: nn.Module) -> Any:
-    return model.spec() if hasattr(model, "spec") else type(model).__name__
-
-
-def _resume_file(exp, prefix: str, resume_path, checkpoint_dir) -> Path | None:
-    if resume_path is not None:
-        return Path(resume_path)
-    if exp is not None:
-        return Path(exp.path) / f"resume-{prefix.replace('/', '-')}.pt"
-    if checkpoint_dir is not None:
-        return Path(checkpoint_dir) / "resume.pt"
-    return None
-
-
-def _check_resume_matches(state: dict[str, Any], cfg: TrainConfig, model, path: Path) -> None:
-    if state.get("format") != RESUME_FORMAT:
-        raise UserError(f"{path} is not a squeezr resume state (format {state.get('format')})")
-    saved = {k: v for k, v in state["config"].items() if k != "device"}
-    wanted = {k: v for k, v in cfg.to_dict().items() if k != "device"}
-    diff = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
-    if diff:
-        raise UserError(
-            f"resume state {path} was written with different settings ({', '.join(diff)}); "
-            "use the same configuration or delete the file to start over"
-        )
-    if state["spec"] != _model_spec(model):
-        raise UserError(f"resume state {path} belongs to a different model shape; delete it")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        save_model(model, path)
+        return exp.attach(path, name=name)
 
 
 def fit(
@@ -393,28 +440,62 @@ def fit(
 
     Logs ``f"{prefix}/epoch/{e}"`` events (epoch 0 = before training: val/test accuracy
     only) and ``f"{prefix}/result"`` to ``exp`` when given. ``set_results`` (default: only
-    when ``prefix == "train"``) also writes best_epoch, best_val_acc, test_acc, params,
-    macs, epochs and seconds into ``exp.results``. Checkpoints (every ``checkpoint_every``
+    when ``prefix == "train"``) makes this fit the experiment's outcome: the returned model
+    (a squeezr ResNet) is attached as ``model.pt`` and then best_epoch, best_val_acc, val_acc,
+    test_acc, params, macs, epochs and seconds are written into ``exp.results`` — in that
+    order, so results imply the model is there. Checkpoints (every ``checkpoint_every``
     epochs, epoch 0 included) go to the experiment as ``checkpoints/epoch-XXXX.pt`` (under
     ``checkpoints/<prefix>/`` for other prefixes) or into ``checkpoint_dir``.
 
     A resume state is written after every epoch to ``resume_path`` (default:
     ``exp.path / "resume-<prefix>.pt"``, else ``checkpoint_dir / "resume.pt"``, else none);
     if that file exists when fit starts, training continues from it, and it is deleted once
-    fit has finished. ``on_epoch_end(epoch, row)`` runs after each epoch's state is safe.
+    fit has finished. ``on_epoch_end(epoch, row)`` runs after each training epoch's state is
+    safe.
     """
     device = resolve_device(cfg.device)
     if set_results is None:
         set_results = prefix == "train"
     if cfg.checkpoint_every and exp is None and checkpoint_dir is None:
         raise UserError("checkpoint_every needs an experiment or a checkpoint_dir to write to")
+    resume_file = _resume_file(exp, prefix, resume_path, checkpoint_dir)
+    saved = _load_resume(resume_file)
     seed_everything(cfg.seed)
     model.to(device)
-    mean, std = splits.mean, splits.std
-    amp = cfg.fast and device.type == "cuda"
-    frozen = _freeze_classifier(model) if cfg.freeze_classifier else []
-    sd = None
+    training = _Training(model, splits, cfg, device, exp, prefix, checkpoint_dir)
     try:
+        if saved is not None:
+            _check_resume_matches(saved, cfg, model, resume_file)
+            training.run.restore(saved)
+        else:
+            training.start(resume_file)
+        training.train(resume_file, progress, on_epoch_end)
+        result = training.finish()
+        if exp is not None:
+            _record(exp, prefix, result, model, set_results)
+        if resume_file is not None:
+            resume_file.unlink(missing_ok=True)
+        return result
+    finally:
+        training.close()
+
+
+class _Training:
+    """One :func:`fit` call: the optimizer, schedule, random streams, evaluation and records.
+
+    ``start`` evaluates the initial weights (epoch 0), ``train`` runs the remaining epochs,
+    ``finish`` restores the chosen weights and evaluates them once in fp32, ``close`` undoes
+    everything fit changed temporarily (stochastic depth, a frozen classifier, the fast
+    runner's settings). Each epoch, 0 included, ends through :meth:`_end_epoch`.
+    """
+
+    def __init__(self, model, splits, cfg: TrainConfig, device, exp, prefix, checkpoint_dir):
+        self.model, self.splits, self.cfg, self.device = model, splits, cfg, device
+        self.exp, self.prefix, self.checkpoint_dir = exp, prefix, checkpoint_dir
+        self.amp = cfg.fast and device.type == "cuda"
+        self.frozen = _freeze_classifier(model) if cfg.freeze_classifier else []
+        self.sd: StochasticDepth | None = None
+        self.runner: Any = None
         optimizer = torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad],
             lr=cfg.lr,
@@ -425,108 +506,137 @@ def fit(
         scheduler = torch.optim.lr_scheduler.MultiStepLR(
             optimizer, milestones=list(cfg.resolved_milestones()), gamma=cfg.lr_gamma
         )
-        order_gen = torch.Generator().manual_seed(cfg.seed)
-        aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-        val_x, val_y, test_x, test_y = _eval_tensors(splits, device, amp)
+        self.ctx = EpochContext(
+            model=model,
+            optimizer=optimizer,
+            split=splits.train,
+            mean=splits.mean,
+            std=splits.std,
+            cfg=cfg,
+            device=device,
+            order_gen=torch.Generator().manual_seed(cfg.seed),
+            aug_gen=torch.Generator().manual_seed(cfg.seed + 1),
+        )
+        self.run = _RunState(self.ctx, scheduler)
+        self.eval_sets = _eval_tensors(splits, device, self.amp)
+
+    def _evaluate(self, amp: bool) -> dict[str, float]:
+        """Validation and test accuracy of the model as it is now."""
+        val_x, val_y, test_x, test_y = self.eval_sets
 
         def accuracy(x, y) -> float:
-            return _accuracy(model, x, y, mean, std, 1000, device, amp)
+            mean, std = self.splits.mean, self.splits.std
+            return _accuracy(self.model, x, y, mean, std, EVAL_BATCH, self.device, amp)
 
-        resume_file = _resume_file(exp, prefix, resume_path, checkpoint_dir)
-        run = _RunState(model, optimizer, scheduler, order_gen, aug_gen, cfg)
-        saved = _load_resume(resume_file)
-        if saved is not None:
-            _check_resume_matches(saved, cfg, model, resume_file)
-            run.restore(saved)
-        else:
-            if cfg.noise_eta > 0:
-                add_weight_noise(model, cfg.noise_eta, torch.Generator().manual_seed(cfg.seed + 2))
-            t0 = time.perf_counter()
-            row = {"epoch": 0, "val_acc": accuracy(val_x, val_y)}
-            row["test_acc"] = accuracy(test_x, test_y)
-            row["seconds"] = time.perf_counter() - t0
-            run.history, run.seconds = [row], row["seconds"]
-            if cfg.initial_is_candidate or cfg.epochs == 0:
-                run.best.offer(0, row["val_acc"], model)
-            if exp is not None:
-                exp.log(f"{prefix}/epoch/0", **{k: v for k, v in row.items() if k != "epoch"})
-            if cfg.checkpoint_every:
-                _checkpoint(model, 0, exp, prefix, checkpoint_dir)
-            run.save(resume_file)
+        return {"val_acc": accuracy(val_x, val_y), "test_acc": accuracy(test_x, test_y)}
+
+    def start(self, resume_file: Path | None) -> None:
+        """Epoch 0: optional weight noise, then evaluate and record the initial weights."""
+        if self.cfg.noise_eta > 0:
+            noise_gen = torch.Generator().manual_seed(self.cfg.seed + 2)
+            add_weight_noise(self.model, self.cfg.noise_eta, noise_gen)
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"epoch": 0, **self._evaluate(self.amp)}
+        row["seconds"] = time.perf_counter() - t0
+        self._end_epoch(row, resume_file)
+
+    def train(self, resume_file: Path | None, progress: bool, on_epoch_end) -> None:
+        """Train from the epoch after the last one recorded up to ``cfg.epochs``."""
+        cfg, run = self.cfg, self.run
         if cfg.stochastic_depth > 0:
-            sd = StochasticDepth(model, cfg.stochastic_depth, device, aug_gen)
-        runner = make_epoch_runner(
-            model, optimizer, splits.train, mean, std, cfg, device, order_gen, aug_gen, sd
-        )
+            self.sd = StochasticDepth(self.model, cfg.stochastic_depth, self.device, run.aug_gen)
+            self.ctx.sd = self.sd
+        if run.epoch < cfg.epochs:
+            self.runner = make_epoch_runner(self.ctx)
         bar = tqdm(
             range(run.epoch + 1, cfg.epochs + 1),
-            desc=prefix,
+            desc=self.prefix,
             total=cfg.epochs,
             initial=run.epoch,
             disable=not progress,
             leave=False,
         )
-        for epoch in bar:
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = runner.run()
-            scheduler.step()
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_acc": train_acc,
-                "val_acc": accuracy(val_x, val_y),
-                "test_acc": accuracy(test_x, test_y),
-                "lr": lr,
+        with bar:
+            for epoch in bar:
+                t0 = time.perf_counter()
+                lr = self.ctx.optimizer.param_groups[0]["lr"]
+                train_loss, train_acc = self.runner.run()
+                run.scheduler.step()
+                row = {
+                    "epoch": epoch,
+                    "train_loss": train_loss,
+                    "train_acc": train_acc,
+                    **self._evaluate(self.amp),
+                    "lr": lr,
+                }
+                row["seconds"] = time.perf_counter() - t0
+                self._end_epoch(row, resume_file)
+                bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{row['val_acc']:.4f}")
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, row)
+
+    def _end_epoch(self, row: dict[str, Any], resume_file: Path | None) -> None:
+        """Book an evaluated epoch: history, best-so-far, event, checkpoint, resume state."""
+        cfg, run, epoch = self.cfg, self.run, row["epoch"]
+        run.epoch = epoch
+        run.seconds += row["seconds"]
+        run.history.append(row)
+        if epoch > 0 or cfg.initial_is_candidate or cfg.epochs == 0:
+            run.best.offer(epoch, row["val_acc"], self.model)
+        if self.exp is not None:
+            self.exp.log(
+                f"{self.prefix}/epoch/{epoch}", **{k: v for k, v in row.items() if k != "epoch"}
+            )
+        if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+            _checkpoint(self.model, epoch, self.exp, self.prefix, self.checkpoint_dir)
+        run.save(resume_file)
+
+    def finish(self) -> FitResult:
+        """Restore the chosen weights and evaluate them once, in fp32 (the recorded result)."""
+        self.close()
+        run, cfg = self.run, self.cfg
+        restored = cfg.restore_best and run.best.weights is not None
+        if restored:
+            self.model.load_state_dict(run.best.weights)
+        returned = run.history[run.best.epoch if restored else -1]
+        # The per-epoch figures are already exact fp32 unless the fast path evaluated in bf16.
+        final = (
+            self._evaluate(amp=False)
+            if self.amp
+            else {
+                "val_acc": returned["val_acc"],
+                "test_acc": returned["test_acc"],
             }
-            row["seconds"] = time.perf_counter() - t0
-            run.epoch = epoch
-            run.seconds += row["seconds"]
-            run.history.append(row)
-            run.best.offer(epoch, row["val_acc"], model)
-            if exp is not None:
-                exp.log(f"{prefix}/epoch/{epoch}", **{k: v for k, v in row.items() if k != "epoch"})
-            if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
-                _checkpoint(model, epoch, exp, prefix, checkpoint_dir)
-            run.save(resume_file)
-            bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{row['val_acc']:.4f}")
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, row)
-        bar.close()
-        if sd is not None:
-            sd.remove()
-            sd = None
-        best = run.best
-        if cfg.restore_best and best.weights is not None:
-            model.load_state_dict(best.weights)
-        # The restored weights are exactly those evaluated at the best epoch.
-        restored = best.epoch if cfg.restore_best and best.weights is not None else -1
-        result = FitResult(
-            best_epoch=best.epoch,
-            best_val_acc=best.val_acc,
-            test_acc=run.history[restored]["test_acc"],
-            epochs_run=cfg.epochs,
+        )
+        return FitResult(
+            best_epoch=run.best.epoch,
+            best_val_acc=final["val_acc"] if restored else run.best.val_acc,
+            test_acc=final["test_acc"],
+            epochs_run=run.epoch,
             seconds=run.seconds,
             history=run.history,
+            val_acc=final["val_acc"],
         )
-        if exp is not None:
-            _record(exp, prefix, result, model, set_results)
-        if resume_file is not None:
-            resume_file.unlink(missing_ok=True)
-        return result
-    finally:
-        if sd is not None:
-            sd.remove()
-        for p in frozen:
+
+    def close(self) -> None:
+        """Undo fit's temporary changes to the model and to global settings (idempotent)."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+        if self.sd is not None:
+            self.sd.remove()
+            self.sd = self.ctx.sd = None
+        for p in self.frozen:
             p.requires_grad_(True)
+        self.frozen = []
 
 
 class _RunState:
     """What a resume state holds: training objects, RNG streams, best-so-far and history."""
 
-    def __init__(self, model, optimizer, scheduler, order_gen, aug_gen, cfg: TrainConfig):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.order_gen, self.aug_gen, self.cfg = order_gen, aug_gen, cfg
+    def __init__(self, ctx: EpochContext, scheduler) -> None:
+        self.model, self.optimizer, self.cfg = ctx.model, ctx.optimizer, ctx.cfg
+        self.order_gen, self.aug_gen, self.scheduler = ctx.order_gen, ctx.aug_gen, scheduler
         self.epoch, self.seconds = 0, 0.0
         self.history: list[dict[str, Any]] = []
         self.best = _BestTracker()
@@ -548,7 +658,9 @@ class _RunState:
             "seconds": self.seconds,
             "rng": _rng_state(self.order_gen, self.aug_gen),
         }
-        _atomic_torch_save(state, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -576,12 +688,68 @@ class _BestTracker:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _BestTracker:
         tracker = cls()
-        tracker.epoch, tracker.val_acc, tracker.weights = (
-            state["epoch"],
-            state["val_acc"],
-            state["weights"],
-        )
+        tracker.epoch, tracker.val_acc = state["epoch"], state["val_acc"]
+        tracker.weights = state["weights"]
         return tracker
+
+
+def _rng_state(order_gen: torch.Generator, aug_gen: torch.Generator) -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+        "order": order_gen.get_state(),
+        "augment": aug_gen.get_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any], order_gen, aug_gen) -> None:
+    """Restore every stream; the global CUDA states only where the same GPUs are present (the
+    trainer draws nothing from them, so a run moved to another device loses nothing)."""
+    torch.set_rng_state(state["torch"])
+    cuda_states = state["cuda"]
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(state["python"])
+    order_gen.set_state(state["order"])
+    aug_gen.set_state(state["augment"])
+
+
+def _model_spec(model: nn.Module) -> Any:
+    return model.spec() if hasattr(model, "spec") else type(model).__name__
+
+
+def _resume_file(exp, prefix: str, resume_path, checkpoint_dir) -> Path | None:
+    if resume_path is not None:
+        return Path(resume_path)
+    if exp is not None:
+        return Path(exp.path) / f"resume-{prefix.replace('/', '-')}.pt"
+    if checkpoint_dir is not None:
+        return Path(checkpoint_dir) / "resume.pt"
+    return None
+
+
+def _check_resume_matches(state: dict[str, Any], cfg: TrainConfig, model, path: Path) -> None:
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else None
+        raise UserError(
+            f"{path} is not a resume state of this squeezr version (format {found}, expected "
+            f"{RESUME_FORMAT}); delete it to start over"
+        )
+    saved = {k: v for k, v in state["config"].items() if k != "device"}
+    wanted = {k: v for k, v in cfg.to_dict().items() if k != "device"}
+    diff = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
+    if diff:
+        raise UserError(
+            f"resume state {path} was written with different settings ({', '.join(diff)}); "
+            "use the same configuration or delete the file to start over"
+        )
+    if state["spec"] != _model_spec(model):
+        raise UserError(f"resume state {path} belongs to a different model shape; delete it")
 
 
 def _freeze_classifier(model: nn.Module) -> list[nn.Parameter]:
@@ -613,8 +781,8 @@ def _load_resume(path: Path | None) -> dict[str, Any] | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UserError(
-            f"cannot read resume state {path} ({exc}); delete it to start over"
-        ) from exc
+            f"cannot read resume state {path} ({exc}); delete it to start over".splitlines()[0]
+        ) from None
 
 
 def _checkpoint(model: nn.Module, epoch: int, exp, prefix: str, checkpoint_dir) -> None:
@@ -626,11 +794,7 @@ def _checkpoint(model: nn.Module, epoch: int, exp, prefix: str, checkpoint_dir) 
         save_model(model, Path(checkpoint_dir) / name)
         return
     rel = f"checkpoints/{name}" if prefix == "train" else f"checkpoints/{prefix}/{name}"
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        save_model(model, path)
-        info = exp.attach(path, name=rel)
-    exp.log(f"{prefix}/checkpoint/{epoch}", **info)
+    exp.log(f"{prefix}/checkpoint/{epoch}", **attach_model(exp, model, rel))
 
 
 def _record(exp, prefix: str, result: FitResult, model: nn.Module, set_results: bool) -> None:
@@ -639,12 +803,15 @@ def _record(exp, prefix: str, result: FitResult, model: nn.Module, set_results: 
     summary = {
         "best_epoch": result.best_epoch,
         "best_val_acc": result.best_val_acc,
+        "val_acc": result.val_acc,
         "test_acc": result.test_acc,
         "params": count_params(model),
         "macs": count_macs(model) if isinstance(model, ResNet) else None,
         "epochs": result.epochs_run,
         "seconds": result.seconds,
     }
+    if set_results and isinstance(model, ResNet):
+        attach_model(exp, model, MODEL_ATTACHMENT)
     exp.log(f"{prefix}/result", **summary)
     if set_results:
         exp.results.update(summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import os
 import pickle
 import tarfile
 import urllib.error
@@ -76,6 +77,14 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(data, "_download", refuse)
 
 
+def _all_training_images(files: dict[str, dict], key: str) -> tuple[torch.Tensor, list[int]]:
+    """The fake training set in file order: images (N, 3, 32, 32) and labels."""
+    source = CIFAR_SOURCES[key]
+    data = np.concatenate([files[name][b"data"] for name in source.train_files])
+    labels = [v for name in source.train_files for v in files[name][source.label_key.encode()]]
+    return torch.from_numpy(data.reshape(-1, 3, 32, 32)), labels
+
+
 def test_cifar10_folder_loads_in_official_layout_and_splits(tmp_path):
     files = _write_folder(tmp_path, "cifar10")
     splits = load_dataset("cifar10", data_dir=tmp_path)
@@ -93,12 +102,46 @@ def test_cifar10_folder_loads_in_official_layout_and_splits(tmp_path):
     assert splits.mean == pytest.approx(channel_stats(splits.train.x)[0])
 
 
-def test_pruning_set_is_the_next_10_percent(tmp_path):
+def test_split_is_by_position_first_10_percent_val_next_10_percent_pruning_set(tmp_path):
+    """Spec §6 exactly: images 0..4 of 50 are validation, 5..9 the pruning set, the rest
+    (in file order) training; without a pruning set, training starts at image 5."""
     files = _write_folder(tmp_path, "cifar10")
-    splits = load_dataset("cifar10", data_dir=tmp_path, pruning_set=True)
-    assert (len(splits.val), len(splits.prune), len(splits.train)) == (5, 5, 40)
-    assert splits.prune.y.tolist() == files["data_batch_1"][b"labels"][5:10]
-    assert splits.train.y.tolist()[:10] == files["data_batch_2"][b"labels"]
+    x, labels = _all_training_images(files, "cifar10")
+    assert len(x) == 50
+    plain = load_dataset("cifar10", data_dir=tmp_path)
+    held = load_dataset("cifar10", data_dir=tmp_path, pruning_set=True)
+    assert torch.equal(plain.val.x, x[:5]) and plain.val.y.tolist() == labels[:5]
+    assert torch.equal(plain.train.x, x[5:]) and plain.train.y.tolist() == labels[5:]
+    assert plain.prune is None
+    assert torch.equal(held.val.x, x[:5]) and held.val.y.tolist() == labels[:5]
+    assert torch.equal(held.prune.x, x[5:10]) and held.prune.y.tolist() == labels[5:10]
+    assert torch.equal(held.train.x, x[10:]) and held.train.y.tolist() == labels[10:]
+    assert held.mean == pytest.approx(channel_stats(x[10:])[0])  # training part only
+
+
+def test_train_images_keeps_the_first_n_training_images_only(tmp_path):
+    files = _write_folder(tmp_path, "cifar10")
+    x, _ = _all_training_images(files, "cifar10")
+    full = load_dataset("cifar10", data_dir=tmp_path, pruning_set=True)
+    few = load_dataset("cifar10", data_dir=tmp_path, pruning_set=True, train_images=7)
+    assert torch.equal(few.train.x, x[10:17])
+    assert torch.equal(few.val.x, full.val.x) and torch.equal(few.prune.x, full.prune.x)
+    assert few.mean == full.mean
+    for bad in (0, -3, True):
+        with pytest.raises(UserError, match="train_images must be at least 1"):
+            load_dataset("synthetic", synthetic_size=100, train_images=bad)
+
+
+REAL_CIFAR = os.environ.get("SQUEEZR_CIFAR_DIR")
+
+
+@pytest.mark.skipif(not REAL_CIFAR, reason="set SQUEEZR_CIFAR_DIR to a folder with real CIFAR-10")
+def test_real_cifar10_validation_split_has_the_published_class_counts():
+    splits = load_dataset("cifar10", data_dir=REAL_CIFAR, download=False, pruning_set=True)
+    assert (len(splits.val), len(splits.prune), len(splits.train)) == (5000, 5000, 40000)
+    counts = torch.bincount(splits.val.y, minlength=10).tolist()
+    assert counts == [505, 460, 519, 486, 519, 488, 519, 486, 520, 498]
+    assert len(splits.test) == 10000
 
 
 def test_cifar100_uses_fine_labels(tmp_path):
@@ -155,8 +198,58 @@ def test_failed_download_is_a_user_error_and_leaves_nothing(tmp_path, monkeypatc
 
     monkeypatch.setattr(data, "_download", offline)
     with pytest.raises(UserError, match=r"downloading failed .*network unreachable"):
-        load_dataset("cifar10", data_dir=tmp_path / "new")
-    assert list((tmp_path / "new").iterdir()) == []
+        load_dataset("cifar10", data_dir=tmp_path / "new" / "data")
+    assert list(tmp_path.iterdir()) == []  # the folders it made for the download are gone
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(UserError, match="downloading failed"):
+        load_dataset("cifar10", data_dir=tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir()  # a folder that was already there stays
+
+
+def test_no_download_creates_nothing(tmp_path):
+    with pytest.raises(UserError, match="downloading is off"):
+        load_dataset("cifar10", data_dir=tmp_path / "absent", download=False)
+    assert not (tmp_path / "absent").exists()
+
+
+def _hostile_tarball(root: Path, member: tarfile.TarInfo, payload: bytes = b"") -> Path:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        folder = tarfile.TarInfo("cifar-10-batches-py")
+        folder.type = tarfile.DIRTYPE
+        archive.addfile(folder)
+        archive.addfile(member, io.BytesIO(payload) if member.isfile() else None)
+    path = root / "cifar-10-python.tar.gz"
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("cifar-10-batches-py/../../evil", tarfile.REGTYPE),
+        ("/tmp/evil", tarfile.REGTYPE),
+        ("elsewhere/evil", tarfile.REGTYPE),
+        ("cifar-10-batches-py/link", tarfile.SYMTYPE),
+        ("cifar-10-batches-py/dev", tarfile.CHRTYPE),
+    ],
+)
+def test_tarball_members_outside_the_folder_or_not_plain_files_are_refused(
+    tmp_path, monkeypatch, name, kind
+):
+    member = tarfile.TarInfo(name)
+    member.type = kind
+    payload = b"boom"
+    if kind == tarfile.REGTYPE:
+        member.size = len(payload)
+    else:
+        member.linkname = "/etc/passwd"
+    tarball = _hostile_tarball(tmp_path, member, payload)
+    _trust(monkeypatch, "cifar10", tarball)
+    with pytest.raises(UserError, match="not the official archive"):
+        load_dataset("cifar10", data_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
+    assert not (tmp_path.parent / "evil").exists()
 
 
 def test_download_fetches_the_official_url_and_checks_it(tmp_path, monkeypatch):
@@ -197,6 +290,9 @@ def test_digits_are_upscaled_and_split_deterministically():
     assert {35, 36, 37} >= set(torch.bincount(splits.test.y).tolist())  # stratified
     again = load_dataset("digits", pruning_set=True)
     assert torch.equal(again.val.x, splits.val.x) and len(again.prune) == 143
+    (x, _), _, _ = data._digits()  # the training part before the split, in order
+    assert torch.equal(splits.val.x, x[:143]) and torch.equal(splits.train.x, x[143:])
+    assert torch.equal(again.prune.x, x[143:286]) and torch.equal(again.train.x, x[286:])
 
 
 def test_synthetic_is_seeded_and_learnable(tiny_splits):

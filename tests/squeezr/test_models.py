@@ -21,6 +21,7 @@ from squeezr.models import (
     export_onnx,
     export_torchscript,
     load_model,
+    preset_key,
     resnet,
     save_model,
 )
@@ -148,12 +149,51 @@ def test_any_configuration_including_empty_groups():
     assert model.block_ids() == [0, 1, 2]
 
 
-def test_fresh_shape_matches_pruned_shape_exactly(tiny_model):
-    for i in (2, 3):  # empty group 2: its downsampling shortcut survives
+def test_fresh_config_matches_a_pruned_network_only_when_the_group_is_empty(tiny_model):
+    for i in (2, 3):  # empty group 2: its downsampling shortcut survives as the transition
         tiny_model.remove_block(i)
     fresh = ResNet(tiny_model.config)
     assert count_params(fresh) == count_params(tiny_model)
     assert count_macs(fresh) == count_macs(tiny_model)
+    # A removed downsampling block in a group that keeps blocks: shortcut unit + plain blocks,
+    # which ResNet(config) does not build (its first block of the group downsamples).
+    r20 = resnet("resnet20")
+    r20.remove_block(3)
+    assert count_params(r20) == 258_522
+    assert count_params(ResNet(r20.config)) == 253_914 == count_params(ResNet((3, 2, 3)))
+
+
+def test_from_spec_builds_a_fresh_seeded_network_of_exactly_the_pruned_shape(tiny_model):
+    _settle_bn(tiny_model)
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.add_(1.0)  # stands in for training
+    tiny_model.remove_block(2)
+    tiny_model.remove_block(5)
+    spec = tiny_model.spec()
+    rng = torch.get_rng_state()
+    fresh = ResNet.from_spec(spec, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng)  # the global RNG is left alone
+    same, other = ResNet.from_spec(spec, seed=3), ResNet.from_spec(spec, seed=4)
+    trained, new = tiny_model.state_dict(), fresh.state_dict()
+    assert {k: v.shape for k, v in new.items()} == {k: v.shape for k, v in trained.items()}
+    assert count_params(fresh) == count_params(tiny_model)
+    assert count_macs(fresh) == count_macs(tiny_model)
+    assert fresh.removed == [2, 5] and fresh.block_ids() == tiny_model.block_ids()
+    assert all(torch.equal(new[k], same.state_dict()[k]) for k in new)
+    weights = [k for k in new if k.endswith("conv1.weight")]
+    assert all(not torch.equal(new[k], other.state_dict()[k]) for k in weights)
+    assert all(
+        not torch.equal(new[k], trained[k])
+        for k in new
+        if new[k].is_floating_point() and "running" not in k
+    )
+    bn = fresh.block(0).bn1
+    assert torch.equal(bn.running_mean, torch.zeros(16)) and bn.num_batches_tracked == 0
+    # Remaining blocks start from the unpruned network's initialisation with that seed.
+    torch.manual_seed(3)
+    unpruned = ResNet((2, 2, 2)).state_dict()
+    assert all(torch.equal(new[k], unpruned[k]) for k in new)
 
 
 def test_residual_scale_multiplies_the_residual_branch(tiny_model):
@@ -227,6 +267,8 @@ def test_bad_constructor_input_is_a_user_error():
         ResNet((1, -1, 2))
     with pytest.raises(UserError, match="unknown ResNet preset"):
         resnet("resnet18")
+    assert preset_key(" ResNet-110") == preset_key("resnet_110") == "resnet110"
+    assert resnet("ResNet-20").config == (3, 3, 3)
     with pytest.raises(UserError, match="num_classes"):
         ResNet((1, 1, 1), num_classes=0)
     with pytest.raises(UserError, match="out of range"):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from squeezr.errors import UserError
-from squeezr.train import TrainConfig, evaluate, fit
+from squeezr.train import TrainConfig, evaluate, fit, resolve_device
 
 
 def _split(n, g):
@@ -65,19 +65,56 @@ def test_default_milestones_are_50_and_75_percent():
 def test_config_round_trips_and_rejects_bad_values():
     cfg = TrainConfig(epochs=7, milestones=(3,), stochastic_depth=0.5)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig(epochs=np.int64(4), lr=1).lr == 1.0  # numpy ints and int lr are fine
     with pytest.raises(UserError, match="unknown training options"):
         TrainConfig.from_dict({"epochz": 3})
-    for bad in (
-        {"epochs": -1},
-        {"lr": 0},
-        {"batch_size": 0},
-        {"stochastic_depth": 1.0},
-        {"device": "tpu"},
-        {"milestones": (0,)},
-        {"momentum": 0.0},
+    for bad, message in (
+        ({"epochs": -1}, "epochs must be a whole number >= 0"),
+        ({"epochs": 2.5}, "epochs must be a whole number"),
+        ({"epochs": "3"}, "epochs must be a whole number"),
+        ({"lr": 0}, r"lr must be a finite number in \(0, inf\]"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"lr": True}, "lr must be a finite number"),
+        ({"lr_gamma": 2.0}, "lr_gamma"),
+        ({"momentum": 1.0}, r"momentum must be a finite number in \[0, 1\)"),
+        ({"weight_decay": -1e-4}, "weight_decay"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 64.0}, "batch_size"),
+        ({"checkpoint_every": -1}, "checkpoint_every"),
+        ({"stochastic_depth": 1.0}, "stochastic_depth"),
+        ({"noise_eta": float("inf")}, "noise_eta"),
+        ({"seed": -1}, "seed"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"device": "cuda:x"}, "unknown device"),
+        ({"milestones": (0,)}, "milestone must be a whole number >= 1"),
+        ({"milestones": (5, 3)}, "milestones must be increasing"),
+        ({"milestones": (3, 3)}, "milestones must be increasing"),
+        ({"milestones": (2.5,)}, "milestone"),
+        ({"milestones": "10,20"}, "milestones must be a list"),
+        ({"momentum": 0.0}, "nesterov needs momentum"),
+        ({"augment": "yes"}, "augment must be true or false"),
     ):
-        with pytest.raises(UserError):
+        with pytest.raises(UserError, match=message):
             TrainConfig(**bad)
+    with pytest.raises(UserError, match="must be a mapping"):
+        TrainConfig.from_dict([("epochs", 3)])
+
+
+def test_resolve_device_accepts_known_devices_and_refuses_the_rest():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None).type in ("cpu", "cuda")
+    assert resolve_device("auto") == resolve_device(None)
+    for bad in ("tpu", "mps", "cuda:x", "", "cpu cuda"):
+        with pytest.raises(UserError, match="unknown device"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        for absent in ("cuda", "cuda:0", torch.device("cuda")):
+            with pytest.raises(UserError, match="no CUDA GPU"):
+                resolve_device(absent)
+    else:
+        with pytest.raises(UserError, match="does not exist"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
 def test_fit_learns_logs_the_schedule_and_restores_the_best_epoch(splits):
@@ -88,9 +125,12 @@ def test_fit_learns_logs_the_schedule_and_restores_the_best_epoch(splits):
     best = max(result.history[1:], key=lambda r: r["val_acc"])
     assert result.best_val_acc == best["val_acc"] > 0.5
     assert result.history[result.best_epoch]["val_acc"] == result.best_val_acc
-    # The model now holds the best epoch's weights.
+    assert result.epochs_run == 4
+    # The model now holds the best epoch's weights, and the results are its fp32 evaluation.
     assert evaluate(model, splits.val, mean=splits.mean, std=splits.std) == result.best_val_acc
+    assert result.val_acc == result.best_val_acc
     assert result.test_acc == evaluate(model, splits.test, mean=splits.mean, std=splits.std)
+    assert result.test_acc == result.history[result.best_epoch]["test_acc"]
 
 
 def test_restore_best_false_keeps_the_last_epoch_and_true_the_best(splits):
@@ -146,9 +186,51 @@ def test_interrupted_run_resumes_bit_identically(splits, tmp_path):
     assert epochs_seen == [2, 3]
     assert _no_seconds(resumed.history) == _no_seconds(expected.history)
     assert resumed.best_epoch == expected.best_epoch
+    assert resumed.epochs_run == expected.epochs_run == 3
     ref_state, got_state = reference.state_dict(), resumed_model.state_dict()
     assert all(torch.equal(ref_state[k], got_state[k]) for k in ref_state)
     assert not state.exists()  # removed once finished
+
+
+def test_resume_state_is_device_portable(splits, tmp_path):
+    """A state written on one device continues on another (``--resume --device ...``).
+
+    The trainer's own generators are CPU generators whatever the device, so their states
+    load anywhere; the global CUDA RNG states of a GPU run are skipped where those GPUs
+    are absent. Simulated here: a state as a 2-GPU run would write it, resumed on the CPU
+    with a different ``device`` setting, continues exactly like an uninterrupted run.
+    """
+    cfg = _cfg(epochs=3, seed=4, device="cpu", milestones=(2,))
+    expected = fit(_model(5), splits, cfg, progress=False)
+    state_path = tmp_path / "resume.pt"
+
+    def interrupt(epoch, row):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(5), splits, cfg, resume_path=state_path, progress=False, on_epoch_end=interrupt)
+    state = torch.load(state_path, weights_only=True)
+    cpu_state_size = torch.Generator().get_state().numel()
+    assert state["rng"]["order"].numel() == state["rng"]["augment"].numel() == cpu_state_size
+    state["config"]["device"] = "cuda"
+    state["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)] * 2  # as two GPUs would save
+    torch.save(state, state_path)
+    resumed = fit(
+        _model(9),
+        splits,
+        TrainConfig(**{**cfg.to_dict(), "device": "auto"}),
+        resume_path=state_path,
+        progress=False,
+    )
+    assert _no_seconds(resumed.history) == _no_seconds(expected.history)
+
+
+def test_resume_state_of_an_older_format_is_refused_clearly(splits, tmp_path):
+    state_path = tmp_path / "resume.pt"
+    torch.save({"format": 1, "config": {}}, state_path)
+    with pytest.raises(UserError, match=r"not a resume state of this squeezr version.*delete"):
+        fit(_model(), splits, _cfg(), resume_path=state_path, progress=False)
 
 
 def test_resume_state_from_other_settings_is_refused(splits, tmp_path):

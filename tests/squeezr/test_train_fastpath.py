@@ -1,4 +1,5 @@
-"""The fast path: its maths on CPU (no graph, fp32) and, on a CUDA machine, the real thing."""
+"""The fast path: its maths and capture fallback on CPU (no graph, fp32) and, on a CUDA
+machine, the real thing (graph replay vs eager, resume across devices, scoped side effects)."""
 
 import copy
 from types import SimpleNamespace as NS
@@ -6,10 +7,19 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
+from squeezr.errors import UserError
 from squeezr.fastpath import FastEpochRunner, sgd_step_
 from squeezr.models import ResNet
-from squeezr.train import PlainEpochRunner, TrainConfig, fit, make_epoch_runner
+from squeezr.train import (
+    EpochContext,
+    PlainEpochRunner,
+    TrainConfig,
+    evaluate,
+    fit,
+    make_epoch_runner,
+)
 
+CPU = torch.device("cpu")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -42,6 +52,21 @@ def test_sgd_step_matches_torch_sgd(nesterov):
         assert torch.allclose(a, b.detach(), atol=1e-6)
 
 
+def _context(model, split, cfg, device=CPU, lr=0.1):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    return EpochContext(
+        model=model,
+        optimizer=opt,
+        split=split,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        cfg=cfg,
+        device=device,
+        order_gen=torch.Generator().manual_seed(1),
+        aug_gen=torch.Generator().manual_seed(2),
+    )
+
+
 def _runner_pair(n=96, batch=32):
     g = torch.Generator().manual_seed(0)
     split = NS(
@@ -52,15 +77,12 @@ def _runner_pair(n=96, batch=32):
     runners = []
     for cls in (PlainEpochRunner, FastEpochRunner):
         torch.manual_seed(0)
-        model = ResNet((1, 1, 1), num_classes=3)
-        opt = torch.optim.SGD(
-            model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4
-        )
-        gens = (torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
-        runners.append(
-            cls(model, opt, split, [0.5] * 3, [0.25] * 3, cfg, torch.device("cpu"), *gens, None)
-        )
+        runners.append(cls(_context(ResNet((1, 1, 1), num_classes=3), split, cfg)))
     return runners
+
+
+def _same_state(runner, before) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(before, runner._state_tensors(), strict=True))
 
 
 def test_fast_runner_step_equals_the_plain_runner_on_cpu():
@@ -70,7 +92,7 @@ def test_fast_runner_step_equals_the_plain_runner_on_cpu():
         (lp, ap), (lf, af) = plain.run(), fast.run()
         assert lf == pytest.approx(lp, rel=1e-4)
         assert af == ap
-    a, b = plain.model.state_dict(), fast.model.state_dict()
+    a, b = plain.ctx.model.state_dict(), fast.model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a)
     # Momentum lives in torch.optim.SGD's state, so resume states are interchangeable.
     assert all("momentum_buffer" in fast.optimizer.state[p] for p in fast.params)
@@ -83,65 +105,119 @@ def test_fast_runner_drops_the_last_partial_batch():
 
 def test_cpu_always_uses_the_plain_runner():
     _, fast = _runner_pair()
-    runner = make_epoch_runner(
-        fast.model,
-        fast.optimizer,
-        NS(x=fast.x, y=fast.y),
-        [0.5] * 3,
-        [0.25] * 3,
-        TrainConfig(fast=True, device="cpu"),
-        torch.device("cpu"),
-        torch.Generator(),
-        torch.Generator(),
-    )
+    cfg = TrainConfig(fast=True, device="cpu", batch_size=32)
+    runner = make_epoch_runner(_context(fast.model, NS(x=fast.x, y=fast.y), cfg))
     assert isinstance(runner, PlainEpochRunner)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ValueError])
+def test_failed_capture_restores_the_state_and_falls_back_to_eager(error):
+    plain, fast = _runner_pair()
+    before = [t.detach().clone() for t in fast._state_tensors()]
+
+    def broken_capture():
+        for _ in range(3):
+            fast._step()  # the warm-up changes weights, BN statistics and momentum
+        raise error("operation not permitted when stream is capturing\nCUDA kernel errors ...")
+
+    with pytest.warns(UserWarning, match=r"capture failed \(operation not permitted when stream"):
+        graph = fast._try_capture(broken_capture)
+    assert graph is None
+    assert _same_state(fast, before)
+    # The eager fallback then trains exactly like the plain runner from the same start.
+    (lp, ap), (lf, af) = plain.run(), fast.run()
+    assert lf == pytest.approx(lp, rel=1e-4) and af == ap
+
+
+def test_successful_capture_also_undoes_the_warm_up():
+    _, fast = _runner_pair()
+    before = [t.detach().clone() for t in fast._state_tensors()]
+    graph = object()
+
+    def capture():
+        fast._step()
+        return graph
+
+    assert fast._try_capture(capture) is graph
+    assert _same_state(fast, before)
+
+
+def test_a_gpu_broken_by_the_capture_is_a_clear_error(monkeypatch):
+    _, fast = _runner_pair()
+    fast.cuda = True  # pretend, so that the runner synchronises the device after capture
+
+    def broken_device(device=None):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(torch.cuda, "synchronize", broken_device)
+
+    def failing_capture():
+        raise RuntimeError("capture failed")
+
+    expected_error = pytest.raises(UserError, match=r"illegal memory access.*--no-fast")
+    with pytest.warns(UserWarning, match="capture failed"), expected_error:
+        fast._try_capture(failing_capture)
+
+
+def _digits():
+    from squeezr.data import load_dataset
+
+    return load_dataset("digits")
+
+
+def _train_fast(base, splits, cfg, *, graphed: bool, follow_schedule: bool = True):
+    """Two epochs of the fast runner on a copy of ``base``; returns (state, lrs used)."""
+    device = torch.device("cuda")
+    model = copy.deepcopy(base).to(device)
+    ctx = _context(model, splits.train, cfg, device, lr=cfg.lr)
+    ctx.mean, ctx.std = splits.mean, splits.std
+    sched = torch.optim.lr_scheduler.MultiStepLR(ctx.optimizer, [1], 0.1)
+    runner = FastEpochRunner(ctx)
+    assert runner.graph is not None
+    if not graphed:
+        runner.graph = None
+    lrs = []
+    for _ in range(2):
+        lrs.append(ctx.optimizer.param_groups[0]["lr"])
+        runner.run()
+        if follow_schedule:
+            sched.step()
+    runner.close()
+    return {k: v.detach().float().cpu() for k, v in model.state_dict().items()}, lrs
 
 
 @pytest.mark.gpu
 @cuda
-def test_graph_replay_matches_the_eager_fast_step():
-    from squeezr.data import load_dataset
-
-    splits = load_dataset("digits")
-    cfg = TrainConfig(epochs=1, device="cuda", augment=False)
-    device = torch.device("cuda")
-    results = []
+def test_graph_replay_matches_eager_over_two_epochs_with_a_milestone():
+    """Tight check that the graph replays the real step, learning-rate change included: a
+    graph that kept the first epoch's lr would be far outside the tolerance (checked too)."""
+    splits = _digits()
+    cfg = TrainConfig(epochs=2, lr=0.1, milestones=(1,), device="cuda", seed=0)
     torch.manual_seed(0)
-    base = ResNet((2, 2, 2), num_classes=splits.num_classes).to(device)
-    for graphed in (True, False):
-        model = copy.deepcopy(base)
-        opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-        runner = FastEpochRunner(
-            model,
-            opt,
-            splits.train,
-            splits.mean,
-            splits.std,
-            cfg,
-            device,
-            torch.Generator().manual_seed(1),
-            torch.Generator(device=device).manual_seed(2),
-            None,
-        )
-        assert (runner.graph is not None) == runner.cuda
-        if not graphed:
-            runner.graph = None
-        results.append((runner.run(), model.state_dict()))
-    (loss_g, acc_g), state_g = results[0]
-    (loss_e, acc_e), state_e = results[1]
-    assert loss_g == pytest.approx(loss_e, rel=0.05)
-    assert abs(acc_g - acc_e) < 0.05
-    for k in state_g:
-        if state_g[k].is_floating_point():
-            assert torch.allclose(state_g[k], state_e[k], atol=0.05, rtol=0.05), k
+    base = ResNet((2, 2, 2), num_classes=splits.num_classes)
+    init = {k: v.float() for k, v in base.state_dict().items()}
+    deterministic = torch.backends.cudnn.deterministic
+    torch.backends.cudnn.deterministic = True
+    try:
+        graphed, lrs = _train_fast(base, splits, cfg, graphed=True)
+        eager, eager_lrs = _train_fast(base, splits, cfg, graphed=False)
+        stale, _ = _train_fast(base, splits, cfg, graphed=True, follow_schedule=False)
+    finally:
+        torch.backends.cudnn.deterministic = deterministic
+    assert lrs == eager_lrs == pytest.approx([0.1, 0.01])
+    weights = [k for k in init if k.endswith("weight")]
+    for k in weights:
+        moved = (eager[k] - init[k]).norm()
+        assert (graphed[k] - eager[k]).norm() <= 1e-3 * moved + 1e-6, k
+    stale_gap = sum((stale[k] - eager[k]).norm() for k in weights)
+    total_moved = sum((eager[k] - init[k]).norm() for k in weights)
+    assert stale_gap > 0.05 * total_moved  # the tolerance above really detects a stale lr
 
 
 @pytest.mark.gpu
 @cuda
 def test_fast_path_trains_digits_as_well_as_the_plain_path():
-    from squeezr.data import load_dataset
-
-    splits = load_dataset("digits")
+    splits = _digits()
     accuracies = {}
     for fast in (True, False):
         torch.manual_seed(0)
@@ -154,11 +230,29 @@ def test_fast_path_trains_digits_as_well_as_the_plain_path():
 
 @pytest.mark.gpu
 @cuda
-def test_fast_path_resume_continues_from_the_saved_state(tmp_path):
-    from squeezr.data import load_dataset
+def test_fast_fit_restores_global_settings_and_reports_an_fp32_evaluation():
+    splits = _digits()
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        torch.manual_seed(0)
+        model = ResNet((2, 2, 2), num_classes=splits.num_classes)
+        result = fit(model, splits, TrainConfig(epochs=2, device="cuda"), progress=False)
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+    assert all(p.is_contiguous() for p in model.parameters())
+    test = evaluate(model, splits.test, mean=splits.mean, std=splits.std)  # fp32
+    val = evaluate(model, splits.val, mean=splits.mean, std=splits.std)
+    assert result.test_acc == test and result.val_acc == val == result.best_val_acc
 
-    splits = load_dataset("digits")
-    cfg = TrainConfig(epochs=3, device="cuda", stochastic_depth=0.2)
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize(("first", "then"), [("cuda", "cpu"), ("cpu", "cuda")])
+def test_fast_path_resume_continues_on_another_device(tmp_path, first, then):
+    splits = _digits()
+    cfg = TrainConfig(epochs=3, device=first, stochastic_depth=0.2)
 
     def interrupt(epoch, row):
         if epoch == 1:
@@ -172,7 +266,7 @@ def test_fast_path_resume_continues_from_the_saved_state(tmp_path):
     result = fit(
         ResNet((2, 2, 2), num_classes=splits.num_classes),
         splits,
-        cfg,
+        TrainConfig(**{**cfg.to_dict(), "device": then}),
         resume_path=tmp_path / "s.pt",
         progress=False,
         on_epoch_end=lambda e, row: seen.append(e),

@@ -37,14 +37,16 @@ def test_stochastic_depth_survival_decays_linearly_and_scales_inversely():
     sd = StochasticDepth(model, 0.5, torch.device("cpu"), torch.Generator().manual_seed(0))
     expected = [1 - k / 6 * 0.5 for k in range(1, 7)]
     assert sd.survival.tolist() == pytest.approx(expected)
-    kept = torch.zeros(6)
-    for _ in range(2000):
-        sd.resample()
+    table = sd.draw(2000)
+    assert table.shape == (2000, 6)
+    for row in table[:50]:
+        sd.use(row)
         scales = torch.stack([model.block(i).residual_scale for i in model.block_ids()])
-        on = scales > 0
-        assert torch.allclose(scales[on], 1 / sd.survival[on])
-        kept += on
-    assert torch.allclose(kept / 2000, sd.survival, atol=0.04)
+        assert torch.equal(scales, row)  # the blocks see the drawn row
+    on = table > 0
+    assert torch.allclose(table[on], (1 / sd.survival).expand_as(table)[on])
+    kept = on.float().mean(0)
+    assert torch.allclose(kept, sd.survival, atol=0.04)
     sd.reset()
     assert all(model.block(i).residual_scale.item() == 1.0 for i in model.block_ids())
     sd.remove()

@@ -1,44 +1,63 @@
-"""``squeezr demo``: the whole method in a few minutes on a laptop CPU (``make demo``).
+"""``squeezr demo``: the whole method in a couple of minutes on a laptop CPU (``make demo``).
 
-Trains a small ResNet on the embedded ``digits`` dataset, then prunes it block by block
-(oracle saliency, uniform fine-tuning schedule), recording both as dbx experiments in
-``./experiments`` and printing a per-step table: blocks removed, accuracy before and after
-fine-tuning, parameters removed and the epoch-parameter cost. Every size is a flag, so the
-same command scales up (``--arch resnet56 --train-epochs 50 ...``).
+Trains a ResNet-20 on the embedded ``digits`` dataset (real handwritten digits, no download)
+exactly as ``squeezr train`` does, then prunes it block by block: at each step the oracle
+tries removing every remaining block, removes the one whose absence costs the least
+validation accuracy, and the smaller network is fine-tuned to recover. Both runs are dbx
+experiments in ``--repo``; the per-step table shows the block chosen, validation accuracy
+right after the removal and after fine-tuning, test accuracy, the share of parameters gone
+and the cumulative cost in epoch-parameters. Every size is a flag, so the same command
+scales up (``--arch resnet56 --train-epochs 50 --blocks 9 ...``).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from squeezr import dbx, saliency, schedules
-from squeezr.analysis import step_rows
+from squeezr import saliency, schedules
 from squeezr.clikit import add_output_options, emit
 from squeezr.errors import UserError
-from squeezr.models import PRESETS, resnet
-from squeezr.prune import PruneConfig, Target
-from squeezr.prune.experiment import attach_model, open_splits, run_experiment
-from squeezr.train import TrainConfig, fit, seed_everything
+
+DATASET = "digits"
 
 
 def register(subparsers) -> None:
+    from squeezr.models import PRESETS
+
     p = subparsers.add_parser(
         "demo",
-        help="train a small ResNet on digits, then prune it (a few CPU minutes)",
+        help="train a ResNet-20 on digits, then prune it block by block (a few CPU minutes)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--repo", default="./experiments", help="dbx repository (default ./experiments)")
     p.add_argument("--arch", default="resnet20", choices=sorted(PRESETS))
-    p.add_argument("--train-epochs", type=int, default=5)
+    p.add_argument("--train-epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument(
         "--train-images", type=int, help="use only the first N training images (default: all)"
     )
-    p.add_argument("--blocks", type=int, default=3, help="blocks to remove")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="batch size (default 32: digits has only 1,294 training images, so 128 would "
+        "give too few SGD steps for a short run)",
+    )
+    p.add_argument("--blocks", type=int, default=3, help="blocks to remove (default 3)")
     p.add_argument("--method", default="oracle", choices=sorted(saliency.METHODS))
-    p.add_argument("--schedule", default="uniform:3", help=schedules.HELP)
-    p.add_argument("--finetune-epochs", type=int, default=1, help="epochs per fine-tuning loop")
-    p.add_argument("--finetune-lr", type=float, default=0.01, help="constant fine-tuning lr")
+    p.add_argument("--schedule", default="every:1", help=f"{schedules.HELP} (default every:1)")
+    p.add_argument(
+        "--finetune-epochs", type=int, default=2, help="epochs per fine-tuning loop (default 2)"
+    )
+    p.add_argument(
+        "--finetune-lr", type=float, default=0.02, help="fine-tuning learning rate (default 0.02)"
+    )
+    p.add_argument(
+        "--finetune-milestones",
+        default="none",
+        help="epochs after which the fine-tuning lr drops x0.1 (default none: constant)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -46,65 +65,118 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _train(args, dataset, splits):
-    """Train the starting network as a ``kind=train`` experiment with a ``model.pt``."""
-    cfg = TrainConfig(epochs=args.train_epochs, batch_size=64, seed=args.seed, device=args.device)
-    seed_everything(args.seed)
-    model = resnet(args.arch, num_classes=splits.num_classes)
-    params = {
-        "arch": args.arch,
-        "config": list(model.config),
-        "dataset": dataset,
-        "train": cfg.to_dict(),
-    }
-    exp = dbx.create(f"demo/train/{args.arch}", kind="train", params=params, repo=args.repo)
-    with exp:
-        fit(model, splits, cfg, exp=exp, progress=args.progress)
-        attach_model(exp, model, "model.pt")
-    return exp
+def _acc(value: float) -> float:
+    return round(value, 4)
+
+
+def step_table(result: Any) -> list[dict[str, Any]]:
+    """One row per pruning step (row 0 = the trained network), as the demo prints it."""
+    rows = [
+        {
+            "step": 0,
+            "removed": 0,
+            "block": "-",
+            "val_before": _acc(result.initial["val_acc"]),
+            "val_after": _acc(result.initial["val_acc"]),
+            "test_after": _acc(result.initial["test_acc"]),
+            "params_removed_%": 0.0,
+            "ft_epochs": 0,
+            "cost": 0,
+        }
+    ]
+    for step in result.steps:
+        loops = step.get("loops") or {}
+        rows.append(
+            {
+                "step": step["step"],
+                "removed": step["blocks_removed"],
+                "block": ",".join(map(str, step["chosen"])),
+                "val_before": _acc(step["val_acc_before"]),
+                "val_after": _acc(step["val_acc_after"]),
+                "test_after": _acc(step["test_acc_after"]),
+                "params_removed_%": round(step["params_removed_pct"], 1),
+                "ft_epochs": sum(loop["epochs"] for loop in loops.values()),
+                "cost": step["cost"],
+            }
+        )
+    return rows
+
+
+LEGEND = (
+    "val_before: validation accuracy right after removing the block; val_after/test_after: "
+    "after fine-tuning\n(best epoch restored); ft_epochs: fine-tuning epochs run that step; "
+    "cost: epoch-parameters so far\n(sum over loops of epochs up to the restored one x "
+    "parameters)."
+)
 
 
 def run(args: argparse.Namespace) -> int:
+    from squeezr.cli.options import parse_milestones
+    from squeezr.cli.train import train_experiment, training_params
+    from squeezr.models import PRESETS
+    from squeezr.prune import PruneConfig, Target
+    from squeezr.prune.experiment import run_experiment
+    from squeezr.train import TrainConfig, resolve_device
+
     if args.train_epochs < 1 or args.finetune_epochs < 1:
         raise UserError("--train-epochs and --finetune-epochs must be at least 1")
-    blocks = sum(PRESETS[args.arch])
-    if not 0 < args.blocks <= blocks:
-        raise UserError(f"--blocks must be between 1 and {blocks} for {args.arch}")
-    cfg = PruneConfig(
+    total = sum(PRESETS[args.arch])
+    if not 0 < args.blocks <= total:
+        raise UserError(f"--blocks must be between 1 and {total} for {args.arch}")
+    train_cfg = TrainConfig(
+        epochs=args.train_epochs, batch_size=args.batch_size, seed=args.seed, device=args.device
+    )
+    prune_cfg = PruneConfig(
         target=Target("removed", args.blocks),
         method=args.method,
         schedule=args.schedule,
         epochs=args.finetune_epochs,
         lr=args.finetune_lr,
-        milestones=(),
-        batch_size=64,
+        milestones=parse_milestones(args.finetune_milestones) or (),
+        batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
     )
-    cfg.validate()
-    dataset = {"name": "digits", "train_images": args.train_images}
-    splits = open_splits(dataset)
-    if args.fmt == "table":
-        print(f"training {args.arch} on digits for {args.train_epochs} epochs ...")
-    source = _train(args, dataset, splits)
-    if args.fmt == "table":
-        print(f"pruning {args.blocks} blocks ({args.method}, schedule {cfg.schedule}) ...")
+    prune_cfg.validate()
+    prune_cfg.train_config(prune_cfg.epochs, seed=args.seed)  # fine-tuning settings, checked
+    resolve_device(args.device)
+    params = training_params(
+        arch=args.arch,
+        config=PRESETS[args.arch],
+        dataset=DATASET,
+        cfg=train_cfg,
+        train_images=args.train_images,
+    )
+    table = args.fmt == "table"
+    if table:
+        print(f"1. training {args.arch} on {DATASET} for {args.train_epochs} epochs ...")
+    source, trained = train_experiment(
+        params, repo=args.repo, name=f"demo/train/{args.arch}", progress=args.progress
+    )
+    if table:
+        print(
+            f"   trained: validation {trained['val_acc']:.3f}, test {trained['test_acc']:.3f}\n"
+            f"2. pruning {args.blocks} of its {total} blocks ({args.method}, fine-tuning "
+            f"{prune_cfg.epochs} epochs per loop, schedule {prune_cfg.schedule}) ..."
+        )
+    dataset = {"name": DATASET, "train_images": args.train_images}
     exp, result = run_experiment(
         source.id,
-        cfg,
+        prune_cfg,
         repo=args.repo,
         name=f"demo/prune/{args.arch}/{args.method}",
-        dataset=dataset,
-        splits=splits,
+        dataset={k: v for k, v in dataset.items() if v is not None},
         progress=args.progress,
     )
-    emit(step_rows(result.initial, result.steps), args.fmt)
-    if args.fmt == "table":
+    emit(step_table(result), args.fmt)
+    if table:
         s = result.summary
         print(
-            f"\n{s['blocks_removed']} blocks removed ({s['params_removed_pct']:.1f}% of the "
-            f"parameters): test accuracy {s['initial_test_acc']:.3f} -> {s['final_test_acc']:.3f}"
-            f", cost {s['cost']:,} epoch-parameters.\n"
-            f"Recorded in {args.repo}: {source.name} ({source.id}) and {exp.name} ({exp.id})."
+            f"{LEGEND}\n\n{s['blocks_removed']} blocks removed ({s['params_removed_pct']:.1f}% of "
+            f"the parameters): test accuracy {s['initial_test_acc']:.3f} -> "
+            f"{s['final_test_acc']:.3f}, cost {s['cost']:,} epoch-parameters.\n"
+            f"Recorded in {args.repo}: {source.name} ({source.id}) and {exp.name} ({exp.id}).\n"
+            f"Next, e.g.: dbx query 'prune/step/:k | select k, chosen, val_acc_after, "
+            f"test_acc_after, params_removed_pct' {exp.name} --repo {args.repo}"
         )
     return 0

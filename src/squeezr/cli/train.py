@@ -2,7 +2,11 @@
 
 The experiment's params hold the whole configuration (architecture, dataset, every training
 hyperparameter), so ``--resume`` rebuilds the run from the experiment alone and continues it
-from the resume state the trainer writes after every epoch.
+from the resume state the trainer writes after every epoch. The trained network (the
+best-validation weights) is attached as ``model.pt``, which ``squeezr prune --from`` reads.
+
+:func:`training_params` and :func:`train_experiment` are the one code path for training
+runs: ``squeezr demo`` uses them too, so both record the same layout.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from squeezr.cli.options import parse_milestones
@@ -24,13 +30,23 @@ def register(subparsers: Any) -> None:
         "train",
         help="train a ResNet from scratch, recorded as a dbx experiment",
         description="Train a CIFAR ResNet from scratch (SGD + Nesterov, milestone schedule, "
-        "augmentation, best-epoch restore, checkpoints) and record it as a dbx experiment.",
+        "augmentation, best-epoch restore, checkpoints) and record it as a dbx experiment "
+        "with the trained network attached as model.pt.",
     )
     p.add_argument("--arch", help="preset: resnet20, resnet32, resnet44, resnet56 or resnet110")
     p.add_argument("--config", help="blocks per group instead of a preset, e.g. 9,9,9 or 4,0,7")
     p.add_argument("--dataset", default="cifar10", help="cifar10, cifar100, digits or synthetic")
-    p.add_argument("--data-dir", help="folder holding the dataset (default: the data module's)")
+    p.add_argument("--data-dir", help="folder holding the dataset (default: $SQUEEZR_DATA, ...)")
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
+    p.add_argument(
+        "--pruning-set",
+        action="store_true",
+        help="hold out the pruning set (the second 10%% of the training data) as well, so a "
+        "later `squeezr prune --selection prune` scores blocks on images never trained on",
+    )
+    p.add_argument(
+        "--train-images", type=int, help="train on the first N training images only (quick runs)"
+    )
     p.add_argument("--epochs", type=int, default=500, help="training epochs (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order, augmentation")
     p.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default 0.1)")
@@ -50,7 +66,7 @@ def register(subparsers: Any) -> None:
         help="drop probability of the last block (linear decay over blocks; 0 = off)",
     )
     p.add_argument("--no-fast", action="store_true", help="plain fp32 eager training on CUDA")
-    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--repo", help=f"dbx repository (default: $DBX_REPO or ./{DEFAULT_REPO})")
     p.add_argument("--name", help="experiment name (default: baselines/<arch>/<seed>)")
     p.add_argument(
@@ -72,27 +88,60 @@ def parse_config(text: str) -> tuple[int, int, int]:
     return tuple(int(s) for s in parts)  # type: ignore[return-value]
 
 
-def _architecture(arch: str | None, config: str | None) -> tuple[str, tuple[int, int, int]]:
-    from squeezr.models import PRESETS
+def architecture(arch: str | None, config: str | None) -> tuple[str, tuple[int, int, int]]:
+    """(name recorded as ``params.arch``, blocks per group) from ``--arch`` / ``--config``.
 
-    if config is not None:
-        blocks = parse_config(config)
-        preset = PRESETS.get((arch or "").lower().replace("-", ""))
-        if arch is not None and preset != blocks:
-            raise UserError(f"--arch {arch} and --config {config} disagree; give only one")
-        return arch or "resnet-{}-{}-{}".format(*blocks), blocks
-    if arch is None:
-        raise UserError("say which network to train: --arch resnet110 or --config 18,18,18")
-    key = arch.lower().replace("-", "")
-    if key not in PRESETS:
-        raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(PRESETS)} or --config")
-    return key, PRESETS[key]
+    The name is the normalised preset key (``resnet110``) whenever a preset is named, else
+    ``resnet-n1-n2-n3``.
+    """
+    from squeezr.models import PRESETS, preset_key
+
+    key = preset_key(arch) if arch is not None else None
+    if config is None:
+        if key is None:
+            raise UserError("say which network to train: --arch resnet110 or --config 18,18,18")
+        return key, PRESETS[key]
+    blocks = parse_config(config)
+    if key is not None and PRESETS[key] != blocks:
+        raise UserError(f"--arch {arch} and --config {config} disagree; give only one")
+    return key or "resnet-{}-{}-{}".format(*blocks), blocks
 
 
-def _new_params(args: argparse.Namespace) -> dict[str, Any]:
+def training_params(
+    *,
+    arch: str,
+    config: tuple[int, int, int],
+    dataset: str,
+    cfg: Any,
+    data_dir: str | os.PathLike[str] | None = None,
+    pruning_set: bool = False,
+    train_images: int | None = None,
+) -> dict[str, Any]:
+    """The params of a training experiment, as ``--resume``, the pruner and queries read them.
+
+    ``{arch, config, dataset, data_dir, pruning_set, train_images, train}``: ``dataset`` is
+    the normalised name, ``data_dir`` an absolute path (or None = the default folder) so the
+    run resumes from any working directory, ``pruning_set`` whether the second 10% of the
+    training data was held out, ``train_images`` a training-set limit (None = all) and
+    ``train`` the whole :class:`squeezr.train.TrainConfig` (``cfg``).
+    """
+    from squeezr.data import dataset_key
+
+    return {
+        "arch": arch,
+        "config": list(config),
+        "dataset": dataset_key(dataset),
+        "data_dir": None if data_dir is None else str(Path(data_dir).expanduser().resolve()),
+        "pruning_set": bool(pruning_set),
+        "train_images": train_images,
+        "train": cfg.to_dict(),
+    }
+
+
+def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from squeezr.train import TrainConfig
 
-    arch, blocks = _architecture(args.arch, args.config)
+    arch, blocks = architecture(args.arch, args.config)
     cfg = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -104,20 +153,80 @@ def _new_params(args: argparse.Namespace) -> dict[str, Any]:
         fast=not args.no_fast,
         stochastic_depth=args.stochastic_depth,
     )
-    return {
-        "arch": arch,
-        "config": list(blocks),
-        "dataset": args.dataset,
-        "data_dir": args.data_dir,
-        "train": cfg.to_dict(),
-    }
+    return training_params(
+        arch=arch,
+        config=blocks,
+        dataset=args.dataset,
+        cfg=cfg,
+        data_dir=args.data_dir,
+        pruning_set=args.pruning_set,
+        train_images=args.train_images,
+    )
+
+
+def _prepare(params: dict[str, Any], download: bool):
+    """Everything that can be wrong with a run, checked before an experiment exists:
+    the training options, the device, the dataset (present or downloadable) and the shape.
+    Returns (TrainConfig, splits, freshly initialised model)."""
+    from squeezr.data import load_dataset
+    from squeezr.models import ResNet
+    from squeezr.train import TrainConfig, resolve_device, seed_everything
+
+    if not isinstance(params.get("train"), dict) or "config" not in params:
+        raise UserError("this experiment was not made by `squeezr train` (no training params)")
+    cfg = TrainConfig.from_dict(params["train"])
+    resolve_device(cfg.device)
+    splits = load_dataset(
+        params["dataset"],
+        data_dir=params.get("data_dir"),
+        pruning_set=bool(params.get("pruning_set", False)),
+        train_images=params.get("train_images"),
+        download=download,
+    )
+    seed_everything(cfg.seed)
+    model = ResNet(params["config"], num_classes=splits.num_classes)
+    return cfg, splits, model
+
+
+def train_experiment(
+    params: dict[str, Any],
+    *,
+    repo: Any,
+    name: str | None = None,
+    resume: str | None = None,
+    download: bool = True,
+    progress: bool = True,
+    announce: Callable[[Any], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Run (or, with ``resume`` = an experiment ref, continue) a training experiment.
+
+    Everything is validated before the experiment is created or resumed; ``announce(exp)``
+    runs once it exists (e.g. to print where it went). A resumed experiment that already
+    has results trains nothing. Returns (experiment, its results).
+    """
+    from squeezr import dbx
+    from squeezr.dbx.store import validate_name
+    from squeezr.train import fit
+
+    if resume is None:
+        seed = params.get("train", {}).get("seed", 0)
+        name = validate_name(name or f"baselines/{params.get('arch')}/{seed}")
+    cfg, splits, model = _prepare(params, download)
+    if resume is not None:
+        exp = dbx.resume(resume, repo=repo)
+    else:
+        exp = dbx.create(name, kind="train", params=params, repo=repo)
+    with exp:
+        if announce is not None:
+            announce(exp)
+        if resume is None or "test_acc" not in exp.results:
+            fit(model, splits, cfg, exp=exp, progress=progress)
+        return exp, thaw(exp.results)
 
 
 def run(args: argparse.Namespace) -> int:
     from squeezr import dbx
-    from squeezr.data import load_dataset
-    from squeezr.models import ResNet
-    from squeezr.train import TrainConfig, fit, seed_everything
+    from squeezr.train import MODEL_ATTACHMENT
 
     repo = args.repo or os.environ.get("DBX_REPO") or DEFAULT_REPO
     if args.resume:
@@ -125,34 +234,34 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--resume needs --name: the name or id of the experiment to continue")
         existing = dbx.open(args.name, repo=repo)
         params = thaw(existing.params)
-        params["train"]["device"] = args.device
+        if isinstance(params.get("train"), dict):
+            params["train"]["device"] = args.device
+        resume = existing.id
     else:
-        params = _new_params(args)
-    cfg = TrainConfig.from_dict(params["train"])
-    splits = load_dataset(
-        params["dataset"], data_dir=params["data_dir"], download=not args.no_download
-    )
-    seed_everything(cfg.seed)
-    model = ResNet(params["config"], num_classes=splits.num_classes)
-    if args.resume:
-        exp = dbx.resume(existing.id, repo=repo)
-    else:
-        name = args.name or f"baselines/{params['arch']}/{cfg.seed}"
-        exp = dbx.create(name, kind="train", params=params, repo=repo)
-    with exp:
+        params, resume = _params_from_args(args), None
+
+    def announce(exp) -> None:
         if not args.json:
             print(f"experiment {exp.id} ({exp.name}) at {exp.path}")
-        if args.resume and "test_acc" in exp.results:
-            results = thaw(exp.results)
-        else:
-            fit(model, splits, cfg, exp=exp, progress=not args.no_progress)
-            results = thaw(exp.results)
+
+    exp, results = train_experiment(
+        params,
+        repo=repo,
+        name=args.name,
+        resume=resume,
+        download=not args.no_download,
+        progress=not args.no_progress,
+        announce=announce,
+    )
     if args.json:
         print(json.dumps({"id": exp.id, "name": exp.name, "path": str(exp.path), **results}))
     else:
+        val = results.get("val_acc", results["best_val_acc"])
         print(
             f"best epoch {results['best_epoch']}/{results['epochs']}: "
-            f"val {results['best_val_acc']:.2%}, test {results['test_acc']:.2%}; "
-            f"{results['params']:,} params, {results['seconds'] / 60:.1f} min"
+            f"val {val:.2%}, test {results['test_acc']:.2%}; "
+            f"{results['params']:,} params, {results['seconds'] / 60:.1f} min\n"
+            f"trained network: {exp.path / 'files' / MODEL_ATTACHMENT}; prune it with "
+            f"`squeezr prune --from {exp.id} --repo {repo} ...`"
         )
     return 0
