@@ -1,4 +1,4 @@
-"""Analysis of finished pruning runs: block rankings, Kendall's tau, scratch-training shapes.
+"""Analysis of finished pruning runs: block rankings, Kendall's tau, scratch baselines.
 
 Everything here reads what ``squeezr.prune`` logged (``prune/step/<k>`` events), so any run in
 a dbx repository can be compared with any other without re-running it. Blocks keep their
@@ -15,11 +15,12 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
 from squeezr import dbx
+from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
 from squeezr.models import ResNet, load_model
-from squeezr.prune.experiment import attach_model, dataset_of, open_splits
-from squeezr.train import TrainConfig, fit, seed_everything
+from squeezr.prune.records import attach_model, dataset_of, open_splits
+from squeezr.train import TrainConfig, fit, resolve_device, seed_everything
 
 _STEP = re.compile(r"prune/step/(\d+)")
 
@@ -54,6 +55,36 @@ def ranking(records: Sequence[dict[str, Any]], step: int | None = None) -> dict[
     return ranks
 
 
+def ranking_table(exps: Iterable, step: int | None = None) -> pd.DataFrame:
+    """The rankings of runs at ``step`` (default: each run's last) as one row per run and
+    block, best-ranked first: ``run``, ``rank``, ``block``, ``removed_at`` (the step that
+    removed it, before step k) and ``saliency`` (its score at step k, if still there)."""
+    rows = []
+    for exp in exps:
+        records = step_records(exp)
+        ranks = ranking(records, step)
+        k = len(records) if step is None else step
+        removed_at = {b: r["step"] for r in records[: k - 1] for b in r["chosen"]}
+        scores = records[k - 1]["saliency"]
+        for block in sorted(ranks, key=lambda b: (ranks[b], b)):
+            rows.append(
+                {
+                    "run": _label(exp),
+                    "rank": ranks[block],
+                    "block": block,
+                    "removed_at": removed_at.get(block),
+                    "saliency": scores.get(str(block)),
+                }
+            )
+    # object columns keep "not removed" / "no score" as None (null in JSON, blank in a table)
+    columns = ["run", "rank", "block", "removed_at", "saliency"]
+    return pd.DataFrame(rows, columns=columns, dtype=object)
+
+
+def _label(exp) -> str:
+    return f"{exp.name} ({exp.id[:8]})"
+
+
 def kendall_tau(a: dict[int, float], b: dict[int, float]) -> float:
     """Kendall's tau-b between two rankings of the same blocks (ties handled by tau-b)."""
     if set(a) != set(b):
@@ -72,7 +103,7 @@ def tau_matrix(exps: Iterable, step: int | None = None) -> pd.DataFrame:
     exps = list(exps)
     if len(exps) < 2:
         raise UserError("compare needs at least two pruning experiments")
-    labels = [f"{e.name} ({e.id[:8]})" for e in exps]
+    labels = [_label(e) for e in exps]
     ranks = [ranking(step_records(e), step) for e in exps]
     rows = [[kendall_tau(r, s) for s in ranks] for r in ranks]
     return pd.DataFrame(rows, index=labels, columns=labels)
@@ -121,10 +152,10 @@ def step_rows(initial: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[
 # --------------------------------------------------------------------------- scratch baselines
 
 
-def pruned_shape(exp) -> tuple[tuple[int, int, int], int]:
-    """(blocks per group, classes) of an experiment's ``model.pt`` (e.g. a pruned network)."""
-    model = load_model(exp.attachment_path("model.pt"))
-    return model.config, model.num_classes
+def pruned_spec(exp) -> dict[str, Any]:
+    """The shape (``ResNet.spec()``) of an experiment's ``model.pt``, e.g. a pruned network:
+    removed blocks included, so leftover downsampling shortcuts are part of the shape."""
+    return load_model(exp.attachment_path("model.pt")).spec()
 
 
 def training_epochs(exp, repo: Any = None) -> int | None:
@@ -136,6 +167,16 @@ def training_epochs(exp, repo: Any = None) -> int | None:
     if epochs is None and source.get("kind") == "experiment":
         epochs = thaw(dbx.open(source["id"], repo=repo).params).get("train", {}).get("epochs")
     return int(epochs) if epochs is not None else None
+
+
+def scratch_model(spec: dict[str, Any], equal: bool, seed: int) -> ResNet:
+    """A freshly initialised network for the scratch comparison (seeded): the exact shape
+    ``spec`` describes (shortcuts of removed downsampling blocks kept), or with ``equal`` the
+    standard (n, n, n) ResNet with about as many blocks."""
+    seed_everything(seed)
+    if equal:
+        return ResNet(equal_config(sum(spec["remaining_config"])), num_classes=spec["num_classes"])
+    return ResNet.from_spec(spec)
 
 
 def train_scratch(
@@ -156,29 +197,31 @@ def train_scratch(
     arms of the comparison get the same number of epochs. Returns (experiment, FitResult).
     """
     source = dbx.open(like, repo=repo)
-    config, num_classes = pruned_shape(source)
-    if equal:
-        config = equal_config(sum(config))
-    epochs = epochs or training_epochs(source, repo)
+    spec = pruned_spec(source)
     if epochs is None:
-        raise UserError(f"{source.name} records no training budget; pass --epochs")
+        epochs = training_epochs(source, repo)
+        if epochs is None:
+            raise UserError(f"{source.name} records no training budget; pass --epochs")
     dataset = dataset_of(source.params)
     if dataset is None:
         raise UserError(f"{source.name} records no dataset; it is not a squeezr run")
     cfg = TrainConfig(epochs=epochs, seed=seed, device=device)
+    resolve_device(cfg.device)  # an unusable device fails before the experiment exists
+    model = scratch_model(spec, equal, seed)
+    arch = "equal" if equal else "pruned-shape"
+    shape = "-".join(map(str, model.config))
+    name = validate_name(name or f"scratch/{arch}/{shape}/{seed}")
+    splits = open_splits(dataset)
     params = {
-        "arch": "equal" if equal else "pruned-shape",
-        "config": list(config),
+        "arch": arch,
+        "config": list(model.config),
+        "spec": model.spec(),
         "dataset": dataset,
         "like": {"id": source.id, "name": source.name},
         "train": cfg.to_dict(),
     }
-    shape = "-".join(map(str, config))
-    exp = dbx.create(name or f"scratch/{shape}/{seed}", kind="train", params=params, repo=repo)
+    exp = dbx.create(name, kind="train", params=params, repo=repo)
     with exp:
-        splits = open_splits(dataset)
-        seed_everything(seed)
-        model = ResNet(config, num_classes=num_classes)
         result = fit(model, splits, cfg, exp=exp, progress=progress)
         attach_model(exp, model, "model.pt")
     return exp, result

@@ -93,10 +93,29 @@ def compute(name: str, model: torch.nn.Module, data, ctx: SaliencyContext) -> Sc
     was_training = model.training
     model.eval()
     try:
-        scores = chosen.fn(model, data, ctx)
+        with fixed_conv_algorithms():
+            scores = chosen.fn(model, data, ctx)
     finally:
         model.train(was_training)
     return {int(k): float(v) for k, v in scores.items()}
+
+
+@contextlib.contextmanager
+def fixed_conv_algorithms() -> Iterator[None]:
+    """cuDNN autotuning off while scoring (restored afterwards).
+
+    The trainer's fast path turns ``cudnn.benchmark`` on globally, which autotunes every new
+    input shape. The oracle's stacked candidate batches change shape from step to step (the
+    number of streams at each unit shrinks as blocks go), so with autotuning on every step
+    would pay for fresh tuning runs; cuDNN's heuristic choice costs nothing per shape and,
+    unlike timing-based tuning, picks the same kernels every time, so a re-run scores alike.
+    """
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
 
 
 def lowest(scores: Scores, count: int) -> list[int]:
@@ -152,9 +171,8 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
     twice and the GPU sees few, large kernels.
     """
     units = model.units()
-    remaining = set(model.block_ids())
-    order = [idx for idx, _ in units if idx in remaining]
-    correct = torch.zeros(len(order), dtype=torch.long, device=ctx.device)
+    slots = {idx: slot for slot, (_, idx) in enumerate(_block_positions(model))}
+    correct = torch.zeros(len(slots), dtype=torch.long, device=ctx.device)
     for x, y in batches(data, ctx):
         with ctx.autocast:
             h = model.stem(x)
@@ -162,14 +180,14 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
             for idx, unit in units:
                 if streams is not None:
                     streams = unit(streams)
-                if idx in remaining:
+                if idx in slots:  # a remaining block: its candidate stream starts here
                     start = bypass(model, idx, h)
                     streams = start if streams is None else torch.cat([streams, start])
                 h = unit(h)
-            logits = model.head(streams).view(len(order), len(y), -1)
+            logits = model.head(streams).view(len(slots), len(y), -1)
             correct += (logits.argmax(-1) == y).sum(1)
     errors = 1.0 - correct.double().cpu() / len(data)
-    return {idx: float(errors[slot]) for slot, idx in enumerate(order)}
+    return {idx: float(errors[slot]) for idx, slot in slots.items()}
 
 
 @torch.inference_mode()

@@ -83,17 +83,16 @@ class Schedule:
         return any(before < m <= after for m in self._listed_marks(total))
 
     def planned(self, total: int, blocks_per_step: int = 1) -> list[int]:
-        """Blocks-removed counts after which a high loop runs, thresholds aside.
+        """Blocks-removed counts after which a high loop runs when accuracy never drops.
 
-        This is the plan printed before a run and the table the tests check against the spec.
+        Asks :meth:`high_loop` step by step, exactly as the pruning loop does, so this is the
+        plan ``squeezr prune`` prints before a run (threshold loops come on top of it).
         """
-        if self.never:
-            return []
         plan = []
         removed = 0
         while removed < total:
             after = min(removed + blocks_per_step, total)
-            if after == total or self.mark_crossed(removed, after, total):
+            if self.high_loop(removed, after, total, after == total, 1.0, 1.0) is not None:
                 plan.append(after)
             removed = after
         return plan

@@ -1,10 +1,21 @@
 """Rankings and Kendall's tau from logged pruning steps."""
 
 import pytest
+import torch
 from scipy.stats import kendalltau
 
-from squeezr.analysis import equal_config, kendall_tau, ranking, step_records, step_rows, tau_matrix
+from squeezr.analysis import (
+    equal_config,
+    kendall_tau,
+    ranking,
+    ranking_table,
+    scratch_model,
+    step_records,
+    step_rows,
+    tau_matrix,
+)
 from squeezr.errors import UserError
+from squeezr.models import ResNet, count_params
 
 
 class FakeExp:
@@ -62,6 +73,36 @@ def test_tau_matrix_and_step_records():
         == matrix.iloc[1, 0]
         == pytest.approx(kendall_tau(ranking(RUN, 1), ranking(other, 1)))
     )
+
+
+def test_ranking_table_lists_each_runs_ranking():
+    other = steps(([4], {0: 0.5, 1: 0.3, 2: 0.1, 3: 0.4, 4: 0.0}))
+    table = ranking_table([FakeExp("a", RUN, "aaaaaaaaaa"), FakeExp("b", other, "bbbbbbbbbb")])
+    a = table[table["run"] == "a (aaaaaaaa)"]
+    assert list(a["block"]) == [2, 1, 0, 3, 4]  # removed 2, then 1's step; 0 and 3 tie
+    assert list(a["rank"]) == [0, 1, 2.5, 2.5, 4]
+    assert list(a["removed_at"]) == [1, None, None, None, None]  # 1 goes at step 2 (= k)
+    assert list(a["saliency"]) == [None, 0.2, 0.6, 0.6, 0.8]
+    b = table[table["run"] == "b (bbbbbbbb)"]
+    assert list(b["block"]) == [4, 2, 1, 3, 0]
+    step1 = ranking_table([FakeExp("a", RUN, "aaaaaaaaaa")], step=1)
+    assert list(step1["block"]) == [2, 1, 3, 0, 4] and set(step1["removed_at"]) == {None}
+
+
+def test_scratch_model_is_a_fresh_seeded_copy_of_the_pruned_shape():
+    torch.manual_seed(5)
+    pruned = ResNet((2, 2, 2), num_classes=4)
+    for i in (2, 4, 5):  # two downsampling blocks: their shortcuts stay
+        pruned.remove_block(i)
+    scratch = scratch_model(pruned.spec(), equal=False, seed=0)
+    assert scratch.spec() == pruned.spec()
+    assert count_params(scratch) == count_params(pruned) != count_params(ResNet((2, 1, 0), 4))
+    fresh, kept = scratch.state_dict(), pruned.state_dict()
+    assert not torch.equal(fresh["stem.0.weight"], kept["stem.0.weight"])  # re-initialised
+    again = scratch_model(pruned.spec(), equal=False, seed=0).state_dict()
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh)  # seeded
+    equal = scratch_model(pruned.spec(), equal=True, seed=0)
+    assert equal.config == (1, 1, 1) and not equal.removed
 
 
 def test_bad_input():

@@ -6,9 +6,11 @@ import pytest
 import torch
 
 from squeezr import dbx
+from squeezr.analysis import ranking, step_records
 from squeezr.cli import main
-from squeezr.models import ResNet, load_model, save_model
+from squeezr.models import ResNet, count_params, load_model, save_model
 from squeezr.prune import loop as loop_module
+from squeezr.train import FitResult
 
 DATASET = {"name": "synthetic", "synthetic_size": 120, "synthetic_classes": 4}
 FAST = ["--epochs", "1", "--batch-size", "32", "--device", "cpu", "--no-progress"]
@@ -32,11 +34,17 @@ def prune_cli(repo, *extra):
     return main(["prune", "--from", "train/tiny", "--repo", str(repo), *FAST, *extra])
 
 
+def experiments(repo):
+    return sorted(e.name for e in dbx.Repository(repo).experiments())
+
+
 def test_prune_records_everything(repo, capsys):
     rc = prune_cli(repo, "--target-blocks", "2", "--schedule", "uniform:2", "--name", "p/one")
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "2 blocks removed" in out
+    assert "plan: remove 2 blocks (1 per step) by oracle" in out  # printed before the run
+    assert "after 1, 2 blocks removed" in out
     exp = dbx.open("p/one", repo=repo)
     assert exp.kind == "prune"
     assert exp.params["prune"]["schedule"] == "uniform:2"
@@ -86,7 +94,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsy
         assert resumed[key] == whole[key], key
 
 
-def test_compare_and_scratch(repo, capsys):
+def test_compare_ranking_and_scratch(repo, capsys):
     for method in ("oracle", "weights-mean"):
         args = ["--target-blocks", "2", "--schedule", "none", "--method", method]
         assert prune_cli(repo, *args, "--name", f"p/{method}") == 0
@@ -99,21 +107,188 @@ def test_compare_and_scratch(repo, capsys):
     assert main(["compare", "p/oracle", "p/oracle", "--step", "9", "--repo", str(repo)]) == 2
     assert "--step must be between 1 and 2" in capsys.readouterr().err
 
+    assert main(["ranking", "p/oracle", "--step", "2", "--repo", str(repo), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    exp = dbx.open("p/oracle", repo=repo)
+    ranks = ranking(step_records(exp), 2)
+    assert [r["block"] for r in rows] == sorted(ranks, key=lambda b: (ranks[b], b))
+    assert [r["rank"] for r in rows] == sorted(ranks.values())
+    first = exp.results["order"][0]
+    assert rows[0]["block"] == first and rows[0]["removed_at"] == 1
+    assert rows[0]["saliency"] is None and rows[1]["saliency"] is not None
+    assert main(["ranking", "p/oracle", "p/weights-mean", "--repo", str(repo), "--csv"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1 + 2 * 4
+
     assert main(["scratch", "--like", "p/oracle", "--repo", str(repo), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "scratch",
+                "--like",
+                "p/oracle",
+                "--equal",
+                "--repo",
+                str(repo),
+                "--no-progress",
+                "--epochs",
+                "0",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     shape = dbx.open("p/oracle", repo=repo).results["config"]
-    scratch = dbx.open(f"scratch/{'-'.join(map(str, shape))}/0", repo=repo)
+    scratch = dbx.open(f"scratch/pruned-shape/{'-'.join(map(str, shape))}/0", repo=repo)
     assert list(scratch.params["config"]) == list(shape)
     assert scratch.params["train"]["epochs"] == 2  # the source network's training budget
     assert "test_acc" in scratch.results
+    equal = dbx.open("scratch/equal/1-1-1/0", repo=repo)  # 2 blocks left -> (1, 1, 1)
+    assert equal.params["train"]["epochs"] == 0  # --epochs 0 is kept, not replaced
+
+
+def test_scratch_trains_the_exact_pruned_shape(repo, tmp_path, capsys):
+    """A pruned downsampling block keeps its shortcut: the scratch model must too."""
+    torch.manual_seed(1)
+    pruned = ResNet((1, 1, 2), num_classes=4)
+    pruned.remove_block(2)  # the first block of group 3: its 1x1 shortcut stays
+    save_model(pruned, tmp_path / "pruned.pt")
+    params = {"dataset": DATASET, "train": {"epochs": 1}}
+    with dbx.create("p/manual", kind="prune", params=params, repo=repo) as exp:
+        exp.attach(tmp_path / "pruned.pt", name="model.pt")
+    assert main(["scratch", "--like", "p/manual", "--repo", str(repo), "--no-progress"]) == 0
+    capsys.readouterr()
+    (scratch,) = dbx.Repository(repo).experiments(prefix="scratch/")
+    trained = load_model(scratch.attachment_path("model.pt"))
+    assert count_params(trained) == count_params(pruned) != count_params(ResNet((1, 1, 1), 4))
+    assert trained.removed == [2]
+
+
+def test_fine_tuning_flags_reach_the_training_settings(repo, monkeypatch, capsys):
+    used = []
+
+    def recording_fit(model, splits, train_cfg, **kwargs):
+        used.append(train_cfg)
+        return FitResult(best_epoch=0, best_val_acc=0.0, test_acc=0.0, epochs_run=0, seconds=0.0)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    flags = ["--noise", "0.25", "--freeze-classifier", "--constant-lr", "--target-blocks", "1"]
+    assert prune_cli(repo, *flags) == 0, capsys.readouterr().err
+    (train_cfg,) = used
+    assert train_cfg.noise_eta == 0.25 and train_cfg.freeze_classifier
+    assert train_cfg.lr == 0.001 and train_cfg.milestones == ()
+    assert (train_cfg.epochs, train_cfg.batch_size) == (1, 32)
+
+
+def test_default_name_uses_the_normalised_schedule(repo, capsys):
+    assert prune_cli(repo, "--target-blocks", "1", "--schedule", " AT:1 + Threshold:0.5") == 0
+    assert "prune/oracle/at-1-threshold-0.5" in experiments(repo)
+
+
+def test_prune_from_a_training_checkpoint(repo, tmp_path, capsys):
+    torch.manual_seed(3)
+    save_model(ResNet((1, 1, 2), num_classes=4), tmp_path / "e0.pt")
+    with dbx.create("train/ckpt", kind="train", params={"dataset": DATASET}, repo=repo) as exp:
+        exp.attach(tmp_path / "e0.pt", name="checkpoints/epoch-0000.pt")
+        exp.attach(tmp_path / "e0.pt", name="model.pt")
+    base = ["prune", "--from", "train/ckpt", "--repo", str(repo), "--target-blocks", "1", *FAST]
+    assert main([*base, "--checkpoint", "7"]) == 2
+    assert "no checkpoint of epoch 7; its checkpoints: 0" in capsys.readouterr().err
+    assert main([*base, "--checkpoint", "0", "--name", "p/e0"]) == 0
+    source = dbx.open("p/e0", repo=repo).params["source"]
+    assert source["checkpoint"] == 0 and source["attachment"] == "checkpoints/epoch-0000.pt"
+    assert main([*base, "--checkpoint", "0", "--from", str(tmp_path / "e0.pt")]) == 2
+    assert "--checkpoint picks a checkpoint of an experiment" in capsys.readouterr().err
 
 
 def test_bad_sources_and_flags(repo, capsys):
     assert main(["prune", "--from", "nowhere", "--repo", str(repo), "--target-blocks", "1"]) == 2
     assert "neither a checkpoint file nor an experiment" in capsys.readouterr().err
-    assert prune_cli(repo, "--target-blocks", "9") == 2
-    assert "impossible" in capsys.readouterr().err
     assert prune_cli(repo, "--target-size", "resnet20", "--milestones", "x") == 2
     assert "--milestones" in capsys.readouterr().err
     assert main(["prune", "--repo", str(repo)]) == 2
     assert "--from SOURCE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--target-blocks", "99"], "impossible"),
+        (["--target-blocks", "0"], "impossible"),
+        (["--target-left", "6"], "impossible"),
+        (["--target-params", "5"], "every block removed"),
+        (["--target-params", "10000000"], "already has"),
+        (["--target-macs", "10000000000"], "already has"),
+        (["--target-params", "70000", "--schedule", "uniform:2"], "block-count target"),
+        (["--target-blocks", "2", "--lr", "-1", "--schedule", "once"], "lr"),
+        (["--target-blocks", "2", "--batch-size", "0"], "batch_size"),
+        (["--target-blocks", "2", "--milestones", "0"], "milestone"),
+        (["--target-blocks", "2", "--noise", "nan"], "noise"),
+        (["--target-blocks", "2", "--epochs", "0"], "--epochs"),
+        (["--target-blocks", "2", "--device", "tpu"], "device"),
+        (["--target-blocks", "2", "--device", "tpu", "--schedule", "none"], "device"),
+        (["--target-blocks", "2", "--name", "a//b"], "empty part"),
+        (["--target-blocks", "2", "--recompute-every", "-1"], "--recompute-every"),
+    ],
+)
+def test_bad_flags_create_nothing_and_spend_no_compute(repo, monkeypatch, capsys, flags, message):
+    def no_compute(*args, **kwargs):
+        raise AssertionError("compute was spent before the flags were checked")
+
+    monkeypatch.setattr(loop_module, "fit", no_compute)
+    monkeypatch.setattr(loop_module, "evaluate", no_compute)
+    monkeypatch.setattr(loop_module.saliency, "compute", no_compute)
+    before = experiments(repo)
+    assert prune_cli(repo, *flags) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("squeezr: error: ") and err.count("\n") == 1
+    assert experiments(repo) == before == ["train/tiny"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_a_gpu_creates_nothing(repo, capsys):
+    assert prune_cli(repo, "--target-blocks", "2", "--device", "cuda") == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert experiments(repo) == ["train/tiny"]
+
+
+def test_resume_checks_before_it_starts_a_run(repo, capsys):
+    train = dbx.open("train/tiny", repo=repo)
+    runs = train.run_numbers()
+    assert main(["prune", "--resume", "train/tiny", "--repo", str(repo), "--no-progress"]) == 2
+    assert "is not a pruning run" in capsys.readouterr().err
+    assert dbx.open("train/tiny", repo=repo).run_numbers() == runs
+
+    assert prune_cli(repo, "--target-blocks", "1", "--schedule", "none", "--name", "p/done") == 0
+    done_runs = dbx.open("p/done", repo=repo).run_numbers()
+    capsys.readouterr()
+    assert main(["prune", "--resume", "p/done", "--repo", str(repo), "--no-progress"]) == 2
+    assert "already finished" in capsys.readouterr().err
+    assert dbx.open("p/done", repo=repo).run_numbers() == done_runs
+
+
+def test_train_then_prune_workflow(tmp_path, monkeypatch, capsys):
+    """`squeezr train ... --name base` then `squeezr prune --from base`: the pruning run reads
+    the training's model, checkpoints and data options (subset, held-out pruning set)."""
+    repo = str(tmp_path / "repo")
+    train = ["train", "--config", "1,1,1", "--dataset", "synthetic", "--epochs", "1"]
+    train += ["--train-images", "100", "--pruning-set", "--checkpoint-every", "1"]
+    train += ["--device", "cpu", "--no-progress", "--repo", repo, "--name", "base"]
+    assert main(train) == 0, capsys.readouterr().err
+    seen = []
+
+    def recording_fit(model, splits, train_cfg, **kwargs):
+        seen.append(splits)
+        return FitResult(best_epoch=0, best_val_acc=0.0, test_acc=0.0, epochs_run=0, seconds=0.0)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    for checkpoint in ([], ["--checkpoint", "1"]):
+        args = ["prune", "--from", "base", "--repo", repo, "--target-blocks", "1", *FAST]
+        assert main([*args, *checkpoint]) == 0, capsys.readouterr().err
+    splits = seen[-1]
+    assert len(splits.train) == 100 and splits.prune is not None  # as the training had it
+    runs = list(dbx.Repository(repo).experiments(kind="prune"))
+    assert sorted(e.params["source"]["attachment"] for e in runs) == [
+        "checkpoints/epoch-0001.pt",
+        "model.pt",
+    ]
+    assert all(e.params["dataset"]["train_images"] == 100 for e in runs)

@@ -7,9 +7,10 @@ import torch
 
 from squeezr.errors import UserError
 from squeezr.models import ResNet, block_params, count_macs, count_params
-from squeezr.prune import PruneConfig, load_state, make_target, preset_blocks, prune
+from squeezr.prune import PruneConfig, load_state, make_target, plan_run, preset_blocks, prune
 from squeezr.prune import loop as loop_module
 from squeezr.prune.targets import Target
+from squeezr.train import FitResult
 
 
 class Split(NS):
@@ -160,37 +161,151 @@ def test_budget_targets_stop_once_met(splits):
     assert count_macs(result.model) <= macs
 
 
+def _same_run(resumed, reference):
+    """Resumed and uninterrupted runs agree on every record, weight and total (not times)."""
+    assert chosen(resumed) == chosen(reference)
+
+    def timeless(record):
+        out = {k: v for k, v in record.items() if "seconds" not in k and k != "loops"}
+        out["loops"] = {
+            name: {k: v for k, v in loop.items() if k != "seconds"}
+            for name, loop in record.get("loops", {}).items()
+        }
+        return out
+
+    for a, b in zip(resumed.steps, reference.steps, strict=True):
+        assert timeless(a) == timeless(b)
+    ref_state = reference.model.state_dict()
+    for name, value in resumed.model.state_dict().items():
+        torch.testing.assert_close(value, ref_state[name], rtol=0, atol=0)
+    assert timeless(resumed.summary) == timeless(reference.summary)
+
+
+def _dying_fit(monkeypatch, when):
+    """Replace the loop's ``fit`` by one that raises KeyboardInterrupt once ``when(prefix,
+    epoch)`` says so: epoch 0 = before the loop starts, e >= 1 = after epoch e is saved."""
+    real_fit = loop_module.fit
+
+    def fit(*args, prefix="", **kwargs):
+        if when(prefix, 0):
+            raise KeyboardInterrupt
+
+        def on_epoch_end(epoch, row):
+            if when(prefix, epoch):
+                raise KeyboardInterrupt
+
+        return real_fit(*args, prefix=prefix, on_epoch_end=on_epoch_end, **kwargs)
+
+    monkeypatch.setattr(loop_module, "fit", fit)
+
+
+def _counting_saliency(monkeypatch):
+    calls = []
+    real = loop_module.saliency.compute
+
+    def compute(name, model, data, ctx):
+        calls.append(len(model.block_ids()))
+        return real(name, model, data, ctx)
+
+    monkeypatch.setattr(loop_module.saliency, "compute", compute)
+    return calls
+
+
 def test_resume_after_a_kill_gives_the_same_run(splits, tmp_path, monkeypatch):
     settings = cfg(target=Target("removed", 4), method="block-gradient", schedule="every:1")
     reference = prune(model(), splits, settings, state_path=tmp_path / "a.pt", progress=False)
 
-    calls = {"n": 0}
-    real_fit = loop_module.fit
-
-    def dying_fit(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:  # killed while fine-tuning step 3
-            raise KeyboardInterrupt
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(loop_module, "fit", dying_fit)
+    _dying_fit(monkeypatch, lambda prefix, epoch: prefix == "prune/step/3/finetune")
     with pytest.raises(KeyboardInterrupt):
         prune(model(), splits, settings, state_path=tmp_path / "b.pt", progress=False)
-    assert len(load_state(tmp_path / "b.pt")["steps"]) == 2
+    state = load_state(tmp_path / "b.pt")
+    assert len(state["steps"]) == 2
+    assert state["pending"]["record"]["step"] == 3  # chosen, removed, not yet fine-tuned
+    monkeypatch.undo()
     resumed = prune(model(), splits, settings, state_path=tmp_path / "b.pt", progress=False)
+    _same_run(resumed, reference)
 
-    assert chosen(resumed) == chosen(reference)
-    for a, b in zip(resumed.steps, reference.steps, strict=True):
-        assert {k: v for k, v in a.items() if "seconds" not in k and k != "loops"} == {
-            k: v for k, v in b.items() if "seconds" not in k and k != "loops"
-        }
-    ref_state = reference.model.state_dict()
-    for name, value in resumed.model.state_dict().items():
-        torch.testing.assert_close(value, ref_state[name], rtol=0, atol=0)
-    drop = ("seconds",)
-    assert {k: v for k, v in resumed.summary.items() if k not in drop} == {
-        k: v for k, v in reference.summary.items() if k not in drop
+
+def test_a_kill_mid_fine_tuning_keeps_the_chosen_block(splits, tmp_path, monkeypatch):
+    """Killed after epoch 1 of step 3's loop: the resume must not score step 3 again (a GPU
+    oracle could choose differently) and must continue the loop from its epoch-1 state."""
+    settings = cfg(target=Target("removed", 4), schedule="every:1", epochs=2)
+    reference = prune(model(), splits, settings, state_path=tmp_path / "a.pt", progress=False)
+
+    _dying_fit(monkeypatch, lambda prefix, epoch: (prefix, epoch) == ("prune/step/3/finetune", 1))
+    with pytest.raises(KeyboardInterrupt):
+        prune(model(), splits, settings, state_path=tmp_path / "b.pt", progress=False)
+    loop_file = tmp_path / "b.prune-step-3-finetune.pt"
+    assert loop_file.is_file()
+    monkeypatch.undo()
+    calls = _counting_saliency(monkeypatch)
+    resumed = prune(model(), splits, settings, state_path=tmp_path / "b.pt", progress=False)
+    assert calls == [3]  # step 4 only (3 blocks left before it): step 3 was not re-scored
+    assert not loop_file.exists()
+    _same_run(resumed, reference)
+
+
+def test_a_kill_in_the_high_loop_does_not_repeat_the_low_loop(splits, tmp_path, monkeypatch):
+    settings = cfg(target=Target("removed", 3), schedule="low-high:1+every:2", method="random")
+    reference = prune(model(), splits, settings, state_path=tmp_path / "a.pt", progress=False)
+
+    _dying_fit(monkeypatch, lambda prefix, epoch: prefix == "prune/step/2/finetune")
+    with pytest.raises(KeyboardInterrupt):
+        prune(model(), splits, settings, state_path=tmp_path / "b.pt", progress=False)
+    monkeypatch.undo()
+    prefixes = []
+    real_fit = loop_module.fit
+
+    def recording_fit(*args, prefix="", **kwargs):
+        prefixes.append(prefix)
+        return real_fit(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    resumed = prune(model(), splits, settings, state_path=tmp_path / "b.pt", progress=False)
+    assert prefixes == [
+        "prune/step/2/finetune",
+        "prune/step/3/finetune/low",
+        "prune/step/3/finetune",
+    ]
+    _same_run(resumed, reference)
+
+
+def test_low_and_high_loops_of_a_step_get_their_own_seeds(splits, monkeypatch):
+    seeds = {}
+    real_fit = loop_module.fit
+
+    def recording_fit(model, splits, train_cfg, *args, prefix="", **kwargs):
+        seeds[prefix] = train_cfg.seed
+        return real_fit(model, splits, train_cfg, *args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    prune(model(), splits, cfg(schedule="low-high:1", method="random"), progress=False)
+    assert set(seeds) == {
+        "prune/step/1/finetune/low",
+        "prune/step/2/finetune/low",
+        "prune/step/3/finetune/low",
+        "prune/step/3/finetune",
     }
+    assert len(set(seeds.values())) == 4
+
+
+def test_fine_tuning_uses_the_configured_training_settings(splits, monkeypatch):
+    used = []
+
+    def recording_fit(model, splits, train_cfg, **kwargs):
+        used.append(train_cfg)
+        return FitResult(best_epoch=0, best_val_acc=0.0, test_acc=0.0, epochs_run=0, seconds=0.0)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    settings = cfg(
+        schedule="once", noise=0.5, freeze_classifier=True, lr=0.001, milestones=(), epochs=3
+    )
+    prune(model(), splits, settings, progress=False)
+    (train_cfg,) = used
+    assert train_cfg == settings.train_config(3, seed=train_cfg.seed)
+    assert (train_cfg.noise_eta, train_cfg.freeze_classifier) == (0.5, True)
+    assert (train_cfg.lr, train_cfg.milestones, train_cfg.epochs) == (0.001, (), 3)
+    assert train_cfg.restore_best and train_cfg.initial_is_candidate
 
 
 def test_resume_with_other_settings_is_refused(splits, tmp_path):
@@ -237,15 +352,58 @@ def test_bad_targets(kwargs, message):
     ("kwargs", "message"),
     [
         ({"target": Target("removed", 7)}, "impossible"),
+        ({"target": Target("removed", 0)}, "impossible"),
         ({"target": Target("left", 6)}, "impossible"),
+        ({"target": Target("left", 7)}, "impossible"),
         ({"target": Target("params", 10)}, "every block removed"),
-        ({"target": Target("params", 10**9), "schedule": "uniform:2"}, "block-count target"),
+        ({"target": Target("params", 10**9)}, "already has"),
+        ({"target": Target("macs", 10**12)}, "already has"),
+        ({"target": Target("params", 170_000), "schedule": "uniform:2"}, "block-count target"),
         ({"method": "magic"}, "unknown saliency method"),
         ({"schedule": "sometimes"}, "unknown schedule term"),
         ({"selection": "test"}, "--selection"),
         ({"blocks_per_step": 0}, "--blocks-per-step"),
+        ({"eval_batch_size": 0}, "eval_batch_size"),
+        ({"lr": -1.0}, "fine-tuning setting: lr"),
+        ({"lr": float("nan")}, "fine-tuning setting: lr"),
+        ({"batch_size": 0}, "fine-tuning setting: batch_size"),
+        ({"milestones": (0,)}, "fine-tuning setting: .*milestone"),
+        ({"noise": float("nan")}, "fine-tuning setting: noise"),
+        ({"noise": -0.1}, "fine-tuning setting: noise"),
+        ({"epochs": 0}, "--epochs"),
+        ({"device": "tpu"}, "device"),
     ],
 )
-def test_bad_settings(splits, kwargs, message):
+def test_bad_settings_fail_before_any_compute(splits, monkeypatch, kwargs, message):
+    def no_compute(*args, **kwargs):
+        raise AssertionError("compute was spent before the settings were checked")
+
+    monkeypatch.setattr(loop_module, "fit", no_compute)
+    monkeypatch.setattr(loop_module, "evaluate", no_compute)
+    monkeypatch.setattr(loop_module.saliency, "compute", no_compute)
+    m = model()
+    assert count_params(m) > 170_000 > count_params(m) - sum(block_params(m).values())
     with pytest.raises(UserError, match=message):
-        prune(model(), splits, cfg(**kwargs), progress=False)
+        prune(m, splits, cfg(**kwargs), progress=False)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
+def test_cuda_without_a_gpu_is_a_user_error(splits):
+    with pytest.raises(UserError, match="no CUDA GPU"):
+        prune(model(), splits, cfg(device="cuda"), progress=False)
+
+
+def test_plan_describes_the_run(splits):
+    plan = plan_run(model(), splits, cfg(schedule="uniform:2+threshold:0.05"))
+    assert plan.total == 3 and plan.loops_after() == [1, 3]
+    text = plan.describe()
+    assert "remove 3 blocks" in text and "after 1, 3 blocks removed" in text
+    assert "more than 0.05" in text
+    budget = plan_run(model(), splits, cfg(target=Target("params", 170_000), schedule="every:2"))
+    assert budget.total is None and budget.loops_after() is None
+    assert "until params <= 170,000" in budget.describe()
+
+
+def test_schedule_none_does_not_check_fine_tuning_settings(splits):
+    settings = cfg(schedule="none", epochs=0, lr=-1.0, method="weights-mean")
+    assert len(prune(model(), splits, settings, progress=False).steps) == 3

@@ -220,3 +220,21 @@ def test_bad_input():
         saliency.compute("magic", model, None, ctx())
     with pytest.raises(UserError, match="needs selection data"):
         saliency.compute("oracle", model, make_split(0), ctx())
+
+
+def test_scoring_runs_without_cudnn_autotuning_and_restores_it(monkeypatch):
+    seen = []
+
+    @saliency.method("test-flag", needs_data=False)
+    def flag(model, data, ctx):
+        """Records the autotuning flag (test only)."""
+        seen.append(torch.backends.cudnn.benchmark)
+        return {i: 0.0 for i in model.block_ids()}
+
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    try:
+        saliency.compute("test-flag", scrambled((1, 1, 1)), None, ctx())
+    finally:
+        del saliency.METHODS["test-flag"]
+    assert seen == [False]
+    assert torch.backends.cudnn.benchmark is True

@@ -1,12 +1,23 @@
-"""Fine-tuning schedules fire at exactly the steps the spec defines."""
+"""Fine-tuning schedules fire at exactly the steps the spec defines.
+
+The table is checked twice: against ``Schedule.planned`` (the plan printed before a run) and
+against the pruning loop itself, driven step by step with fine-tuning replaced by a recorder,
+so the decisions tested are the ones a run makes.
+"""
+
+from types import SimpleNamespace as NS
 
 import pytest
+import torch
 
 from squeezr.errors import UserError
+from squeezr.models import ResNet
+from squeezr.prune import PruneConfig, Target, prune
+from squeezr.prune import loop as loop_module
 from squeezr.schedules import FINAL, MARK, THRESHOLD, parse
+from squeezr.train import FitResult
 
-
-@pytest.mark.parametrize(
+TABLE = pytest.mark.parametrize(
     ("text", "total", "per_step", "expected"),
     [
         ("none", 27, 1, []),
@@ -28,8 +39,56 @@ from squeezr.schedules import FINAL, MARK, THRESHOLD, parse
         ("every:2", 9, 4, [4, 8, 9]),
     ],
 )
+
+
+@TABLE
 def test_planned_loops(text, total, per_step, expected):
     assert parse(text).planned(total, per_step) == expected
+
+
+class _Split(NS):
+    def __len__(self):
+        return len(self.y)
+
+
+def _tiny_splits():
+    g = torch.Generator().manual_seed(0)
+
+    def split(n):
+        return _Split(
+            x=torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8),
+            y=torch.randint(0, 2, (n,), generator=g),
+        )
+
+    return NS(train=split(4), val=split(4), test=split(4), mean=[0.5] * 3, std=[0.25] * 3)
+
+
+@TABLE
+def test_the_loop_fine_tunes_where_the_table_says(monkeypatch, text, total, per_step, expected):
+    """Drive the real loop (random saliency, fine-tuning recorded instead of run)."""
+    high_loops = []
+
+    def recording_fit(model, splits, cfg, exp=None, prefix="", **kwargs):
+        if not prefix.endswith("/low"):
+            high_loops.append(int(prefix.split("/")[2]))  # prune/step/<k>/finetune
+        return FitResult(best_epoch=0, best_val_acc=0.0, test_acc=0.0, epochs_run=0, seconds=0)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    torch.manual_seed(0)
+    model = ResNet((15, 15, 15), num_classes=2)  # 45 blocks: room for every row
+    cfg = PruneConfig(
+        target=Target("removed", total),
+        method="random",
+        schedule=text,
+        blocks_per_step=per_step,
+        epochs=1,
+        device="cpu",
+    )
+    result = prune(model, _tiny_splits(), cfg, progress=False)
+    by_step = {s["step"]: s for s in result.steps}
+    marked = [s["blocks_removed"] for s in result.steps if s["finetune"] in (MARK, FINAL)]
+    assert marked == expected
+    assert high_loops == [k for k, s in by_step.items() if s["finetune"] is not None]
 
 
 def test_threshold_fires_on_drop_since_reference():

@@ -1,7 +1,8 @@
-"""``squeezr compare`` and ``squeezr scratch``: the analyses of finished pruning runs.
+"""``squeezr compare``, ``ranking`` and ``scratch``: the analyses of finished pruning runs.
 
 ``compare EXP1 EXP2 ... [--step K]`` prints Kendall's tau between the block rankings of the
 runs (removed blocks in removal order, then the rest by saliency at step K).
+``ranking EXP ... [--step K]`` prints those rankings themselves, one row per run and block.
 ``scratch --like EXP [--equal]`` trains the pruned shape of EXP (or the equal-groups shape of
 about as many blocks) from a random init with the same epoch budget, as a new experiment.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from squeezr import dbx
-from squeezr.analysis import tau_matrix, train_scratch
+from squeezr.analysis import ranking_table, tau_matrix, train_scratch
 from squeezr.cli.prune import default_repo
 from squeezr.clikit import add_output_options, emit
 
@@ -24,10 +25,22 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("experiments", nargs="+", metavar="EXP", help="pruning experiments (2 or more)")
-    p.add_argument("--step", type=int, help="ranking after this step (default: each run's last)")
+    p.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
     p.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
     add_output_options(p)
     p.set_defaults(func=run_compare)
+
+    r = subparsers.add_parser(
+        "ranking",
+        help="the block rankings of pruning runs at a step",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    r.add_argument("experiments", nargs="+", metavar="EXP", help="pruning experiments")
+    r.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
+    r.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
+    add_output_options(r)
+    r.set_defaults(func=run_ranking)
 
     s = subparsers.add_parser(
         "scratch",
@@ -40,17 +53,29 @@ def register(subparsers) -> None:
     s.add_argument("--epochs", type=int, help="budget (default: the original training's)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    s.add_argument("--name", help="experiment name (default: scratch/<n1-n2-n3>/<seed>)")
+    s.add_argument(
+        "--name",
+        help="experiment name (default: scratch/pruned-shape/<n1-n2-n3>/<seed>, "
+        "with --equal scratch/equal/<n-n-n>/<seed>)",
+    )
     s.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
     s.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=run_scratch)
 
 
-def run_compare(args: argparse.Namespace) -> int:
+def _open_all(args: argparse.Namespace) -> list:
     repo = default_repo(args.repo)
-    exps = [dbx.open(ref, repo=repo) for ref in args.experiments]
-    matrix = tau_matrix(exps, args.step)
+    return [dbx.open(ref, repo=repo) for ref in args.experiments]
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    matrix = tau_matrix(_open_all(args), args.step)
     emit(matrix.round(4).reset_index(names="run"), args.fmt)
+    return 0
+
+
+def run_ranking(args: argparse.Namespace) -> int:
+    emit(ranking_table(_open_all(args), args.step), args.fmt)
     return 0
 
 

@@ -1,13 +1,16 @@
 """``squeezr prune``: greedy block-by-block pruning of a trained ResNet, recorded in dbx.
 
 Example: ``squeezr prune --from train/resnet110/s0 --method oracle --target-size resnet56
---schedule uniform:4 --epochs 50``. ``--resume EXP`` continues a killed run from its last
-completed step with its recorded settings.
+--schedule uniform:4 --epochs 50``. ``--from`` takes an experiment (its model.pt, or with
+``--checkpoint E`` its training checkpoint of epoch E) or a model file (with ``--dataset``).
+``--resume EXP`` continues a killed run from its last completed step with its recorded
+settings. Every setting is checked, and the plan printed, before anything is created.
 """
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 
 from squeezr import dbx, saliency, schedules
 from squeezr.analysis import step_rows
@@ -15,7 +18,22 @@ from squeezr.cli.options import parse_milestones
 from squeezr.clikit import add_output_options, emit
 from squeezr.errors import UserError
 from squeezr.prune import PruneConfig, make_target
-from squeezr.prune.experiment import resume_experiment, run_experiment
+from squeezr.prune.experiment import prepare_resume, prepare_run
+
+
+def methods_help() -> str:
+    """The ``--method`` choices with the first line of each method's docstring."""
+    width = max(map(len, saliency.METHODS)) + 4
+    lines = [
+        textwrap.fill(
+            f"  {name:<{width - 2}}{m.doc}",
+            width=100,
+            subsequent_indent=" " * width,
+            break_on_hyphens=False,
+        )
+        for name, m in sorted(saliency.METHODS.items())
+    ]
+    return "saliency methods (--method; the lowest score is removed first):\n" + "\n".join(lines)
 
 
 def register(subparsers) -> None:
@@ -23,11 +41,18 @@ def register(subparsers) -> None:
         "prune",
         help="prune a trained ResNet block by block",
         description=__doc__,
+        epilog=methods_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_argument_group("source (one of)")
-    src.add_argument("--from", dest="source", help="experiment (id, prefix, name) or checkpoint")
+    src.add_argument("--from", dest="source", help="experiment (id, prefix, name) or model file")
     src.add_argument("--resume", metavar="EXP", help="continue this pruning experiment")
+    p.add_argument(
+        "--checkpoint",
+        type=int,
+        metavar="EPOCH",
+        help="start from this epoch's training checkpoint of the --from experiment",
+    )
     p.add_argument(
         "--repo", default=None, help="dbx repository (default: $DBX_REPO, ./experiments)"
     )
@@ -41,7 +66,9 @@ def register(subparsers) -> None:
     tgt.add_argument("--target-params", type=int, help="parameter budget")
     tgt.add_argument("--target-macs", type=int, help="multiply-accumulate budget")
     sel = p.add_argument_group("selection")
-    sel.add_argument("--method", default="oracle", choices=sorted(saliency.METHODS))
+    sel.add_argument(
+        "--method", default="oracle", choices=sorted(saliency.METHODS), help="see below"
+    )
     sel.add_argument("--selection", default="val", choices=("val", "prune"))
     sel.add_argument("--blocks-per-step", type=int, default=1)
     sel.add_argument(
@@ -67,7 +94,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> PruneConfig:
     """The PruneConfig the flags describe (``--constant-lr`` = lr 0.001, no milestones)."""
     target = make_target(
         blocks=args.target_blocks,
@@ -111,20 +138,25 @@ def default_repo(path: str | None):
 def run(args: argparse.Namespace) -> int:
     if (args.source is None) == (args.resume is None):
         raise UserError("give either --from SOURCE (a new run) or --resume EXP")
+    repo = default_repo(args.repo)
     if args.resume:
-        repo = default_repo(args.repo)
-        exp, result = resume_experiment(args.resume, repo=repo, progress=args.progress)
+        if args.checkpoint is not None:
+            raise UserError("--checkpoint goes with --from; a resumed run keeps its source")
+        prepared = prepare_resume(args.resume, repo=repo)
     else:
         cfg = config_from_args(args)  # bad flags fail before anything is loaded
         dataset = {"name": args.dataset, "data_dir": args.data_dir} if args.dataset else None
-        exp, result = run_experiment(
+        prepared = prepare_run(
             args.source,
             cfg,
-            repo=default_repo(args.repo),
+            repo=repo,
             name=args.name,
             dataset=dataset,
-            progress=args.progress,
+            checkpoint=args.checkpoint,
         )
+    if args.fmt == "table":
+        print(prepared.plan.describe(), flush=True)
+    exp, result = prepared.start(args.progress)
     emit(step_rows(result.initial, result.steps), args.fmt)
     s = result.summary
     if args.fmt == "table":

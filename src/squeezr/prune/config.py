@@ -37,19 +37,30 @@ class PruneConfig:
     device: str = "auto"
 
     def validate(self) -> None:
-        """UserError for settings that cannot work, before any compute is spent."""
+        """UserError for settings that cannot work, before any compute is spent.
+
+        Checks the settings on their own, including the fine-tuning :class:`TrainConfig` every
+        loop will use; what depends on the model and data is checked by
+        :func:`squeezr.prune.plan.plan_run`.
+        """
         saliency.get(self.method)
-        schedules.parse(self.schedule)
+        schedule = schedules.parse(self.schedule)
         if self.selection not in ("val", "prune"):
             raise UserError(f"--selection must be 'val' or 'prune', not {self.selection!r}")
         if self.blocks_per_step < 1:
             raise UserError("--blocks-per-step must be at least 1")
         if self.recompute_every < 0:
             raise UserError("--recompute-every must be 0 (once) or a positive number of steps")
-        if self.epochs < 1 and schedules.parse(self.schedule).text != "none":
+        if self.eval_batch_size < 1:
+            raise UserError(f"eval_batch_size must be at least 1, not {self.eval_batch_size}")
+        if schedule.never:
+            return
+        if self.epochs < 1:
             raise UserError("--epochs must be at least 1 (or use --schedule none)")
-        if self.noise < 0:
-            raise UserError("--noise must not be negative")
+        try:  # low loops differ only in their (positive) epoch count
+            self.train_config(self.epochs, seed=self.seed)
+        except UserError as exc:
+            raise UserError(f"bad fine-tuning setting: {exc}") from None
 
     def params(self) -> dict[str, Any]:
         """JSON-able form, as recorded in the experiment (and compared on resume)."""
@@ -62,13 +73,18 @@ class PruneConfig:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PruneConfig:
         """Inverse of ``params()`` (used to resume a run from its experiment record)."""
-        values = dict(params)
-        values["target"] = Target(**dict(values["target"]))
-        values["milestones"] = tuple(values["milestones"])
+        try:
+            values = dict(params)
+            values["target"] = Target(**dict(values["target"]))
+            values["milestones"] = tuple(values["milestones"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"the recorded pruning settings are unreadable ({exc!r})") from None
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in values.items() if k in known})
 
     def train_config(self, epochs: int, seed: int) -> TrainConfig:
+        """The settings of one fine-tuning loop of ``epochs`` epochs (best epoch restored,
+        the loop's starting weights included as a candidate)."""
         return TrainConfig(
             epochs=epochs,
             lr=self.lr,

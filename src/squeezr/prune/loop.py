@@ -3,9 +3,14 @@
 One step: score the remaining blocks (``saliency``), remove the lowest ``blocks_per_step``,
 evaluate, fine-tune if the schedule says so (``schedules``; ``train.fit`` restores the
 best-validation epoch), account parameters, MACs, epochs and epoch-parameter cost, log it all
-as the dbx event ``prune/step/<k>``, and save a resume state atomically. A run killed at any
-point resumes from its last completed step and, because every random number comes from state
-that is saved with it, ends exactly as an uninterrupted run would.
+as the dbx event ``prune/step/<k>``, and save a resume state atomically.
+
+Resume: the state is saved after every completed step and also *within* a step, once the
+blocks are chosen and removed and again after a low fine-tuning loop. A run killed during
+fine-tuning therefore continues with the blocks it had already chosen (on a GPU the bf16
+oracle is not bit-reproducible, so choosing again could pick another block) and the loop's
+own per-epoch resume file. Every random number comes from state that is saved, so on CPU a
+resumed run ends exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from squeezr import saliency, schedules
+from squeezr import saliency
 from squeezr.errors import UserError
-from squeezr.models import ResNet, block_macs, block_params, count_macs, count_params
+from squeezr.models import ResNet, count_macs, count_params
 from squeezr.prune.config import PruneConfig
+from squeezr.prune.plan import plan_run
 from squeezr.prune.state import STATE_VERSION, load_state, save_state
-from squeezr.train import evaluate, fit, resolve_device
+from squeezr.train import evaluate, fit
 
 
 @dataclass
@@ -67,6 +73,15 @@ class PruneResult:
     initial: dict[str, Any] = field(default_factory=dict)
 
 
+def place(model: ResNet, device: torch.device) -> ResNet:
+    """Put ``model`` on ``device`` as the whole run uses it: channels_last on CUDA (what the
+    trainer's fast path and the oracle's NHWC inputs run fastest with)."""
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def _accuracy(model: ResNet, split, splits, cfg: PruneConfig, device: torch.device) -> float:
     """Accuracy as the trainer measures it (bf16 on CUDA, exact fp32 on CPU)."""
     return evaluate(
@@ -88,21 +103,22 @@ def _evaluate(model: ResNet, splits, cfg: PruneConfig, device: torch.device) -> 
 
 
 class _Pruner:
-    """State of one pruning run; ``run`` drives it step by step."""
+    """State of one pruning run; ``run`` drives it step by step.
+
+    ``pending`` is the step in progress once its blocks are removed: its partial record,
+    the fine-tuning loops finished so far and the seconds spent; it is saved with the state
+    so that a resumed run finishes that step instead of choosing again.
+    """
 
     def __init__(self, model, splits, cfg, exp, state_path, progress):
-        cfg.validate()
+        plan = plan_run(model, splits, cfg)
         self.model, self.splits, self.cfg, self.exp = model, splits, cfg, exp
-        self.schedule = schedules.parse(cfg.schedule)
-        self.device = resolve_device(cfg.device)
-        self.data = splits.val if cfg.selection == "val" else splits.prune
-        if self.data is None:
-            raise UserError(
-                "--selection prune needs a pruning set; load the dataset with pruning_set=True"
-            )
-        self.total = cfg.target.blocks_to_remove(model)
-        self._check_budget_reachable()
-        self.schedule.check(self.total)
+        self.schedule, self.device, self.total, self.data = (
+            plan.schedule,
+            plan.device,
+            plan.total,
+            plan.data,
+        )
         self.state_path = state_path
         self.progress = progress
         self.ctx = saliency.SaliencyContext(
@@ -118,19 +134,8 @@ class _Pruner:
         self.initial: dict[str, Any] = {}
         self.ref_acc = math.nan
         self.accounting = Accounting(count_params(model), count_macs(model))
-
-    def _check_budget_reachable(self) -> None:
-        target = self.cfg.target
-        if target.kind not in ("params", "macs"):
-            return
-        per_block = block_params(self.model) if target.kind == "params" else block_macs(self.model)
-        whole = count_params(self.model) if target.kind == "params" else count_macs(self.model)
-        floor = whole - sum(per_block.values())
-        if target.value < floor:
-            raise UserError(
-                f"--target-{target.kind} {target.value} is below {floor}, the size of this model "
-                "with every block removed; give a larger budget"
-            )
+        self.pending: dict[str, Any] | None = None
+        self._clock = time.perf_counter()
 
     # -- state -----------------------------------------------------------------------
 
@@ -141,6 +146,7 @@ class _Pruner:
             "model_spec": self.model.spec(),
             "model_state": self.model.state_dict(),
             "steps": self.steps,
+            "pending": self.pending,
             "initial": self.initial,
             "accounting": asdict(self.accounting),
             "ref_acc": self.ref_acc,
@@ -148,6 +154,10 @@ class _Pruner:
             "rng_torch": torch.get_rng_state(),
             "rng_generator": self.ctx.generator.get_state(),
         }
+
+    def _save(self) -> None:
+        if self.state_path is not None:
+            save_state(self.state_path, self._state())
 
     def restore(self, state: dict[str, Any]) -> None:
         if state["config"] != self.cfg.params():
@@ -158,6 +168,7 @@ class _Pruner:
         self.model = ResNet.from_spec(state["model_spec"])
         self.model.load_state_dict(state["model_state"])
         self.steps = list(state["steps"])
+        self.pending = state["pending"]
         self.initial = dict(state["initial"])
         self.accounting = Accounting(**state["accounting"])
         self.ref_acc = float(state["ref_acc"])
@@ -174,7 +185,7 @@ class _Pruner:
 
     def start(self) -> None:
         """Evaluate and record the starting model (step 0)."""
-        self.model.to(self.device)
+        place(self.model, self.device)
         self.initial = {
             "blocks": len(self.model.block_ids()),
             "config": list(self.model.config),
@@ -185,6 +196,7 @@ class _Pruner:
         self._log("prune/initial", self.initial)
 
     def removed(self) -> list[int]:
+        """Blocks removed by the completed steps, in removal order."""
         return [b for step in self.steps for b in step["chosen"]]
 
     def done(self) -> bool:
@@ -202,7 +214,7 @@ class _Pruner:
         """Remove this step's blocks, lowest score first; returns them in removal order.
 
         With a block-count target the last step removes only what is left to remove; with a
-        budget the step stops as soon as the budget is met.
+        budget the step stops as soon as the model fits the budget.
         """
         count = self.cfg.blocks_per_step
         if self.total is not None:
@@ -211,18 +223,46 @@ class _Pruner:
         for block in saliency.lowest(scores, count):
             self.model.remove_block(block)
             chosen.append(block)
-            if self.total is None and self.cfg.target.reached(self.model, 0, None):
+            if self.cfg.target.is_budget and self.cfg.target.budget_met(self.model):
                 break
         return chosen
 
-    def _finetune(self, k: int, epochs: int, prefix: str) -> dict[str, Any]:
+    def _select(self, k: int) -> None:
+        """Phase 1 of step ``k``: score, remove, evaluate; saved as the pending step."""
+        before = len(self.removed())
+        scores, fresh = self._scores(k)
+        chosen = self._remove(scores)
+        record = {
+            "step": k,
+            "chosen": chosen,
+            "blocks_removed": before + len(chosen),
+            "saliency": {str(b): s for b, s in scores.items()},
+            "saliency_fresh": fresh,
+            "config": list(self.model.config),
+            **{f"{name}_before": v for name, v in self._eval().items()},
+        }
+        self.pending = {"record": record, "loops": {}, "seconds": 0.0}
+        self._save_pending()
+
+    def _save_pending(self) -> None:
+        now = time.perf_counter()
+        self.pending["seconds"] += now - self._clock
+        self._clock = now
+        self._save()
+
+    def _finetune(self, k: int, loop: str) -> dict[str, Any]:
+        """One fine-tuning loop of step ``k``: ``loop`` is "low" or "high" (own seeds)."""
+        epochs = self.schedule.low_loop() if loop == "low" else self.cfg.epochs
+        prefix = f"prune/step/{k}/finetune" + ("/low" if loop == "low" else "")
+        seed = self.cfg.seed * 1_000_003 + 2 * k + (loop == "high")
         params = count_params(self.model)
         result = fit(
             self.model,
             self.splits,
-            self.cfg.train_config(epochs, seed=self.cfg.seed * 100_003 + k),
+            self.cfg.train_config(epochs, seed=seed),
             exp=self.exp,
             prefix=prefix,
+            resume_path=self._loop_resume_file(prefix),
             progress=self.progress,
         )
         loop_cost = self.accounting.add_loop(result.best_epoch, result.epochs_run, params)
@@ -235,37 +275,43 @@ class _Pruner:
             "seconds": result.seconds,
         }
 
+    def _loop_resume_file(self, prefix: str) -> Path | None:
+        """Next to the pruning state and named after it (so runs without an experiment resume
+        their loops too); without a state file, ``fit``'s default (the experiment's folder)."""
+        if self.state_path is None:
+            return None
+        return self.state_path.with_name(f"{self.state_path.stem}.{prefix.replace('/', '-')}.pt")
+
     def step(self, k: int) -> dict[str, Any]:
-        started = time.perf_counter()
-        before = len(self.removed())
-        scores, fresh = self._scores(k)
-        chosen = self._remove(scores)
-        self.model.to(self.device)
-        after = before + len(chosen)
-        final = self.cfg.target.reached(self.model, after, self.total)
-        record: dict[str, Any] = {
-            "step": k,
-            "chosen": chosen,
-            "blocks_removed": after,
-            "saliency": {str(b): s for b, s in scores.items()},
-            "saliency_fresh": fresh,
-            "config": list(self.model.config),
-            **{f"{name}_before": v for name, v in self._eval().items()},
-        }
+        """Run step ``k`` to its end (continuing the pending one after a resume)."""
+        self._clock = time.perf_counter()
+        if self.pending is None:
+            self._select(k)
+        pending = self.pending
+        record, loops = pending["record"], pending["loops"]
+        if record["step"] != k:
+            raise UserError(
+                f"the resume state holds step {record['step']} in progress, expected {k}; "
+                "it is damaged: start a new run"
+            )
+        after = record["blocks_removed"]
+        before = after - len(record["chosen"])
         val = record["val_acc_before"]
-        loops: dict[str, Any] = {}
-        low = self.schedule.low_loop()
-        if low:
-            loops["low"] = self._finetune(k, low, f"prune/step/{k}/finetune/low")
-            val = _accuracy(self.model, self.splits.val, self.splits, self.cfg, self.device)
+        if self.schedule.low_loop():
+            if "low" not in loops:
+                loops["low"] = self._finetune(k, "low")
+                pending["val_after_low"] = self._accuracy(self.splits.val)
+                self._save_pending()
+            val = pending["val_after_low"]
+        final = self.cfg.target.reached(self.model, after, self.total)
         reason = self.schedule.high_loop(before, after, self.total, final, val, self.ref_acc)
         if reason is not None:
-            loops["high"] = self._finetune(k, self.cfg.epochs, f"prune/step/{k}/finetune")
+            loops["high"] = self._finetune(k, "high")
         unchanged = {"val_acc": record["val_acc_before"], "test_acc": record["test_acc_before"]}
         after_eval = self._eval() if loops else unchanged
         if reason is not None:
             self.ref_acc = after_eval["val_acc"]
-        seconds = time.perf_counter() - started
+        seconds = pending["seconds"] + time.perf_counter() - self._clock
         self.accounting.seconds += seconds
         record.update(
             {
@@ -282,7 +328,11 @@ class _Pruner:
                 "total_seconds": self.accounting.seconds,
             }
         )
+        self.pending = None
         return record
+
+    def _accuracy(self, split) -> float:
+        return _accuracy(self.model, split, self.splits, self.cfg, self.device)
 
     def _eval(self) -> dict[str, float]:
         return _evaluate(self.model, self.splits, self.cfg, self.device)
@@ -319,8 +369,7 @@ class _Pruner:
                 record = self.step(k)
                 self.steps.append(record)
                 self._log(f"prune/step/{k}", record)
-                if self.state_path is not None:
-                    save_state(self.state_path, self._state())
+                self._save()
                 bar.update(len(record["chosen"]))
                 bar.set_postfix(
                     step=k,
@@ -341,16 +390,17 @@ def prune(
 ) -> PruneResult:
     """Prune ``model`` (in place until a resume replaces it; use ``result.model``).
 
-    With ``state_path``, a resume state is written after every step and, when the file
-    already exists, the run continues from it instead of starting over. Events go to ``exp``
-    (a dbx experiment) when given; results and the ``model.pt`` attachment are the caller's
-    (see ``squeezr.cli.prune``) so that this function also serves plain Python use.
+    With ``state_path``, a resume state is written after every step (and within a step, see
+    the module docstring) and, when the file already exists, the run continues from it
+    instead of starting over. Events go to ``exp`` (a dbx experiment) when given; results
+    and the ``model.pt`` attachment are the caller's (``squeezr.prune.experiment``) so that
+    this function also serves plain Python use.
     """
     pruner = _Pruner(model, splits, cfg, exp, Path(state_path) if state_path else None, progress)
     state = load_state(pruner.state_path) if pruner.state_path else None
     if state is not None:
         pruner.restore(state)
-        pruner.model.to(pruner.device)
+        place(pruner.model, pruner.device)
     else:
         pruner.start()
     return pruner.run()

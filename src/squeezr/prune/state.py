@@ -10,7 +10,7 @@ import torch
 from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 STATE_FILE = "prune-state.pt"
 
 

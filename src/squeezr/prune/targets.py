@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from squeezr.errors import UserError
-from squeezr.models import PRESETS, ResNet, count_macs, count_params
+from squeezr.models import PRESETS, ResNet, block_macs, block_params, count_macs, count_params
+
+BUDGETS = ("params", "macs")
+KINDS = ("removed", "left", *BUDGETS)
 
 
 @dataclass(frozen=True)
@@ -14,6 +17,22 @@ class Target:
 
     kind: str
     value: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise UserError(f"unknown pruning target kind {self.kind!r}; use one of {KINDS}")
+
+    @property
+    def is_budget(self) -> bool:
+        return self.kind in BUDGETS
+
+    def check(self, model: ResNet) -> int | None:
+        """UserError unless this target can be reached from ``model`` by removing at least one
+        block; returns how many blocks the run removes in all (None for a budget)."""
+        if self.is_budget:
+            self._check_budget(model)
+            return None
+        return self.blocks_to_remove(model)
 
     def blocks_to_remove(self, model: ResNet) -> int | None:
         """How many blocks the run removes in all; None for budgets (depends on choices)."""
@@ -31,12 +50,34 @@ class Target:
             )
         return count
 
+    def _check_budget(self, model: ResNet) -> None:
+        size = self.measure(model)
+        per_block = block_params(model) if self.kind == "params" else block_macs(model)
+        floor = size - sum(per_block.values())
+        if self.value < floor:
+            raise UserError(
+                f"--target-{self.kind} {self.value} is below {floor}, the size of this model "
+                "with every block removed; give a larger budget"
+            )
+        if size <= self.value:
+            raise UserError(
+                f"the model already has {size} {self.kind}, within --target-{self.kind} "
+                f"{self.value}: nothing to prune; give a budget below {size}"
+            )
+
+    def measure(self, model: ResNet) -> int:
+        """The model's size in this budget's unit (parameters or MACs)."""
+        return count_params(model) if self.kind == "params" else count_macs(model)
+
+    def budget_met(self, model: ResNet) -> bool:
+        """Whether ``model`` fits this budget (or has no blocks left to remove)."""
+        return self.measure(model) <= self.value or not model.block_ids()
+
     def reached(self, model: ResNet, removed: int, total: int | None) -> bool:
-        """Whether the model now meets the target (``removed`` blocks taken so far)."""
+        """Whether the run is done: ``total`` blocks removed, or the budget met."""
         if total is not None:
             return removed >= total
-        measured = count_params(model) if self.kind == "params" else count_macs(model)
-        return measured <= self.value or not model.block_ids()
+        return self.budget_met(model)
 
     def describe(self) -> str:
         return f"{self.kind}={self.value}"
