@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format
+.PHONY: setup demo test lint format bench-setup
 
 setup: $(STAMP)
 
@@ -27,3 +27,15 @@ format: $(STAMP)
 
 test: lint
 	bash scripts/pytest.sh
+
+# A separate environment with the peers the dbx benchmarks compare against (MLflow, W&B), so
+# their dependencies never leak into the package's own environment.
+BENCH_VENV ?= .venv-bench
+bench-setup: $(BENCH_VENV)/.installed
+
+$(BENCH_VENV)/.installed: pyproject.toml constraints-cpu.txt
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c constraints-cpu.txt torch
+	$(BENCH_VENV)/bin/python -m pip install --quiet -c constraints-cpu.txt -e '.[bench]'
+	touch $@
