@@ -19,7 +19,7 @@ from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
 from squeezr.models import ResNet, load_model
-from squeezr.prune.records import attach_model, dataset_of, open_splits
+from squeezr.prune.records import dataset_of, open_splits
 from squeezr.train import TrainConfig, fit, resolve_device, seed_everything
 
 _STEP = re.compile(r"prune/step/(\d+)")
@@ -222,6 +222,5 @@ def train_scratch(
     }
     exp = dbx.create(name, kind="train", params=params, repo=repo)
     with exp:
-        result = fit(model, splits, cfg, exp=exp, progress=progress)
-        attach_model(exp, model, "model.pt")
+        result = fit(model, splits, cfg, exp=exp, progress=progress)  # attaches model.pt
     return exp, result

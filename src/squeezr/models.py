@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import operator
 import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -319,15 +320,15 @@ class ResNet(nn.Module):
         return model
 
 
-def preset_key(name: str) -> str:
+def preset_key(name: str, what: str = "ResNet preset") -> str:
     """The :data:`PRESETS` key that ``name`` means (``"ResNet-110"`` → ``"resnet110"``).
 
     Case, surrounding blanks, ``-`` and ``_`` are ignored; an unknown name is a UserError
-    listing the presets.
+    listing the presets, calling ``name`` a ``what`` (the caller's word for it).
     """
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     if key not in PRESETS:
-        raise UserError(f"unknown ResNet preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise UserError(f"unknown {what} {name!r}; choose one of {', '.join(PRESETS)}")
     return key
 
 
@@ -419,6 +420,15 @@ def save_model(model: ResNet, path: str | os.PathLike[str]) -> Path:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"spec": model.spec(), "state_dict": state}
     return _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def attach_model(exp: Any, model: ResNet, name: str) -> dict[str, Any]:
+    """Save ``model`` (:func:`save_model`) and attach it to dbx experiment ``exp`` as the
+    managed file ``name``, which :func:`load_model` reads back; returns attach's info."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(name).name
+        save_model(model, path)
+        return exp.attach(path, name=name)
 
 
 def load_model(path: str | os.PathLike[str]) -> ResNet:

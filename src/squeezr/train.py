@@ -21,7 +21,6 @@ import numbers
 import os
 import random
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 from squeezr.augment import normalize, pad_crop_flip
 from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
+from squeezr.models import ResNet, attach_model, count_macs, count_params, save_model
 
 RESUME_FORMAT = 2
 """Version of the resume state; 2 = all trainer generators on the CPU (portable)."""
@@ -412,17 +412,6 @@ def add_weight_noise(model: nn.Module, eta: float, generator: torch.Generator) -
                 w.add_(noise.to(w.device) * (eta * w.std()))
 
 
-def attach_model(exp: Any, model: nn.Module, name: str) -> dict[str, Any]:
-    """Save ``model`` with :func:`squeezr.models.save_model` and attach it to ``exp`` as
-    ``name`` (what :func:`squeezr.models.load_model` reads back); returns attach's info."""
-    from squeezr.models import save_model
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        save_model(model, path)
-        return exp.attach(path, name=name)
-
-
 def fit(
     model: nn.Module,
     splits: Any,
@@ -786,8 +775,6 @@ def _load_resume(path: Path | None) -> dict[str, Any] | None:
 
 
 def _checkpoint(model: nn.Module, epoch: int, exp, prefix: str, checkpoint_dir) -> None:
-    from squeezr.models import save_model
-
     name = f"epoch-{epoch:04d}.pt"
     if exp is None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -798,8 +785,6 @@ def _checkpoint(model: nn.Module, epoch: int, exp, prefix: str, checkpoint_dir) 
 
 
 def _record(exp, prefix: str, result: FitResult, model: nn.Module, set_results: bool) -> None:
-    from squeezr.models import ResNet, count_macs, count_params
-
     summary = {
         "best_epoch": result.best_epoch,
         "best_val_acc": result.best_val_acc,

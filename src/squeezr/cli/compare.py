@@ -17,30 +17,30 @@ from squeezr.cli.prune import default_repo
 from squeezr.clikit import add_output_options, emit
 
 
-def register(subparsers) -> None:
+def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> None:
+    """``compare`` and ``ranking`` read the same runs at the same step."""
     p = subparsers.add_parser(
-        "compare",
-        help="Kendall's tau between the block rankings of pruning runs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        name, help=help, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("experiments", nargs="+", metavar="EXP", help="pruning experiments (2 or more)")
+    runs = "pruning experiments" + (f" ({least} or more)" if least > 1 else "")
+    p.add_argument("experiments", nargs="+", metavar="EXP", help=runs)
     p.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
     p.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
     add_output_options(p)
-    p.set_defaults(func=run_compare)
+    p.set_defaults(func=func)
 
-    r = subparsers.add_parser(
-        "ranking",
-        help="the block rankings of pruning runs at a step",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+
+def register(subparsers) -> None:
+    _add_runs_command(
+        subparsers,
+        "compare",
+        "Kendall's tau between the block rankings of pruning runs",
+        2,
+        run_compare,
     )
-    r.add_argument("experiments", nargs="+", metavar="EXP", help="pruning experiments")
-    r.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
-    r.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
-    add_output_options(r)
-    r.set_defaults(func=run_ranking)
+    _add_runs_command(
+        subparsers, "ranking", "the block rankings of pruning runs at a step", 1, run_ranking
+    )
 
     s = subparsers.add_parser(
         "scratch",

@@ -12,13 +12,13 @@ runs: ``squeezr demo`` uses them too, so both record the same layout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from squeezr.cli.options import parse_milestones
+from squeezr.dbx import jsonx
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
 
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         announce=announce,
     )
     if args.json:
-        print(json.dumps({"id": exp.id, "name": exp.name, "path": str(exp.path), **results}))
+        print(jsonx.encode({"id": exp.id, "name": exp.name, "path": str(exp.path), **results}))
     else:
         val = results.get("val_acc", results["best_val_acc"])
         print(

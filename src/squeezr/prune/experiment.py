@@ -20,16 +20,15 @@ from squeezr import dbx, schedules
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
-from squeezr.models import ResNet, load_model
+from squeezr.models import ResNet, attach_model, load_model
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.loop import PruneResult, prune
 from squeezr.prune.plan import RunPlan, plan_run
-from squeezr.prune.records import attach_model, dataset_of, model_attachment, open_splits
+from squeezr.prune.records import dataset_of, model_attachment, open_splits
 from squeezr.prune.state import STATE_FILE
 
 __all__ = [
     "PreparedRun",
-    "attach_model",
     "dataset_of",
     "default_name",
     "load_source",

@@ -83,7 +83,9 @@ def place(model: ResNet, device: torch.device) -> ResNet:
 
 
 def _accuracy(model: ResNet, split, splits, cfg: PruneConfig, device: torch.device) -> float:
-    """Accuracy as the trainer measures it (bf16 on CUDA, exact fp32 on CPU)."""
+    """Accuracy in fp32 on every device, as the trainer measures the results it records, so a
+    step's numbers compare with its source's ``best_val_acc``/``test_acc`` (only the oracle's
+    candidate scores use bf16)."""
     return evaluate(
         model,
         split,
@@ -91,7 +93,6 @@ def _accuracy(model: ResNet, split, splits, cfg: PruneConfig, device: torch.devi
         device=device,
         mean=splits.mean,
         std=splits.std,
-        amp=True,
     )
 
 

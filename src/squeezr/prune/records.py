@@ -1,22 +1,19 @@
 """How squeezr runs record their data and models in dbx, read back by pruning and analysis.
 
 Training, pruning and scratch runs all name their dataset in their params and keep networks
-as ``squeezr.models.save_model`` attachments; these helpers read and write both, so that the
+as ``squeezr.models.attach_model`` attachments; these helpers read both back, so that the
 pruning loop's experiment wrapper and the analyses share one reading of a record.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from squeezr.data import load_dataset
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
-from squeezr.models import ResNet, save_model
 
 # What identifies a dataset: squeezr.data.load_dataset's arguments that change the data
 # (``train_images``: only the first N training images, for quick runs such as the demo;
@@ -54,20 +51,12 @@ def dataset_of(params: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def open_splits(dataset: dict[str, Any], selection: str = "val"):
     """Load the dataset described by ``dataset``. The pruning set is held out when selection
-    uses it (``selection="prune"``) or when the starting network was trained without it, so
+    uses it (``selection="prune"``) or when the starting network was trained with it held out, so
     fine-tuning never sees data the recorded training kept apart."""
     options = {k: v for k, v in dataset.items() if k in DATASET_OPTIONS and v is not None}
     name = options.pop("name")
     held_out = bool(options.pop("pruning_set", False))
     return load_dataset(name, pruning_set=held_out or selection == "prune", **options)
-
-
-def attach_model(exp, model: ResNet, name: str) -> None:
-    """Save ``model`` and attach it to ``exp`` as the managed file ``name``."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / name
-        save_model(model, path)
-        exp.attach(path, name=name)
 
 
 def checkpoint_epochs(exp) -> list[int]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from squeezr.errors import UserError
-from squeezr.models import PRESETS, ResNet, block_macs, block_params, count_macs, count_params
+from squeezr.models import (
+    PRESETS,
+    ResNet,
+    block_macs,
+    block_params,
+    count_macs,
+    count_params,
+    preset_key,
+)
 
 BUDGETS = ("params", "macs")
 KINDS = ("removed", "left", *BUDGETS)
@@ -85,10 +93,7 @@ class Target:
 
 def preset_blocks(name: str) -> int:
     """Blocks of a named network size (``resnet56`` -> 27), from the model presets."""
-    key = name.strip().lower().replace("-", "")
-    if key not in PRESETS:
-        raise UserError(f"unknown network size {name!r}; choose one of {', '.join(PRESETS)}")
-    return sum(PRESETS[key])
+    return sum(PRESETS[preset_key(name, what="network size")])
 
 
 def make_target(
