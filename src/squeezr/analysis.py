@@ -115,16 +115,29 @@ def equal_config(blocks: int) -> tuple[int, int, int]:
     return (n, n, n)
 
 
+STEP_LEGEND = (
+    "val_before: validation accuracy right after removing the block(s); val_after/test_after: "
+    "after fine-tuning\n(best epoch restored); finetune: why a loop ran (scheduled, threshold, "
+    "final) and its epochs kept/run\n('+' joins a low and a high loop); cost: epoch-parameters "
+    "so far (sum over loops of epochs kept x parameters)."
+)
+
+
+def _acc(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def step_rows(initial: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The per-step table printed by ``squeezr prune`` and ``squeezr demo`` (step 0 = start)."""
+    """The per-step table printed by ``squeezr prune`` and ``squeezr demo`` (step 0 = start);
+    :data:`STEP_LEGEND` explains its columns."""
     rows = [
         {
             "step": 0,
             "removed": 0,
             "blocks": "",
-            "val_before": initial.get("val_acc"),
-            "val_after": initial.get("val_acc"),
-            "test_after": initial.get("test_acc"),
+            "val_before": _acc(initial.get("val_acc")),
+            "val_after": _acc(initial.get("val_acc")),
+            "test_after": _acc(initial.get("test_acc")),
             "params_removed_%": 0.0,
             "finetune": "",
             "cost": 0,
@@ -133,16 +146,17 @@ def step_rows(initial: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[
     for s in steps:
         loops = s.get("loops", {})
         epochs = "+".join(f"{loops[k]['best_epoch']}/{loops[k]['epochs']}" for k in loops)
+        why = s["finetune"] or ("low" if loops else "")
         rows.append(
             {
                 "step": s["step"],
                 "removed": s["blocks_removed"],
                 "blocks": ",".join(map(str, s["chosen"])),
-                "val_before": s["val_acc_before"],
-                "val_after": s["val_acc_after"],
-                "test_after": s["test_acc_after"],
-                "params_removed_%": round(s["params_removed_pct"], 2),
-                "finetune": f"{s['finetune']} {epochs}" if s["finetune"] or loops else "",
+                "val_before": _acc(s["val_acc_before"]),
+                "val_after": _acc(s["val_acc_after"]),
+                "test_after": _acc(s["test_acc_after"]),
+                "params_removed_%": round(s["params_removed_pct"], 1),
+                "finetune": f"{why} {epochs}".strip(),
                 "cost": s["cost"],
             }
         )

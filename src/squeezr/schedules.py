@@ -36,7 +36,7 @@ HELP = (
 )
 
 # Why a high fine-tuning loop runs; logged with every step.
-FINAL, MARK, THRESHOLD = "final", "mark", "threshold"
+FINAL, SCHEDULED, THRESHOLD = "final", "scheduled", "threshold"
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Schedule:
         val_acc: float,
         ref_acc: float,
     ) -> str | None:
-        """The reason a high loop runs after this step (FINAL, MARK, THRESHOLD), or None.
+        """The reason a high loop runs after this step (FINAL, SCHEDULED, THRESHOLD), or None.
 
         ``val_acc`` is the validation accuracy now (after removal and any low loop);
         ``ref_acc`` the accuracy after the last high loop (or of the initial model).
@@ -120,7 +120,7 @@ class Schedule:
         if final:
             return FINAL
         if self.mark_crossed(before, after, total):
-            return MARK
+            return SCHEDULED
         if self.threshold is not None and ref_acc - val_acc > self.threshold:
             return THRESHOLD
         return None

@@ -76,7 +76,7 @@ def test_removes_lowest_blocks_and_accounts(splits):
         assert min(step["saliency"], key=lambda b: (step["saliency"][b], int(b))) == str(
             step["chosen"][0]
         )
-    assert [s["finetune"] for s in result.steps] == [None, "mark", None, "final"]
+    assert [s["finetune"] for s in result.steps] == [None, "scheduled", None, "final"]
     params = start_params
     cost = 0
     for step in result.steps:

@@ -14,7 +14,7 @@ from squeezr.errors import UserError
 from squeezr.models import ResNet
 from squeezr.prune import PruneConfig, Target, prune
 from squeezr.prune import loop as loop_module
-from squeezr.schedules import FINAL, MARK, THRESHOLD, parse
+from squeezr.schedules import FINAL, SCHEDULED, THRESHOLD, parse
 from squeezr.train import FitResult
 
 TABLE = pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_the_loop_fine_tunes_where_the_table_says(monkeypatch, text, total, per_
     )
     result = prune(model, _tiny_splits(), cfg, progress=False)
     by_step = {s["step"]: s for s in result.steps}
-    marked = [s["blocks_removed"] for s in result.steps if s["finetune"] in (MARK, FINAL)]
+    marked = [s["blocks_removed"] for s in result.steps if s["finetune"] in (SCHEDULED, FINAL)]
     assert marked == expected
     assert high_loops == [k for k, s in by_step.items() if s["finetune"] is not None]
 
@@ -100,7 +100,7 @@ def test_threshold_fires_on_drop_since_reference():
 
 def test_threshold_with_forced_step():
     schedule = parse("threshold:0.01+at:5")
-    assert schedule.high_loop(4, 5, 27, False, val_acc=0.9, ref_acc=0.9) == MARK
+    assert schedule.high_loop(4, 5, 27, False, val_acc=0.9, ref_acc=0.9) == SCHEDULED
     assert schedule.high_loop(5, 6, 27, False, val_acc=0.9, ref_acc=0.9) is None
 
 

@@ -13,7 +13,6 @@ scales up (``--arch resnet56 --train-epochs 50 --blocks 9 ...``).
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from squeezr import saliency, schedules
 from squeezr.clikit import add_output_options, emit
@@ -65,52 +64,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _acc(value: float) -> float:
-    return round(value, 4)
-
-
-def step_table(result: Any) -> list[dict[str, Any]]:
-    """One row per pruning step (row 0 = the trained network), as the demo prints it."""
-    rows = [
-        {
-            "step": 0,
-            "removed": 0,
-            "block": "-",
-            "val_before": _acc(result.initial["val_acc"]),
-            "val_after": _acc(result.initial["val_acc"]),
-            "test_after": _acc(result.initial["test_acc"]),
-            "params_removed_%": 0.0,
-            "ft_epochs": 0,
-            "cost": 0,
-        }
-    ]
-    for step in result.steps:
-        loops = step.get("loops") or {}
-        rows.append(
-            {
-                "step": step["step"],
-                "removed": step["blocks_removed"],
-                "block": ",".join(map(str, step["chosen"])),
-                "val_before": _acc(step["val_acc_before"]),
-                "val_after": _acc(step["val_acc_after"]),
-                "test_after": _acc(step["test_acc_after"]),
-                "params_removed_%": round(step["params_removed_pct"], 1),
-                "ft_epochs": sum(loop["epochs"] for loop in loops.values()),
-                "cost": step["cost"],
-            }
-        )
-    return rows
-
-
-LEGEND = (
-    "val_before: validation accuracy right after removing the block; val_after/test_after: "
-    "after fine-tuning\n(best epoch restored); ft_epochs: fine-tuning epochs run that step; "
-    "cost: epoch-parameters so far\n(sum over loops of epochs up to the restored one x "
-    "parameters)."
-)
-
-
 def run(args: argparse.Namespace) -> int:
+    from squeezr.analysis import STEP_LEGEND, step_rows
     from squeezr.cli.options import parse_milestones
     from squeezr.cli.train import train_experiment, training_params
     from squeezr.models import PRESETS
@@ -137,8 +92,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    prune_cfg.validate()
-    prune_cfg.train_config(prune_cfg.epochs, seed=args.seed)  # fine-tuning settings, checked
+    prune_cfg.validate()  # fine-tuning settings too: nothing trains before all are checked
     resolve_device(args.device)
     params = training_params(
         arch=args.arch,
@@ -168,11 +122,11 @@ def run(args: argparse.Namespace) -> int:
         dataset={k: v for k, v in dataset.items() if v is not None},
         progress=args.progress,
     )
-    emit(step_table(result), args.fmt)
+    emit(step_rows(result.initial, result.steps), args.fmt)
     if table:
         s = result.summary
         print(
-            f"{LEGEND}\n\n{s['blocks_removed']} blocks removed ({s['params_removed_pct']:.1f}% of "
+            f"{STEP_LEGEND}\n\n{s['blocks_removed']} blocks removed ({s['params_removed_pct']:.1f}% of "
             f"the parameters): test accuracy {s['initial_test_acc']:.3f} -> "
             f"{s['final_test_acc']:.3f}, cost {s['cost']:,} epoch-parameters.\n"
             f"Recorded in {args.repo}: {source.name} ({source.id}) and {exp.name} ({exp.id}).\n"
