@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +92,27 @@ def ratio(slow: float, fast: float) -> str:
     if not fast or fast <= 0 or slow is None:
         return "n/a"
     return f"{slow / fast:.1f}x"
+
+
+def print_tool_table(
+    title: str,
+    headers: list[str],
+    results: dict[str, dict[str, Any]],
+    row: Callable[[str, dict[str, Any]], list[Any]],
+) -> None:
+    """The comparison table of a benchmark against peer tools: ``row(tool, figures)`` for each
+    measured tool; dashes and the reason for one that failed or is not installed."""
+    from tabulate import tabulate
+
+    rows = [
+        [tool, *["-"] * (len(headers) - 2), r.get("error") or "not installed"]
+        if "error" in r or "missing" in r
+        else row(tool, r)
+        for tool, r in results.items()
+    ]
+    print(f"\n{title}\n")
+    print(tabulate(rows, headers=headers))
+    print()
 
 
 def machine() -> dict[str, Any]:

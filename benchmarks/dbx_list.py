@@ -53,6 +53,7 @@ from _common import (
     parser,
     peer_missing,
     print_targets,
+    print_tool_table,
     ratio,
     report,
     timer,
@@ -340,30 +341,25 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(n: int, truth: int, results: dict[str, dict[str, Any]]) -> None:
-    from tabulate import tabulate
-
     d = results["dbx"]
-    rows = []
-    for tool, r in results.items():
-        if "error" in r or "missing" in r:
-            rows.append([tool, "-", "-", "-", "-", "-", r.get("error") or "not installed"])
-            continue
-        rows.append(
-            [
-                f"{tool} {r.get('version', '')}",
-                f"{r['first_s']:.3f}",
-                f"{r['warm_s']:.3f}",
-                ratio(r["warm_s"], d.get("warm_s", 0)),
-                f"{r['fresh_s']:.3f}",
-                ratio(r["fresh_s"], d.get("fresh_s", 0)),
-                r.get("backend", f"select only: {r.get('select_only_s', 0):.3f} s"),
-            ]
-        )
-    print(f"\n{n:,} experiments (10 params, 5 results), filter matches {truth:,}")
-    print(f"dbx ls --where {DBX_WHERE!r}\nmlflow.search_runs(filter_string={MLFLOW_FILTER!r})\n")
+
+    def row(tool: str, r: dict[str, Any]) -> list[Any]:
+        return [
+            f"{tool} {r.get('version', '')}",
+            f"{r['first_s']:.3f}",
+            f"{r['warm_s']:.3f}",
+            ratio(r["warm_s"], d.get("warm_s", 0)),
+            f"{r['fresh_s']:.3f}",
+            ratio(r["fresh_s"], d.get("fresh_s", 0)),
+            r.get("backend", f"select only: {r.get('select_only_s', 0):.3f} s"),
+        ]
+
+    title = (
+        f"{n:,} experiments (10 params, 5 results), filter matches {truth:,}\n"
+        f"dbx ls --where {DBX_WHERE!r}\nmlflow.search_runs(filter_string={MLFLOW_FILTER!r})"
+    )
     headers = ["tool", "1st call s", "warm s", "vs dbx", "fresh process s", "vs dbx", "note"]
-    print(tabulate(rows, headers=headers))
-    print()
+    print_tool_table(title, headers, results, row)
 
 
 if __name__ == "__main__":

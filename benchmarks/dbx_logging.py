@@ -51,6 +51,7 @@ from _common import (
     parser,
     peer_missing,
     print_targets,
+    print_tool_table,
     ratio,
     report,
     timer,
@@ -293,30 +294,23 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(n: int, results: dict[str, dict[str, Any]]) -> None:
-    from tabulate import tabulate
-
     d = results["dbx"]
-    rows = []
-    for tool, r in results.items():
-        if "error" in r or "missing" in r:
-            rows.append([tool, "-", "-", "-", "-", "-", r.get("error") or "not installed"])
-            continue
-        rows.append(
-            [
-                f"{tool} {r.get('version', '')}",
-                f"{r['log_us']:.2f}",
-                f"{r['close_s']:.3f}",
-                f"{r['total_s']:.3f}",
-                ratio(r["total_s"], d.get("total_s", 0)),
-                f"{r['setup_s']:.3f}",
-                (f"loop scaled from {r['measured_events']:,} events; " if r["extrapolated"] else "")
-                + r.get("backend", ""),
-            ]
-        )
-    print(f"\n{n:,} scalar events in one run ({EVENT}: step, loss); median of repeats\n")
+
+    def row(tool: str, r: dict[str, Any]) -> list[Any]:
+        scaled = f"loop scaled from {r['measured_events']:,} events; " if r["extrapolated"] else ""
+        return [
+            f"{tool} {r.get('version', '')}",
+            f"{r['log_us']:.2f}",
+            f"{r['close_s']:.3f}",
+            f"{r['total_s']:.3f}",
+            ratio(r["total_s"], d.get("total_s", 0)),
+            f"{r['setup_s']:.3f}",
+            scaled + r.get("backend", ""),
+        ]
+
+    title = f"{n:,} scalar events in one run ({EVENT}: step, loss); median of repeats"
     headers = ["tool", "µs/log", "close s", "total s", "total vs dbx", "setup s", "note"]
-    print(tabulate(rows, headers=headers))
-    print()
+    print_tool_table(title, headers, results, row)
 
 
 if __name__ == "__main__":

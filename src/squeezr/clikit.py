@@ -2,6 +2,8 @@
 
 Both CLIs are argparse programs whose subcommands live in their own modules; each such module
 defines ``register(subparsers)`` which adds its parser and sets ``func`` (``args -> int``).
+Every subcommand takes its options and positionals in any order (``dbx query Q --csv PREFIX``,
+``squeezr compare A --step 3 B``).
 """
 
 from __future__ import annotations
@@ -23,13 +25,49 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that reads options and positionals in any order.
+
+    Plain argparse consumes positionals in runs: in ``dbx query Q --csv PREFIX`` it binds the
+    optional PREFIX (to nothing) as soon as it has read Q, then rejects ``PREFIX`` as
+    unrecognized. ``parse_known_intermixed_args`` reads the options first, then the
+    positionals. It cannot serve a parser with a ``REMAINDER`` or ``PARSER`` (sub-subcommand)
+    positional, or with a positional in a mutually exclusive group; such a parser is read the
+    plain way, so adding one never breaks the command line.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # parse_known_intermixed_args may make its two passes by calling this method again
+        # (Python 3.11 does): those inner calls parse the plain way.
+        if self._intermixing or not self._intermixable():
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def _intermixable(self) -> bool:
+        """Whether argparse can parse this parser intermixed (it raises TypeError otherwise)."""
+        grouped = [a for group in self._mutually_exclusive_groups for a in group._group_actions]
+        return not any(
+            action.nargs in (argparse.PARSER, argparse.REMAINDER) or action in grouped
+            for action in self._actions
+            if not action.option_strings
+        )
+
+
 def build_parser(
     prog: str, description: str, modules: Iterable[Any], version: str
 ) -> argparse.ArgumentParser:
-    """Create the top-level parser and let each subcommand module register itself."""
+    """Create the top-level parser and let each subcommand module register itself. Options
+    given before the subcommand belong to the top-level parser (``dbx --repo X ls``); each
+    subcommand parser is an :class:`IntermixedParser`."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"{prog} {version}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=IntermixedParser)
     for module in modules:
         module.register(sub)
     return parser
@@ -71,23 +109,23 @@ def emit(rows: Any, fmt: str = "table", file: TextIO | None = None) -> None:
     ±Infinity are written as Extended JSON (``{"$numberDouble": "NaN"}``, as in dbx's files,
     so they round-trip through ``squeezr.dbx.jsonx.loads``). Tables and CSV show lists and
     objects as compact JSON; CSV writes booleans as ``true``/``false``, non-finite floats as
-    ``NaN``/``Infinity``/``-Infinity`` and an absent value as an empty cell.
+    ``NaN``/``Infinity``/``-Infinity`` and an absent value as an empty cell. Table cells are
+    rendered by :func:`text_table`: text exactly as it is, numbers aligned.
     """
     out = file or sys.stdout
     columns, records = _columns_and_records(rows)
-    table = [[_plain(record.get(column)) for column in columns] for record in records]
+    cells = [[_plain(record.get(column)) for column in columns] for record in records]
     if fmt == "json":
-        objects = [dict(zip(columns, values, strict=True)) for values in table]
+        objects = [dict(zip(columns, values, strict=True)) for values in cells]
         out.write(jsonx.encode(objects, indent=1) + "\n")
     elif fmt == "csv":
         if columns:
             writer = csv.writer(out, lineterminator="\n")
             writer.writerow(columns)
-            writer.writerows([_csv_cell(value) for value in values] for values in table)
+            writer.writerows([_csv_cell(value) for value in values] for values in cells)
     elif fmt == "table":
         if columns:
-            cells = [[cell(value) for value in values] for values in table]
-            out.write(tabulate(cells, headers=columns, tablefmt="simple") + "\n")
+            out.write(text_table(cells, columns) + "\n")
     else:
         raise UserError(f"unknown output format {fmt!r}; use table, json or csv")
 
@@ -127,9 +165,24 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def cell(value: Any) -> Any:
-    """A value as one table cell: lists and objects as compact JSON (Extended JSON for
-    NaN/±Infinity), everything else as it is."""
+def text_table(
+    rows: Iterable[Iterable[Any]], headers: Sequence[str] = (), style: str = "simple"
+) -> str:
+    """``rows`` as an aligned text table (a tabulate ``style``), every cell shown as it is.
+
+    tabulate reads text that looks like a number as one (``"1_000"`` would print as 1000,
+    ``"2.50"`` as 2.5, a captured ``"nan"`` as nan), so a column holding any text is printed
+    as text; a column of numbers (with gaps: ``None``) is still aligned on the decimal point.
+    Lists and objects show as compact JSON (Extended JSON for NaN/±Infinity).
+    """
+    cells = [[_cell(value) for value in row] for row in rows]
+    text_columns = sorted(
+        {i for row in cells for i, value in enumerate(row) if isinstance(value, str)}
+    )
+    return tabulate(cells, headers=list(headers), tablefmt=style, disable_numparse=text_columns)
+
+
+def _cell(value: Any) -> Any:
     return jsonx.encode(value) if isinstance(value, (dict, list, tuple)) else value
 
 

@@ -57,7 +57,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
     return json.loads(out)
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c != "query"])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
@@ -215,6 +215,17 @@ def test_show_text(repo: Path, capsys) -> None:
         assert section in out
     assert "opt.name  sgd" in out
     assert "train/epoch/2/eval" in out and "train/epoch/0/eval" not in out
+
+
+def test_show_and_ls_print_text_as_written(repo: Path, capsys) -> None:
+    with dbx.create("text/x", params={"ratio": "2.50", "seed": "007"}, repo=repo) as exp:
+        exp.log("note", text="1e3")
+    code, out, _ = run(capsys, "show", "text/x")
+    assert code == 0
+    assert "  ratio  2.50" in out.splitlines() and "  seed   007" in out.splitlines()
+    assert '{"text":"1e3"}' in out
+    code, out, _ = run(capsys, "ls", "text/", "--columns", "params.ratio,params.seed")
+    assert out.splitlines()[2].split() == ["2.50", "007"]
 
 
 def test_show_json(repo: Path, capsys) -> None:

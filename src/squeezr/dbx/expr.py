@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from squeezr.errors import UserError
+from squeezr.dbx.tokens import ExpressionError, Token, Tokenizer, TokenStream
 
 __all__ = ["MISSING", "Expr", "ExpressionError", "dig", "equal", "mapping_lookup", "parse"]
 
@@ -68,16 +68,6 @@ def dig(value: Any, path: str) -> Any:
 def mapping_lookup(root: Mapping[str, Any]) -> Lookup:
     """A lookup over nested dicts, e.g. ``{"params": {...}, "results": {...}, "kind": "train"}``."""
     return lambda path: dig(root, path)
-
-
-class ExpressionError(UserError):
-    """A syntax error, with the 1-based ``column`` and the ``reason`` kept apart so that a
-    caller embedding an expression in a longer text can point at the right column."""
-
-    def __init__(self, column: int, reason: str) -> None:
-        super().__init__(f"bad expression at column {column}: {reason}")
-        self.column = column
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -243,96 +233,35 @@ def _any(parts: list[_Node]) -> _Node:
     return lambda lookup: any(part(lookup) for part in parts)
 
 
-# -- tokens --------------------------------------------------------------------------------
+# -- tokens (squeezr.dbx.tokens, shared with computed columns) ----------------------------
 
-
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # num, str, name, op, end (a backticked name is a name that is never a keyword)
-    text: str
-    value: Any  # for names: the field path, without backticks
-    column: int  # 1-based
-
-
-_TOKEN = re.compile(
-    r"""
-    (?P<space>\s+)
-  | (?P<num>-?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
-  | (?P<str>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
-  | (?P<quoted>`[^`]+`)
-  | (?P<op>==|!=|<=|>=|=~|!~|&&|\|\||[<>!()\[\],=])
-    """,
-    re.VERBOSE,
+_TOKENIZER = Tokenizer(
+    ("==", "!=", "<=", ">=", "=~", "!~", "&&", "||", "<", ">", "!", "(", ")", "[", "]", ","),
+    unexpected="unexpected character {char!r}",
+    signed_numbers=True,
+    strings=True,
+    rejected={"=": "'=' is not an operator; use '==' to compare"},
 )
 _KEYWORDS = {"and", "or", "not", "in", "true", "false", "null", "exists"}
 _CONSTANTS = {"true": True, "false": False, "null": None}
-_UNESCAPE = re.compile(r"\\([\\'\"])")
 
 
-def _describe(token: _Token) -> str:
+def _describe(token: Token) -> str:
     return "end of expression" if token.kind == "end" else repr(token.text)
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens: list[_Token] = []
-    position = 0
-    while position < len(text):
-        match = _TOKEN.match(text, position)
-        if match is None:
-            char = text[position]
-            if char in "'\"":
-                raise ExpressionError(position + 1, f"unterminated string starting with {char}")
-            if char == "`":
-                raise ExpressionError(position + 1, "a `quoted field name` needs its closing `")
-            raise ExpressionError(position + 1, f"unexpected character {char!r}")
-        kind = match.lastgroup or ""
-        raw = match.group()
-        column = position + 1
-        position = match.end()
-        if kind == "space":
-            continue
-        if kind == "num":
-            value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
-        elif kind == "str":
-            value = _UNESCAPE.sub(r"\1", raw[1:-1])
-        elif kind == "quoted":
-            kind, value = "name", raw[1:-1]
-        else:
-            value = raw
-        if kind == "op" and raw == "=":
-            raise ExpressionError(column, "'=' is not an operator; use '==' to compare")
-        tokens.append(_Token(kind, raw, value, column))
-    tokens.append(_Token("end", "", None, len(text) + 1))
-    return tokens
 
 
 # -- parser --------------------------------------------------------------------------------
 
 
-class _Parser:
+class _Parser(TokenStream):
     """Recursive descent: or > and > not > comparison; each rule returns a closure."""
 
     def __init__(self, text: str) -> None:
-        self.tokens = _tokenize(text)
-        self.index = 0
+        super().__init__(_TOKENIZER.tokenize(text))
         self.paths: set[str] = set()
         self.compared: set[str] = set()
 
-    @property
-    def token(self) -> _Token:
-        return self.tokens[self.index]
-
-    def advance(self) -> _Token:
-        token = self.tokens[self.index]
-        self.index += 1
-        return token
-
-    def at(self, *texts: str) -> bool:
-        token = self.token
-        return token.kind in ("op", "name") and token.text in texts
-
-    def expect(self, text: str, context: str) -> _Token:
+    def expect(self, text: str, context: str) -> Token:
         if not self.at(text):
             raise ExpressionError(
                 self.token.column, f"expected {text!r} {context} (got {_describe(self.token)})"
@@ -354,18 +283,23 @@ class _Parser:
         return node
 
     def parse_or(self) -> _Node:
-        parts = [self.parse_and()]
-        while self.at("or", "||"):
-            self.advance()
-            parts.append(self.parse_and())
-        return parts[0] if len(parts) == 1 else _any(parts)
+        return self.parse_joined(("or", "||"), self.parse_and, _any)
 
     def parse_and(self) -> _Node:
-        parts = [self.parse_not()]
-        while self.at("and", "&&"):
+        return self.parse_joined(("and", "&&"), self.parse_not, _all)
+
+    def parse_joined(
+        self,
+        words: tuple[str, ...],
+        part: Callable[[], _Node],
+        join: Callable[[list[_Node]], _Node],
+    ) -> _Node:
+        """``part (word part)*``, joined into one node when there are several."""
+        parts = [part()]
+        while self.at(*words):
             self.advance()
-            parts.append(self.parse_not())
-        return parts[0] if len(parts) == 1 else _all(parts)
+            parts.append(part())
+        return parts[0] if len(parts) == 1 else join(parts)
 
     def parse_not(self) -> _Node:
         if self.at("not", "!"):
@@ -416,20 +350,12 @@ class _Parser:
 
     def parse_operand(self, message: str) -> _Operand:
         token = self.token
-        if token.kind in ("num", "str"):
-            self.advance()
-            return ("literal", token.value)
-        if token.kind == "name" and token.text in _CONSTANTS:
-            self.advance()
-            return ("literal", _CONSTANTS[token.text])
         if token.kind == "name" and token.text not in _KEYWORDS:
             self.advance()
             self.paths.add(token.value)
             self.compared.add(token.value)
             return ("path", token.value)
-        if self.at("["):
-            return ("literal", self.parse_list())
-        raise ExpressionError(token.column, message)
+        return ("literal", self.parse_literal(message))
 
     def parse_literal(self, message: str) -> Any:
         token = self.token

@@ -12,14 +12,13 @@ from squeezr.dbx.cli import common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "attach", help="attach a file to an experiment", description=__doc__.splitlines()[0]
+    parser = common.add_command(
+        subparsers, "attach", __doc__, main, help="attach a file to an experiment"
     )
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    common.add_experiment_argument(parser)
     parser.add_argument("file", help="file to copy into the experiment's files/")
     parser.add_argument("--name", help="name inside files/ (default: the file's name)")
     common.add_repo_option(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

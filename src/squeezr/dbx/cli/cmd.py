@@ -16,15 +16,12 @@ from squeezr.dbx.runs import command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "cmd",
-        help="the command line to run an experiment again",
-        description=__doc__.splitlines()[0],
+    parser = common.add_command(
+        subparsers, "cmd", __doc__, main, help="the command line to run an experiment again"
     )
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    common.add_experiment_argument(parser)
     parser.add_argument("--run", type=int, help="which run (default: the first, which created it)")
     common.add_repo_option(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -19,19 +19,20 @@ from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "code",
+        __doc__,
+        main,
         help="code diff between experiments or against the working tree; check out their code",
-        description=__doc__.splitlines()[0],
     )
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    common.add_experiment_argument(parser)
     parser.add_argument("other", nargs="?", metavar="EXP2", help="compare with this one instead")
     parser.add_argument("--run", type=int, help="which run of EXP (default: the first)")
     parser.add_argument("--stat", action="store_true", help="only a summary of changed files")
     parser.add_argument("--checkout", metavar="BRANCH", help="create BRANCH with EXP's code")
     parser.add_argument("-C", dest="git_dir", default=".", help="git working tree (default: .)")
     common.add_repo_option(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,17 +1,54 @@
-"""Plumbing shared by the ``dbx`` subcommands: the ``--repo`` and selection options, finding
-the repository they name, and how ids and nested values look in a table."""
+"""Plumbing shared by the ``dbx`` subcommands: their parsers, the ``--repo`` and selection
+options, finding the repository they name, and how ids look in a table."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
-from squeezr.clikit import cell
 from squeezr.dbx.store import Repository
 
-__all__ = ["add_repo_option", "add_selection_options", "cell", "repository", "short_id"]
+__all__ = [
+    "add_command",
+    "add_experiment_argument",
+    "add_repo_option",
+    "add_selection_options",
+    "repository",
+    "selection",
+    "short_id",
+]
 
 SHORT_ID = 8
 REPO_HELP = "repository folder (default: $DBX_REPO, else the nearest enclosing one)"
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    doc: str,
+    main: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand's parser, running ``main``. ``dbx NAME --help`` describes it with the first
+    line of its module's docstring ``doc`` (the rest is for readers of the code and the docs)
+    and ends with ``epilog`` (examples) laid out as written."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=doc.splitlines()[0],
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=main)
+    return parser
+
+
+def add_experiment_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``EXP`` positional (``args.ref``) of the commands about one experiment."""
+    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -21,13 +58,19 @@ def add_repo_option(parser: argparse.ArgumentParser) -> None:
 
 
 def add_selection_options(parser: argparse.ArgumentParser) -> None:
-    """The ``dbx ls`` selection flags, shared with ``missing`` and ``query``."""
+    """The ``dbx ls`` selection flags, shared with ``missing`` and ``query``; :func:`selection`
+    reads them back."""
     parser.add_argument("prefix", nargs="?", help="only experiments whose name starts with this")
     parser.add_argument("--kind", help="only experiments of this kind (train, prune, ...)")
     parser.add_argument("--since", help="created since: a duration (7d, 12h, 30m) or ISO date")
     parser.add_argument(
         "--where", help="condition on params/results, e.g. \"params.lr < 0.1 and kind == 'train'\""
     )
+
+
+def selection(args: argparse.Namespace) -> dict[str, Any]:
+    """The selection flags as keyword arguments of ``select_experiments`` and ``query.run``."""
+    return {"prefix": args.prefix, "kind": args.kind, "since": args.since, "where": args.where}
 
 
 def repository(args: argparse.Namespace) -> Repository:

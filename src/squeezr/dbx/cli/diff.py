@@ -18,10 +18,8 @@ from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "diff",
-        help="params that differ across 2+ experiments (expdiff)",
-        description=__doc__.splitlines()[0],
+    parser = common.add_command(
+        subparsers, "diff", __doc__, main, help="params that differ across 2+ experiments (expdiff)"
     )
     parser.add_argument(
         "refs", nargs="+", metavar="EXP", help="ids, id prefixes or names; one = a name prefix"
@@ -29,7 +27,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", action="store_true", help="compare results too")
     common.add_repo_option(parser)
     clikit.add_output_options(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

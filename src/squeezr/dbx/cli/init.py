@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 
 from squeezr import dbx
+from squeezr.dbx.cli import common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "init", help="create a repository (a folder with .dbx/)", description=__doc__
+    parser = common.add_command(
+        subparsers, "init", __doc__, main, help="create a repository (a folder with .dbx/)"
     )
     parser.add_argument("path", nargs="?", default=".", help="folder to use (default: .)")
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,18 +18,19 @@ from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "like",
+        __doc__,
+        main,
         help="experiments with the closest params to one (findlike)",
-        description=__doc__.splitlines()[0],
     )
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    common.add_experiment_argument(parser)
     parser.add_argument("-n", type=int, default=10, help="how many to show (default: 10)")
     parser.add_argument("--kind", help="only compare with experiments of this kind")
     parser.add_argument("--prefix", help="only compare with experiments under this name prefix")
     common.add_repo_option(parser)
     clikit.add_output_options(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

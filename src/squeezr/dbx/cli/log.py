@@ -20,17 +20,18 @@ from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "log",
+        __doc__,
+        main,
         help="append an event to an experiment from the shell",
-        description=__doc__.splitlines()[0],
         epilog="example: dbx log 3f2a eval/test test_acc=0.912 split=test",
     )
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    common.add_experiment_argument(parser)
     parser.add_argument("name", help="event name, e.g. eval/test")
     parser.add_argument("fields", nargs="*", metavar="KEY=VALUE", help="event data")
     common.add_repo_option(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

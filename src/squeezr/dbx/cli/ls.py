@@ -24,12 +24,13 @@ where-language: docs/dbx-expressions.md"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "ls",
+        __doc__,
+        main,
         help="list experiments (prefix, kind, since, where, sort, columns)",
-        description=__doc__.splitlines()[0],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     common.add_selection_options(parser)
     parser.add_argument(
@@ -41,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, help="show at most this many")
     common.add_repo_option(parser)
     clikit.add_output_options(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -50,13 +50,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--columns is empty; name at least one column, e.g. --columns id,name")
     check_paths(columns, "column")
     experiments = select_experiments(
-        common.repository(args),
-        prefix=args.prefix,
-        kind=args.kind,
-        since=args.since,
-        where=args.where,
-        sort=args.sort,
-        limit=args.limit,
+        common.repository(args), **common.selection(args), sort=args.sort, limit=args.limit
     )
     if not experiments:
         print("dbx: no experiments match", file=sys.stderr)

@@ -16,10 +16,12 @@ from squeezr.dbx.select import missing, select_experiments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "missing",
+        __doc__,
+        main,
         help="experiments lacking an event or a result",
-        description=__doc__.splitlines()[0],
         epilog="example: dbx missing prune/ --event eval/test --result test_acc",
     )
     common.add_selection_options(parser)
@@ -27,18 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--result", action="append", default=[], help="result key (repeatable)")
     common.add_repo_option(parser)
     clikit.add_output_options(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     missing([], args.event, args.result)  # check what to look for before reading anything
     experiments = select_experiments(
-        common.repository(args),
-        prefix=args.prefix,
-        kind=args.kind,
-        since=args.since,
-        where=args.where,
-        sort="created",
+        common.repository(args), **common.selection(args), sort="created"
     )
     rows = [
         {

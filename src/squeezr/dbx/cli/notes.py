@@ -14,14 +14,13 @@ from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "notes", help="show or set an experiment's notes", description=__doc__.splitlines()[0]
+    parser = common.add_command(
+        subparsers, "notes", __doc__, main, help="show or set an experiment's notes"
     )
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    common.add_experiment_argument(parser)
     parser.add_argument("text", nargs="?", help="new notes ('-' reads them from stdin)")
     parser.add_argument("--append", metavar="TEXT", help="add TEXT as a new paragraph")
     common.add_repo_option(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -25,31 +25,15 @@ EPILOG = """examples:
 grammar: docs/dbx-query.md"""
 
 
-class _AnyOrderParser(argparse.ArgumentParser):
-    """Options and positionals in any order (``dbx query Q --csv PREFIX``): plain argparse
-    binds the optional PREFIX to nothing as soon as it reads QUERY, then rejects it."""
-
-    _inside = False
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if self._inside:  # parse_known_intermixed_args calls back into this method
-            return super().parse_known_args(args, namespace)
-        self._inside = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._inside = False
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "query",
+        __doc__,
+        main,
         help="turn experiment logs into tables (patterns, filters, merge, position, aggregates)",
-        description=__doc__.splitlines()[0],
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.__class__ = _AnyOrderParser  # argparse has no per-subcommand parser class option
     parser.add_argument("query", help="the query, e.g. 'prune/step/:k | group k: mean(acc)'")
     common.add_selection_options(parser)
     common.add_repo_option(parser)
@@ -60,18 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--interval", type=float, default=1.0, help="--follow poll seconds")
     clikit.add_output_options(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from squeezr.dbx import query as dbxquery  # pandas: loaded only when a query runs
 
-    selection = {"prefix": args.prefix, "kind": args.kind, "since": args.since, "where": args.where}
+    selection = common.selection(args)
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning
         if not args.follow:
             table = dbxquery.run(args.query, args.repo, raw=args.raw, cache=args.cache, **selection)
-            clikit.emit(_printable(table), args.fmt)
+            clikit.emit(_missing_as_none(table), args.fmt)
             return 0
         batches = dbxquery.follow(
             args.query, args.repo, raw=args.raw, interval=args.interval, **selection
@@ -84,18 +67,11 @@ def _one_line_warning(message: Any, *_: Any, **__: Any) -> None:
     print(f"dbx: warning: {message}", file=sys.stderr)
 
 
-def _printable(frame: Any) -> Any:
-    """The table with its missing values (None, NaN: the same to a query) as None, which
-    ``clikit.emit`` prints as an empty cell (``null`` in JSON), and every cell kept as it is
-    (object columns: no integer turned float next to a gap)."""
-    import pandas as pd
-
-    rows = frame.astype(object).to_dict(orient="records")
-    for row in rows:
-        for column, value in row.items():
-            if isinstance(value, float) and value != value:
-                row[column] = None
-    return pd.DataFrame(rows, columns=frame.columns, dtype=object)
+def _missing_as_none(frame: Any) -> Any:
+    """The table with its missing values as None. To a query an absent field, null and NaN are
+    all missing, and print as an empty cell (``null`` in JSON); ``clikit.emit`` shows a NaN as
+    NaN, which is right elsewhere (a result that is NaN) but not here."""
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def _stream(batches: Iterable[Any], fmt: str) -> None:
@@ -105,7 +81,7 @@ def _stream(batches: Iterable[Any], fmt: str) -> None:
     for batch in batches:
         if batch.empty:
             continue
-        rows = _printable(batch)
+        rows = _missing_as_none(batch)
         if fmt == "json":
             for record in rows.to_dict(orient="records"):
                 sys.stdout.write(jsonx.encode(record) + "\n")

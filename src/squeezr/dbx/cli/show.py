@@ -9,8 +9,7 @@ import shlex
 from datetime import UTC, datetime
 from typing import Any
 
-from tabulate import tabulate
-
+from squeezr.clikit import text_table
 from squeezr.dbx import jsonx
 from squeezr.dbx.cli import common
 from squeezr.dbx.runs import command_line, git_info, run_status
@@ -20,16 +19,17 @@ from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "show",
+        __doc__,
+        main,
         help="one experiment: meta, params, results, runs, attachments, last events",
-        description=__doc__.splitlines()[0],
     )
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    common.add_experiment_argument(parser)
     parser.add_argument("-n", "--events", type=int, default=10, help="last events to show")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_repo_option(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -90,15 +90,14 @@ def render(report: dict[str, Any]) -> str:
     for title in ("params", "results"):
         flat = flatten(report[title])
         lines += ["", f"{title}:"]
-        lines += _indent(tabulate([(k, common.cell(v)) for k, v in flat.items()], tablefmt="plain"))
+        lines += _indent(text_table(flat.items(), style="plain"))
     if report["notes"]:
         lines += ["", "notes:", *_indent(report["notes"].rstrip("\n"))]
     if report["runs"]:
         rows = [{**run, "command": shlex.join(run["command"])} for run in report["runs"]]
-        lines += ["", "runs:", *_indent(tabulate(rows, headers="keys", tablefmt="simple"))]
+        lines += ["", "runs:", *_indent(_table(rows))]
     if report["attachments"]:
-        table = tabulate(report["attachments"], headers="keys", tablefmt="simple")
-        lines += ["", "attachments:", *_indent(table)]
+        lines += ["", "attachments:", *_indent(_table(report["attachments"]))]
     shown = report["events"]
     if shown:
         rows = [
@@ -106,13 +105,18 @@ def render(report: dict[str, Any]) -> str:
                 "time": _time(event["ts"]),
                 "run": event["run"],
                 "name": event["name"],
-                "data": common.cell(event["data"]),
+                "data": event["data"],
             }
             for event in shown
         ]
         title = f"last {len(shown)} of {report['events_total']} events:"
-        lines += ["", title, *_indent(tabulate(rows, headers="keys", tablefmt="simple"))]
+        lines += ["", title, *_indent(_table(rows))]
     return "\n".join(lines)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """Rows that all have the same keys, under those keys as headers."""
+    return text_table([row.values() for row in rows], list(rows[0]))
 
 
 def _time(ts: float) -> str:

@@ -12,13 +12,14 @@ from squeezr.dbx.cli import common
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
+    parser = common.add_command(
+        subparsers,
         "verify",
+        __doc__,
+        main,
         help="check a repository's files and attachment checksums",
-        description=__doc__.splitlines()[0],
     )
     common.add_repo_option(parser)
-    parser.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,14 +15,13 @@ Grammar (docs/dbx-query.md)::
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from squeezr.dbx.expr import ExpressionError
+from squeezr.dbx.tokens import ExpressionError, Token, Tokenizer, TokenStream
 
 FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "abs": np.abs,
@@ -40,15 +39,11 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "//": operator.floordiv,
     "%": operator.mod,
 }
-_TOKEN = re.compile(
-    r"""
-    (?P<space>\s+)
-  | (?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
-  | (?P<name>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*)
-  | (?P<quoted>`[^`]+`)
-  | (?P<op>\*\*|//|[-+*/%(),])
-    """,
-    re.VERBOSE,
+# Numbers, paths and backticked names as in conditions (squeezr.dbx.tokens); no strings, and
+# a minus is an operator (``1 - -x``), not part of a number.
+_TOKENIZER = Tokenizer(
+    ("**", "//", "-", "+", "*", "/", "%", "(", ")", ","),
+    unexpected="unexpected {char!r} (computed columns use + - * / // % ** ( ))",
 )
 
 Getter = Callable[[str], Any]  # a column path -> its values (a numeric pandas Series)
@@ -69,71 +64,28 @@ class Arithmetic:
             return self._root(get)
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # num, name, op, end
-    text: str
-    value: Any  # the number, or the column path (without backticks)
-    column: int  # 1-based
-
-
-def _tokenize(text: str) -> list[_Token]:
-    tokens = []
-    position = 0
-    while position < len(text):
-        found = _TOKEN.match(text, position)
-        if found is None:
-            char = text[position]
-            if char == "`":
-                raise ExpressionError(position + 1, "a `quoted column name` needs its closing `")
-            raise ExpressionError(
-                position + 1, f"unexpected {char!r} (computed columns use + - * / // % ** ( ))"
-            )
-        kind, raw = found.lastgroup or "", found.group()
-        if kind == "num":
-            tokens.append(
-                _Token(kind, raw, float(raw) if set(raw) & set(".eE") else int(raw), position + 1)
-            )
-        elif kind in ("name", "quoted"):
-            tokens.append(_Token("name", raw, raw.strip("`"), position + 1))
-        elif kind == "op":
-            tokens.append(_Token(kind, raw, raw, position + 1))
-        position = found.end()
-    tokens.append(_Token("end", "", None, len(text) + 1))
-    return tokens
-
-
-class _Parser:
+class _Parser(TokenStream):
     """Recursive descent over the grammar above; each rule returns a closure."""
 
     def __init__(self, text: str) -> None:
-        self.tokens = _tokenize(text)
-        self.index = 0
+        super().__init__(_TOKENIZER.tokenize(text))
         self.paths: set[str] = set()
 
-    def peek(self, *texts: str) -> bool:
-        token = self.tokens[self.index]
-        return token.kind == "op" and token.text in texts
-
-    def take(self) -> _Token:
-        self.index += 1
-        return self.tokens[self.index - 1]
-
     def fail(self, expected: str) -> ExpressionError:
-        token = self.tokens[self.index]
+        token = self.token
         got = "the end" if token.kind == "end" else repr(token.text)
         return ExpressionError(token.column, f"expected {expected} (got {got})")
 
     def parse(self) -> _Node:
         node = self.sum()
-        if self.tokens[self.index].kind != "end":
+        if self.token.kind != "end":
             raise self.fail("an operator such as + - * /")
         return node
 
     def binary(self, operators: tuple[str, ...], operand: Callable[[], _Node]) -> _Node:
         node = operand()
-        while self.peek(*operators):
-            apply = _BINARY[self.take().text]
+        while self.at(*operators):
+            apply = _BINARY[self.advance().text]
             node = _combine(apply, node, operand())
         return node
 
@@ -144,52 +96,52 @@ class _Parser:
         return self.binary(("*", "/", "//", "%"), self.unary)
 
     def unary(self) -> _Node:
-        if self.peek("-", "+"):
-            sign = self.take().text
+        if self.at("-", "+"):
+            sign = self.advance().text
             inner = self.unary()
             return (lambda get: -inner(get)) if sign == "-" else inner
         return self.power()
 
     def power(self) -> _Node:
         base = self.atom()
-        if self.peek("**"):
-            self.take()
+        if self.at("**"):
+            self.advance()
             # in floats, so that an integer column to a negative power is no error
             return _combine(np.float_power, base, self.unary())
         return base
 
     def atom(self) -> _Node:
-        token = self.tokens[self.index]
+        token = self.token
         if token.kind == "num":
-            self.take()
+            self.advance()
             number = _number(token.value)
             return lambda get: number
-        if self.peek("("):
-            self.take()
+        if self.at("("):
+            self.advance()
             inner = self.sum()
-            if not self.peek(")"):
+            if not self.at(")"):
                 raise self.fail(f"')' to close the '(' at column {token.column}")
-            self.take()
+            self.advance()
             return inner
         if token.kind != "name":
             raise self.fail("a number, a column or '('")
-        self.take()
-        if self.peek("(") and not token.text.startswith("`"):
+        self.advance()
+        if self.at("(") and not token.text.startswith("`"):
             return self.call(token)
         self.paths.add(token.value)
         return lambda get: get(token.value)
 
-    def call(self, name: _Token) -> _Node:
+    def call(self, name: Token) -> _Node:
         function = FUNCTIONS.get(name.text)
         if function is None:
             raise ExpressionError(
                 name.column, f"unknown function {name.text!r}; use {', '.join(FUNCTIONS)}"
             )
-        self.take()
+        self.advance()
         inner = self.sum()
-        if not self.peek(")"):
+        if not self.at(")"):
             raise self.fail(f"')' to close {name.text}(")
-        self.take()
+        self.advance()
         return lambda get: function(inner(get))
 
 

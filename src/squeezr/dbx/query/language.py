@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from squeezr.dbx import expr
+from squeezr.dbx import expr, tokens
 from squeezr.dbx.query import arithmetic
 from squeezr.dbx.query.pattern import Pattern, compile_pattern
 from squeezr.errors import UserError
@@ -20,8 +20,8 @@ from squeezr.errors import UserError
 KEYWORDS = ("match", "where", "select", "before", "after", "first", "last", "sort", "group")
 AGGREGATES = ("count", "mean", "std", "se", "min", "max", "first", "last", "sum")
 
-_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)*")
-_QUOTED_PATH = re.compile(r"`([^`]+)`")
+_PATH = re.compile(tokens.NAME)
+_QUOTED_PATH = re.compile(tokens.QUOTED_NAME)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _AS = re.compile(r"^(.*?)\s+as\s+(\S+)\s*$", re.DOTALL)
 _DANGLING_AS = re.compile(r"(?:^|\s)as\s*$")

@@ -37,19 +37,9 @@ def experiment_sources(
     handles = list(experiments) if experiments is not None else None
     if handles is not None and repo is None and not any(isinstance(h, str) for h in handles):
         return None, [Source(experiment=handle) for handle in handles]
-    repository = repo if isinstance(repo, dbx.Repository) else dbx.Repository.find(repo)
+    repository = dbx.Repository.find(repo)
     if handles is None:
-        handles = list(
-            select_experiments(
-                repository,
-                prefix=prefix,
-                kind=kind,
-                since=since,
-                where=where,
-                sort=None,
-                limit=None,
-            )
-        )
+        handles = select_experiments(repository, prefix=prefix, kind=kind, since=since, where=where)
     else:
         handles = [dbx.open(h, repo=repository) if isinstance(h, str) else h for h in handles]
     return repository, [Source(experiment=handle) for handle in handles]
