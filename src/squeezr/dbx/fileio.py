@@ -40,10 +40,11 @@ def fsync_dir(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path | str) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write; on success it is fsync'd and renamed over
-    ``path`` (durably), on error removed. For writers that want a file name (``torch.save``,
-    ONNX export, a download) rather than bytes in memory."""
+def atomic_path(path: Path | str, *, durable: bool = True) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write; on success it is renamed over ``path``, on
+    error removed. For writers that want a file name (``torch.save``, ONNX export, a download)
+    rather than bytes in memory. ``durable`` fsyncs the file and its folder so the new content
+    survives a crash; derived files that can be rebuilt (caches) skip that cost."""
     path = Path(path)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(name)
@@ -53,13 +54,15 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         finally:
             os.close(fd)
         yield tmp
-        with open(tmp, "rb+") as written:
-            os.fsync(written.fileno())
+        if durable:
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

@@ -36,7 +36,7 @@ from squeezr.dbx.timeutil import now_iso, to_datetime
 from squeezr.dbx.views import Params, Results, check_keys
 from squeezr.errors import UserError
 
-__all__ = ["Experiment", "Repository", "create", "open", "resume", "validate_name"]
+__all__ = ["Experiment", "Repository", "create", "log_paths", "open", "resume", "validate_name"]
 
 MARKER_DIR = ".dbx"
 DEFAULT_REPO = "experiments"
@@ -489,8 +489,8 @@ class Experiment:
         whose name starts with ``prefix`` if given. Flushes this handle's own run first."""
         self.flush()
         events: list[dict[str, Any]] = []
-        for number in sorted(_numbered(self._folder, _LOG_FILE)):
-            for event in jsonx.iter_log(os.path.join(self._folder, f"log-{number}.jsonl")):
+        for path in log_paths(self._folder):
+            for event in jsonx.iter_log(path):
                 if prefix is None or event["name"].startswith(prefix):
                     events.append(event)
         events.sort(key=lambda e: (e["ts"], e["run"], _seq(e)))
@@ -593,6 +593,13 @@ def _read_meta(folder: str) -> dict[str, Any] | None:
         raise
     records.require(records.meta_problems(meta), path, "experiment metadata")
     return meta
+
+
+def log_paths(folder: str | os.PathLike[str]) -> list[Path]:
+    """An experiment folder's logs in run order (``log-1.jsonl`` ... ``log-10.jsonl``); files
+    that only look like logs (``log-1.bak.jsonl``) are not logs."""
+    folder = os.fspath(folder)
+    return [Path(folder, f"log-{n}.jsonl") for n in sorted(_numbered(folder, _LOG_FILE))]
 
 
 def _numbered(folder: str, pattern: re.Pattern[str]) -> list[int]:
