@@ -10,9 +10,12 @@ Workload: E experiments x N events (default 1,000 x 1,000 = 1M), each event
 per step across experiments.
 
 Each measurement runs in a fresh process and times the query alone (not the interpreter start
-or imports). Before each, the OS page cache is dropped if this machine allows it (root with a
-writable ``/proc/sys/vm/drop_caches``); otherwise the log files are in the OS cache, as right
-after generating them, and the report says so (``files``: ``cold`` or ``in OS cache``).
+or imports). The log files are in the OS page cache, as right after generating them, and the
+report says so (``files``: ``os-cache``). With ``--drop-caches`` the page cache is dropped
+before each measurement (``files``: ``cold``); this flushes the cache of the whole machine,
+slowing everything else running on it for a while, so it is never done unasked, and needs
+root with a writable ``/proc/sys/vm/drop_caches`` (the files are reported cold only if every
+drop succeeded).
 
 * ``dbx_first_s``      — the first query in a new process without ``.dbx/cache``: reads and
   parses every log (and writes the cache);
@@ -25,7 +28,7 @@ after generating them, and the report says so (``files``: ``cold`` or ``in OS ca
   pyarrow, ``pd.read_json(lines=True)`` (per file, or once on all the text) is no faster.
 
 Both answers are compared value by value; the pandas target compares the first dbx query with
-pandas, both from raw files. Usage: ``python benchmarks/dbx_query.py [--quick]``.
+pandas, both from raw files. Usage: ``python benchmarks/dbx_query.py [--quick] [--drop-caches]``.
 """
 
 from __future__ import annotations
@@ -126,13 +129,16 @@ def drop_os_cache() -> bool:
 
 
 def measure(kind: str, root: Path, repeats: int = 1) -> tuple[list[float], list[list[float]]]:
-    """Times and answer of ``kind`` ("dbx" or "pandas") in a new process."""
+    """Times and answer of ``kind`` ("dbx" or "pandas") in a new process; if that process
+    fails, its error output is shown and the benchmark stops."""
     done = subprocess.run(
         [sys.executable, __file__, "--child", kind, str(root), str(repeats)],
-        check=True,
         capture_output=True,
         text=True,
     )
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"the {kind} measurement failed (exit status {done.returncode})")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     return result["times"], result["answer"]
 
@@ -141,20 +147,36 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
         return
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    options = parser(__doc__.splitlines()[0])
+    options.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="drop the whole machine's OS page cache before each measurement (needs root)",
+    )
+    args = options.parse_args()
     experiments, events = (60, 200) if args.quick else (1000, 1000)
+    drops: list[bool] = []
+
+    def cold_start() -> None:
+        if args.drop_caches:
+            drops.append(drop_os_cache())
+
     with tempfile.TemporaryDirectory(prefix="dbx-query-bench-") as tmp:
         root = Path(tmp) / "repo"
         with timer() as made:
             generate(root, experiments, events)
         print(f"generated {experiments} x {events} events in {made.seconds:.1f} s")
-        dropped = drop_os_cache()
+        cold_start()
         (first, warm), ours = measure("dbx", root, repeats=2)
-        drop_os_cache()
+        cold_start()
         (plain,), reference = measure("pandas", root)
-        drop_os_cache()
+        cold_start()
         (disk,), from_cache = measure("dbx", root)
-    files = "cold" if dropped else "in OS cache (could not drop it: needs root)"
+    dropped = bool(drops) and all(drops)
+    if not args.drop_caches:
+        files = "in OS cache (pass --drop-caches to start cold)"
+    else:
+        files = "cold" if dropped else "in OS cache (could not drop it: needs root)"
     same = (
         len(ours) == len(reference) == len(from_cache)
         and np.allclose(ours, reference, equal_nan=True)

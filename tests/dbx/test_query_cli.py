@@ -97,6 +97,23 @@ def test_a_repository_result_queried_again_keeps_its_experiments(repo: Path) -> 
     assert firsts["exp.name"].tolist() == [f"prune/oracle/m{seed}" for seed in range(6)]
 
 
+def test_requerying_keeps_reruns_that_share_a_name_apart(tmp_path: Path) -> None:
+    """A selected result of several experiments keeps ``exp.id`` (first), so querying it
+    again splits it by experiment even where re-runs share a name."""
+    root = tmp_path / "experiments"
+    for seed in range(2):
+        with dbx.create("prune/m", kind="prune", repo=root) as exp:
+            for k in range(3):
+                exp.log(f"prune/step/{k}", acc=seed + k / 10)
+    for columns in ("exp.name, name, k, acc", "name, k, acc"):
+        table = query.run(f"prune/step/:k | select {columns}", repo=root)
+        assert list(table.columns) == ["exp.id", *columns.split(", ")] and len(table) == 6
+        counts = query.run("prune/step/:j | group j: count()", events=table)
+        assert counts["count"].tolist() == [2, 2, 2]
+    one = query.run("prune/step/:k | select k", repo=root, experiments=[exp])
+    assert list(one.columns) == ["k"]  # one experiment: nothing to tell apart
+
+
 def test_python_api_matches_selection(repo: Path) -> None:
     table = query.run("prune/step/:k | where k == 3", repo=repo, where="params.seed >= 4")
     assert sorted(table["exp.name"]) == ["prune/oracle/m4", "prune/oracle/m5"]
@@ -113,7 +130,7 @@ def test_python_api_matches_selection(repo: Path) -> None:
         ("prune/step/:k | where k > 1) | select k", "column 28 near ') | select k'"),
         ("prune/step/:k | select test_acc as name | match x", "'match' needs event names"),
         ("prune/step/:k | where nope > 1", "unknown column 'nope'"),
-        ("prune/step/:k | select exp.nope", "unknown experiment field 'exp.nope'"),
+        ("prune/step/:k | select exp.nope", "'exp.nope' is not a field of an experiment"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(

@@ -123,7 +123,7 @@ def test_backticks_reach_any_data_key_and_quotes_any_event_name() -> None:
 
 
 def test_experiment_fields_must_exist() -> None:
-    with pytest.raises(UserError, match=r"unknown experiment field 'exp\.nope'; use exp\.id"):
+    with pytest.raises(UserError, match=r"'exp\.nope' is not a field of an experiment; use"):
         query.run("prune/step/:k | select exp.nope", events=pruning_log())
     with pytest.raises(UserError, match=r"unknown column 'params\.seed'"):
         query.run("prune/step/:k | select params.seed", events=pruning_log())
@@ -334,3 +334,46 @@ def test_empty_result_keeps_selected_columns() -> None:
 def test_bad_events_are_rejected() -> None:
     with pytest.raises(UserError, match="event 1 is not a log event"):
         query.run("**", events=[{"name": "a", "data": {}}, {"data": {}}])
+    # checked as log lines are (records.event_problem), where the fields are given
+    with pytest.raises(UserError, match=r"event 0 is not a log event .*run must be an integer"):
+        query.run("**", events=[{"name": "a", "run": "1"}])
+
+
+def test_a_column_mixing_numbers_with_booleans_or_lists_keeps_each_value() -> None:
+    flags = [{"name": "a", "data": {"x": 1}}, {"name": "b", "data": {"x": True}}]
+    assert [type(x) for x in query.run("*", events=flags)["x"]] == [int, bool]
+    assert query.run("* | where x == true | select name", events=flags)["name"].tolist() == ["b"]
+    for second in ([2], {"a": 1}, [2, 3], 2**64):
+        log = [{"name": "a/1", "data": {"x": 1}}, {"name": "a/2", "data": {"x": second}}]
+        assert query.run("a/:k | select x", events=log)["x"].tolist() == [1, second]
+    mixed = [{"name": f"a/{i}", "data": {"x": x}} for i, x in enumerate([1, 2.5])]
+    assert query.run("a/:k | select x", events=mixed)["x"].tolist() == [1.0, 2.5]
+
+
+def test_selected_or_grouped_ts_and_run_are_kept_even_when_missing() -> None:
+    log = [{"name": "a", "data": {"x": 1}}]
+    assert list(query.run("a | select name, ts, run", events=log).columns) == ["name", "ts", "run"]
+    assert list(query.run("a | group run: count()", events=log).columns) == ["run", "count"]
+    assert list(query.run("a", events=log, raw=True).columns) == ["name", "x"]  # none to show
+    timed = [{"name": "a", "ts": 5.0, "data": {"x": 1}}]
+    assert list(query.run("a | where x > 5", events=timed, raw=True).columns) == [
+        "name",
+        "ts",
+        "x",
+    ]
+
+
+def test_two_joins_with_the_same_prefix_are_rejected() -> None:
+    log = [{"name": "a/1", "data": {"v": 1}}, {"name": "b/2", "data": {"w": 2}}, {"name": "s/0"}]
+    with pytest.raises(UserError, match=r"column 22 near 'before b/:y'.*duplicate prefix 'before'"):
+        query.run("s/:k | before a/:x | before b/:y", events=log)
+    both = query.run(
+        "s/:k | before a/:x | before b/:y as b | select b.name, before.name", events=log
+    )
+    assert both.to_dict("records") == [{"b.name": "b/2", "before.name": "a/1"}]
+
+
+def test_a_backticked_name_may_hold_as() -> None:
+    log = [{"name": "s", "data": {"a as b": 1, "x": 2}}]
+    table = query.run("s | select `a as b`, `a as b` as c, x as y", events=log)
+    assert table.to_dict("records") == [{"a as b": 1, "c": 1, "y": 2}]

@@ -84,6 +84,18 @@ def test_backticks_and_quoted_patterns() -> None:
     assert near.pattern.text == "x y/*" and near.prefix == "p"
 
 
+def test_as_inside_backticks_or_brackets_is_no_rename() -> None:
+    select = parse("a | select `a as b`, `a as b` as c, 1 - `x as y` as d, `as`").stages[1]
+    assert [(c.source, c.name, c.path) for c in select.columns] == [
+        ("`a as b`", "a as b", "a as b"),
+        ("`a as b`", "c", "a as b"),
+        ("1 - `x as y`", "d", None),
+        ("`as`", "as", "as"),
+    ]
+    group = parse("a | group k: mean(`p as q`) as m, max(`p as q`)").stages[1]
+    assert [a.name for a in group.aggregates] == ["m", "max_p as q"]
+
+
 def test_patterns_lists_what_the_query_reads() -> None:
     texts = [p.text for p in parse("a/:k | before b/* | after c as x").patterns()]
     assert texts == ["a/:k", "b/*", "c"]
@@ -127,6 +139,8 @@ def test_patterns_lists_what_the_query_reads() -> None:
         ("'a b' c", 7, "unexpected 'c' after the quoted name pattern"),
         ("a b", 1, "'a' is not a stage .* a name pattern with spaces must be quoted"),
         ("a | where `x > 1", 11, "unclosed ` quote"),
+        ("a | before b | after c | before d", 26, "duplicate prefix 'before'"),
+        ("a | before b as p | after c as p", 21, "duplicate prefix 'p'"),
     ],
 )
 def test_errors_name_the_column(text: str, column: int | None, problem: str) -> None:

@@ -3,8 +3,10 @@ reading logs that this test writes while it runs."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +14,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from squeezr import dbx
+from squeezr import clikit, dbx
 from squeezr.dbx import query
+from squeezr.dbx.cli import main
+from squeezr.dbx.cli import query as cli_query
+from squeezr.dbx.query import live, parse
 from squeezr.errors import UserError
 
 LINE_TIMEOUT = 30.0  # seconds to wait for one output line (a cold interpreter imports pandas)
@@ -49,9 +55,9 @@ def test_follow_emits_new_rows_as_events_arrive(tmp_path: Path) -> None:
     def second() -> None:
         exp.log("train/epoch/1/eval", val_acc=0.6)
         exp.flush()
-        append('{"name": "train/epoch/2/eval", "data": {"val_')  # a torn line, completed later
+        append('{"name": "train/epoch/2/eval", "id": "1-9", "ts": 1.0, "run": 1, "data": {"val_')
 
-    stop = polls(second, lambda: append('acc": 0.7}}\n'))
+    stop = polls(second, lambda: append('acc": 0.7}}\n'))  # the torn line completed
     text = "train/epoch/:e/eval | select e, val_acc"
     batches = list(query.follow(text, repo=root, interval=0, stop=stop))
     exp.close()
@@ -144,9 +150,55 @@ def test_follow_group_rows_come_again_when_their_aggregate_changes(tmp_path: Pat
     ]
 
 
-def test_follow_rejects_a_negative_interval(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="0 or more seconds"):
-        next(query.follow("a", repo=tmp_path, interval=-1))
+@pytest.mark.parametrize("interval", [-1, float("nan"), float("inf")])
+def test_follow_rejects_an_interval_that_is_not_a_finite_time(
+    tmp_path: Path, interval: float
+) -> None:
+    with pytest.raises(UserError, match="a finite number of seconds, 0 or more"):
+        next(query.follow("a", repo=tmp_path, interval=interval))
+
+
+def test_cli_follow_rejects_a_nan_interval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dbx.Repository.init(tmp_path / "repo")
+    args = ["query", "a", "--repo", str(tmp_path / "repo"), "--follow", "--interval", "nan"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dbx: error: ") and "finite" in err and err.count("\n") == 1
+
+
+def test_follow_reads_only_log_files(tmp_path: Path) -> None:
+    root = tmp_path / "live"
+    exp = dbx.create("live/run", kind="train", repo=root)
+    exp.log("s/1", v=1)
+    exp.close()
+    (exp.path / "log-1.bak.jsonl").write_text((exp.path / "log-1.jsonl").read_text())
+    batch = next(query.follow("s/:k | select k, v", repo=root, raw=True))
+    assert batch.to_dict("records") == [{"k": 1, "v": 1}]
+
+
+def test_an_experiment_deleted_while_followed_has_no_new_events(tmp_path: Path) -> None:
+    exp = dbx.create("live/run", kind="train", repo=tmp_path / "live")
+    exp.log("s/1", v=1)
+    exp.close()
+    follower = live._Follower(exp, parse("s/:k").patterns())
+    assert [event["name"] for _, event in follower.source().events] == ["s/1"]
+    shutil.rmtree(exp.path)  # between this poll's selection and its read
+    assert [event["name"] for _, event in follower.source().events] == ["s/1"]
+
+
+def test_streamed_json_lines_hold_what_emit_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    """Each --follow --json line is the object ``clikit.emit`` would print for that row, so
+    the two outputs never drift apart (dates as ISO text, NaN as null, lists as lists)."""
+    rows = pd.DataFrame(
+        {"day": [datetime.date(2026, 1, 2)], "acc": [float("nan")], "tags": [["a", 1]]}
+    )
+    cli_query._stream([rows], "json")
+    streamed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    clikit.emit(cli_query._missing_as_none(rows), "json")
+    assert streamed == json.loads(capsys.readouterr().out)
+    assert streamed == [{"day": "2026-01-02", "acc": None, "tags": ["a", 1]}]
 
 
 class Follower:
@@ -238,16 +290,16 @@ def test_a_first_poll_answers_like_a_finished_read(tmp_path: Path) -> None:
         exp.log("finetune/epoch/0/eval", val_acc=0.9 - k / 10)
         exp.log(f"prune/step/{k}", test_acc=0.8 - k / 10)
     exp.close()
-    addon = [{"name": "finetune/epoch/0/eval", "run": 2, "data": {"test_acc": 0.5}}, {}]
-    (exp.path / "log-2.jsonl").write_text("\n".join(json.dumps(e) for e in addon) + "\n\n")
+    addon = {"name": "finetune/epoch/0/eval", "id": "2-1", "ts": 1.0, "run": 2}
+    addon["data"] = {"test_acc": 0.5}
+    (exp.path / "log-2.jsonl").write_text(json.dumps(addon) + "\n\n")
     text = (
         "prune/step/:k | before finetune/epoch/:e/eval as ft"
         " | select k, test_acc, ft.val_acc, ft.test_acc"
     )
     for raw in (False, True):
         finished = query.run(text, repo=root, raw=raw)
-        with pytest.warns(UserWarning, match="malformed log event"):
-            live = next(query.follow(text, repo=root, raw=raw))
+        live = next(query.follow(text, repo=root, raw=raw))
         assert live.equals(finished)
         assert finished["ft.val_acc"].round(3).tolist() == [0.9, 0.8, 0.7]
         amended = [False, False, True] if not raw else [False, False, False]

@@ -19,6 +19,13 @@ from squeezr.dbx.query.pattern import Pattern
 from squeezr.errors import UserError
 
 
+def event_line(name: str, index: int = 0, **data: object) -> str:
+    """One complete log line, as the logger writes it."""
+    return json.dumps(
+        {"name": name, "id": f"1-{index}", "ts": float(index), "run": 1, "data": data}
+    )
+
+
 def write_log(path: Path, events: list[dict], tail: str = "") -> None:
     lines = [
         json.dumps({"id": f"e{i}", "ts": float(i), "run": 1, **e}) for i, e in enumerate(events)
@@ -59,15 +66,75 @@ def test_prefilter_torn_line_and_nan(tmp_path: Path) -> None:
 
 def test_corrupt_last_line_is_skipped_but_earlier_corruption_is_an_error(tmp_path: Path) -> None:
     log = tmp_path / "log-1.jsonl"
-    log.write_text('{"name": "a", "data": {}}\n\n{"name": "b", "data": {}}\nnot json\n')
+    log.write_text(f"{event_line('a')}\n\n{event_line('b')}\nnot json\n")
     with pytest.warns(UserWarning, match="corrupt last line 4"):
         found, lines = read_matching(log, "")
     assert lines == 4
-    assert [line for line, _ in found] == [0, 2, 3]
-    assert [event and event["name"] for _, event in found] == ["a", "b", None]
-    log.write_text('{"name": "a", "data": {}}\nnot json\n{"name": "b", "data": {}}\n')
+    assert [(line, event["name"]) for line, event in found] == [(0, "a"), (2, "b")]
+    log.write_text(f"{event_line('a')}\nnot json\n{event_line('b')}\n")
     with pytest.raises(UserError, match="line 2 is corrupt"):
         read_matching(log, "")
+
+
+def test_a_line_holding_two_events_is_corrupt_not_two_events(tmp_path: Path) -> None:
+    log = tmp_path / "log-1.jsonl"
+    a = event_line("a")
+    log.write_text(f"{a}\n{a}, {a}\n{a}\n")
+    with pytest.raises(UserError, match=r"log-1\.jsonl line 2 is corrupt"):
+        read_matching(log, "a")
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"foo": "s/2"}', "name must be a non-empty string"),
+        ('["s/2"]', "not a JSON object"),
+        ('{"name": "s/2", "id": "1-1", "ts": 1.0, "run": 1, "data": [1]}', "data must be"),
+    ],
+)
+def test_a_line_that_is_json_but_not_an_event_is_an_error_naming_file_and_line(
+    tmp_path: Path, line: str, problem: str
+) -> None:
+    exp = experiment(tmp_path / "x")
+    log = exp.path / "log-1.jsonl"
+    log.write_text(f"{event_line('s/1', v=1)}\n{line}\n{event_line('s/3', 2, v=3)}\n")
+    message = rf"{log} line 2 is corrupt \(not a valid event: {problem}.*\); repair or remove"
+    with pytest.raises(UserError, match=message):
+        Engine([Source(experiment=exp)]).run(parse("s/:k"))
+    tail = Tail(log)
+    with pytest.raises(UserError, match=message):  # a live listener reads it the same way
+        tail.read_new()
+    log.write_text(f"{event_line('s/1', v=1)}\n{line}\n")  # as the last line: a crash's damage
+    with pytest.warns(UserWarning, match="corrupt last line 2") as warned:
+        table = Engine([Source(experiment=exp)]).run(parse("s/:k"))
+    assert len(warned) == 1
+    assert table.to_dict("records") == [{"name": "s/1", "k": 1, "v": 1}]
+
+
+@pytest.mark.parametrize(
+    ("tail", "warning"),
+    [
+        ('{"name": "a", "da\n', "skipping a corrupt last line 2"),
+        ('{"name": "a", "da', "skipping an unfinished last line (torn write)"),
+    ],
+)
+def test_a_damaged_last_line_warns_once(tmp_path: Path, tail: str, warning: str) -> None:
+    exp = experiment(tmp_path / "x")
+    log = exp.path / "log-1.jsonl"
+    log.write_text(f"{event_line('a', v=1)}\n{tail}")
+    with pytest.warns(UserWarning) as warned:
+        table = Engine([Source(experiment=exp)], merge=False).run(parse("a | select v"))
+    assert [str(w.message) for w in warned] == [f"{log}: {warning}"]
+    assert table["v"].tolist() == [1]
+
+
+def test_files_that_only_look_like_logs_are_not_read(tmp_path: Path) -> None:
+    exp = experiment(tmp_path / "x")
+    write_log(exp.path / "log-1.jsonl", [{"name": "s/1", "data": {"v": 1}}])
+    write_log(exp.path / "log-1.bak.jsonl", [{"name": "s/1", "data": {"v": 99}}])
+    write_log(exp.path / "log-2.jsonl", [{"name": "s/2", "data": {"v": 2}}])
+    table = Engine([Source(experiment=exp)], merge=False).run(parse("s/:k | select k, v"))
+    assert table.to_dict("records") == [{"k": 1, "v": 1}, {"k": 2, "v": 2}]
 
 
 def test_runs_are_concatenated_and_merged(tmp_path: Path) -> None:
@@ -107,6 +174,65 @@ def test_disk_cache_is_used_invalidated_and_safe_to_delete(
     assert [row["v"] for row in run()] == [5, 6]
 
 
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path, damage: str) -> None:
+    """The cache is derived data: damage (a full disk, a stray edit) costs a re-read, never
+    an error or a wrong answer."""
+    exp = experiment(tmp_path / "repo" / "x")
+    events = [{"name": f"s/{k}", "data": {"v": k, "tag": "ab"[k % 2]}} for k in range(4)]
+    write_log(exp.path / "log-1.jsonl", events)
+    cache = tmp_path / "repo" / ".dbx" / "cache" / "query"
+    query = parse("s/:k | select k, v, tag")
+
+    def run() -> list[dict]:
+        engine._CACHE = engine.TableCache()
+        return Engine([Source(experiment=exp)], cache_dir=cache).run(query).to_dict("records")
+
+    expected = run()
+    (cached,) = cache.iterdir()
+    good = cached.read_bytes()
+    if damage == "truncate":
+        cached.write_bytes(good[:-3])
+    else:  # same length, one value changed inside a JSON column
+        at = good.rindex(b'"b"')
+        cached.write_bytes(good[:at] + b'"c"' + good[at + 3 :])
+    assert run() == expected
+    assert cached.read_bytes() == good  # rewritten
+
+
+def test_a_failed_cache_write_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exp = experiment(tmp_path / "repo" / "x")
+    write_log(exp.path / "log-1.jsonl", [{"name": "s/1", "data": {"v": 5}}])
+    cache = tmp_path / "repo" / ".dbx" / "cache" / "query"
+    real_write = Path.write_bytes
+
+    def disk_full(self: Path, data: bytes) -> int:
+        real_write(self, data[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    engine._CACHE = engine.TableCache()
+    table = Engine([Source(experiment=exp)], cache_dir=cache).run(parse("s/:k | select v"))
+    assert table["v"].tolist() == [5]  # the cache is best effort
+    assert list(cache.iterdir()) == []
+
+
+def test_the_memory_cache_is_bounded_by_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(table, "MEMORY_ROWS", 1000)
+    cache = table.TableCache()
+    big = table.Table({"v": np.arange(600)}, 600)
+    for index in range(3):
+        cache.remember(("big", str(index), "merged"), [], big)
+    assert list(cache._memory) == [("big", "2", "merged")]  # two of 600 rows do not fit
+    small = table.Table({"v": np.arange(5)}, 5)
+    for index in range(50):  # each entry also costs its overhead, so empty ones are bounded too
+        cache.remember(("small", str(index), "merged"), [], small)
+    assert len(cache._memory) == 1000 // (5 + table.ENTRY_ROWS)
+    assert cache.rows <= 1000
+
+
 def test_cross_experiment_columns_and_group(tmp_path: Path) -> None:
     sources = []
     for seed in range(3):
@@ -130,28 +256,25 @@ def test_cross_experiment_columns_and_group(tmp_path: Path) -> None:
     assert grouped["count"].tolist() == [3, 3, 3]
     assert grouped["se"].iloc[0] == pytest.approx(0.01 / math.sqrt(3))
     per_exp = engine.run(parse("prune/step/:k | last 1 | select exp.name, params.seed, k"))
-    assert per_exp.to_dict("records")[0] == {"exp.name": "prune/m0", "params.seed": 0, "k": 2}
+    assert per_exp.to_dict("records")[0] == {  # exp.id stays: it tells the experiments apart
+        "exp.id": "e0",
+        "exp.name": "prune/m0",
+        "params.seed": 0,
+        "k": 2,
+    }
 
 
 def test_tail_waits_for_the_end_of_a_torn_line(tmp_path: Path) -> None:
     log = tmp_path / "log-1.jsonl"
     tail = Tail(log)
     assert tail.read_new() == []
-    log.write_text('{"name": "a", "data": {}}\n\n{"name": "b", "da')
+    second = event_line("b", 2, v=1)
+    log.write_text(f"{event_line('a')}\n\n{second[:20]}")
     assert [(line, e["name"]) for line, e in tail.read_new()] == [(0, "a")]
     with log.open("a") as handle:
-        handle.write('ta": {"v": 1}}\n')
-    assert tail.read_new() == [(2, {"name": "b", "data": {"v": 1}})]  # line numbers count blanks
+        handle.write(second[20:] + "\n")
+    assert tail.read_new() == [(2, json.loads(second))]  # line numbers count blanks
     assert tail.read_new() == []
-
-
-def test_events_of_the_wrong_shape_are_skipped_with_a_warning(tmp_path: Path) -> None:
-    exp = experiment(tmp_path / "x")
-    log = '{"name": "s/1", "data": {"v": 1}}\n["s/2"]\n{"nam": "s/3"}\n'
-    (exp.path / "log-1.jsonl").write_text(log)
-    with pytest.warns(UserWarning, match="skipping 2 malformed log events"):
-        table = Engine([Source(experiment=exp)]).run(parse("s/:k"))
-    assert table.to_dict("records") == [{"name": "s/1", "k": 1, "v": 1}]
 
 
 def test_modes_merge_keep_or_amend_events() -> None:

@@ -70,10 +70,13 @@ def test_bad_patterns(text: str, problem: str) -> None:
         Pattern(text)
 
 
-def test_the_name_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_name_memos_share_one_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pattern's memo counts against one budget, so many cached patterns cannot each
+    keep a full memo."""
     monkeypatch.setattr(patterns, "MEMO_NAMES", 10)
-    pattern = Pattern("train/step/:i")
+    steps, evals = Pattern("train/step/:i"), Pattern("train/eval/:i")
     for i in range(25):
-        assert pattern.match(f"train/step/{i}") == (i,)
-        assert len(pattern._memo) <= 10
-    assert pattern.match("train/step/3") == (3,)  # forgotten names are matched again
+        assert steps.match(f"train/step/{i}") == (i,)
+        assert evals.match(f"train/eval/{i}") == (i,)
+        assert len(steps._memo) + len(evals._memo) <= 10
+    assert steps.match("train/step/3") == (3,)  # forgotten names are matched again

@@ -82,8 +82,8 @@ def _stream(batches: Iterable[Any], fmt: str) -> None:
         if batch.empty:
             continue
         rows = _missing_as_none(batch)
-        if fmt == "json":
-            for record in rows.to_dict(orient="records"):
+        if fmt == "json":  # emit's objects (its cell conversion), one per line
+            for record in jsonx.loads(_emitted(rows, "json")):
                 sys.stdout.write(jsonx.encode(record) + "\n")
         elif fmt == "csv":
             text = _emitted(rows, "csv")

@@ -20,6 +20,7 @@ import pandas as pd
 
 from squeezr.dbx import expr
 from squeezr.dbx.query.language import (
+    AGGREGATES,
     Aggregate,
     Column,
     Group,
@@ -44,22 +45,11 @@ from squeezr.dbx.query.table import (
     extract,
 )
 from squeezr.dbx.query.values import comparable, hashable, is_missing, numbers, sorted_order
-from squeezr.dbx.store import FIELDS as EXPERIMENT_FIELDS
+from squeezr.dbx.select import check_paths
 from squeezr.errors import UserError
 
 SHOWN_FIELDS = ("exp.id", "exp.name")  # the experiment columns a multi-experiment result leads with
-_ROOTS = ("exp", "params", "results")
-_PANDAS_FUNCS = {
-    "count": "count",
-    "mean": "mean",
-    "std": "std",
-    "se": "sem",
-    "min": "min",
-    "max": "max",
-    "first": "first",
-    "last": "last",
-    "sum": "sum",
-}
+_PANDAS_FUNCS = {func: {"se": "sem"}.get(func, func) for func in AGGREGATES}
 _NUMERIC_FUNCS = ("mean", "std", "se", "sum")
 _LISTED = 30  # columns named in an "unknown column" message
 _CACHE = TableCache()
@@ -156,7 +146,8 @@ class Engine:
     ``merge``: combine events by name (else one row per event). ``strict``: a field that no
     row has is an error (a typo) rather than an empty column; live listeners turn it off,
     since a growing log may not have logged the field yet. ``experiment_columns``: lead with
-    ``exp.id`` / ``exp.name`` (default: when more than one experiment is read).
+    ``exp.id`` / ``exp.name``, and keep ``exp.id`` through a select (default: when more than
+    one experiment is read).
     """
 
     def __init__(
@@ -198,16 +189,31 @@ class Engine:
         return frame
 
     def _add_experiment_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
-        if not self.experiment_columns:
-            return frame
-        codes = frame["_exp"].to_numpy()
-        for path in reversed(SHOWN_FIELDS):
-            values = [source.field(path) for source in self.sources]
-            if all(value is expr.MISSING for value in values):
-                continue
-            labels = ["" if value is expr.MISSING else str(value) for value in values]
-            per_source, uniques = pd.factorize(pd.Index(labels))
-            frame.insert(0, path, pd.Categorical.from_codes(per_source[codes], uniques))
+        if self.experiment_columns:
+            for path in reversed(SHOWN_FIELDS):
+                self._lead_with(frame, path)
+        return frame
+
+    def _lead_with(self, frame: pd.DataFrame, path: str) -> bool:
+        """Insert experiment field ``path`` as the first column; False if no log has it."""
+        values = [source.field(path) for source in self.sources]
+        if all(value is expr.MISSING for value in values):
+            return False
+        labels = ["" if value is expr.MISSING else str(value) for value in values]
+        per_source, uniques = pd.factorize(pd.Index(labels))
+        codes = per_source[frame["_exp"].to_numpy()]
+        frame.insert(0, path, pd.Categorical.from_codes(codes, uniques))
+        return True
+
+    def _keep_identity(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Rows of several experiments keep one experiment column (``exp.id``, else
+        ``exp.name``) even where a select left it out: a result is a log that can be queried
+        again, split by that column, and without it re-runs sharing a name (or, with no
+        experiment column at all, every experiment) would merge into one log."""
+        if self.experiment_columns and "_exp" in frame.columns:
+            for path in SHOWN_FIELDS:
+                if path in frame.columns or self._lead_with(frame, path):
+                    break
         return frame
 
     # -- column access -----------------------------------------------------------------------
@@ -237,18 +243,16 @@ class Engine:
             return path
         if path.startswith("data.") and path[5:] in frame.columns:
             return path[5:]
-        root, _, rest = path.partition(".")
-        if root in _ROOTS and rest and "_exp" in frame.columns:
-            if root == "exp" and rest not in EXPERIMENT_FIELDS:
-                fields = ", ".join(f"exp.{name}" for name in EXPERIMENT_FIELDS)
-                raise UserError(f"unknown experiment field {path!r}; use {fields}")
+        if "." in path and "_exp" in frame.columns:
+            if path.startswith("exp."):
+                check_paths([path], "column")  # an unknown exp.<field> is always a typo
+            # The experiment says which paths are its own (exp.*, params.*, results.*).
             values = [source.field(path) for source in self.sources]
-            if all(value is expr.MISSING for value in values):
-                return None
-            per_source = _objects([None if v is expr.MISSING else v for v in values])
-            picked = per_source[frame["_exp"].to_numpy()]
-            frame[path] = pd.Series(picked, index=frame.index, dtype=object).infer_objects()
-            return path
+            if any(value is not expr.MISSING for value in values):
+                per_source = _objects([None if v is expr.MISSING else v for v in values])
+                picked = per_source[frame["_exp"].to_numpy()]
+                frame[path] = pd.Series(picked, index=frame.index, dtype=object).infer_objects()
+                return path
         parts = path.split(".")
         for cut in range(len(parts) - 1, 0, -1):
             base = ".".join(parts[:cut])
@@ -285,14 +289,19 @@ class Engine:
         frame = self._add_experiment_columns(
             self._frame(first.pattern, needed_columns(query), mode)
         )
-        hidden = {"id"} | ({"ts", "run"} if self.merge else set())
+        # Event fields not shown unless selected: id; ts and run of merged rows (those of
+        # their newest event), and of raw rows where no event has them. Decided here, once,
+        # so that a select or group shows whatever it names.
+        hidden = {"id"} | {
+            c for c in ("ts", "run") if self.merge or (c in frame.columns and frame[c].isna().all())
+        }
         for stage in stages:
             frame = self._apply(stage, frame)
             if isinstance(stage, Select | Group):
                 hidden = set()
                 self._dropped = []
-        hidden |= {c for c in ("ts", "run") if c in frame.columns and frame[c].isna().all()}
         if not identity:
+            frame = self._keep_identity(frame)
             hidden |= set(HIDDEN)
         return frame[[c for c in frame.columns if c not in hidden]].reset_index(drop=True)
 

@@ -23,8 +23,7 @@ AGGREGATES = ("count", "mean", "std", "se", "min", "max", "first", "last", "sum"
 _PATH = re.compile(tokens.NAME)
 _QUOTED_PATH = re.compile(tokens.QUOTED_NAME)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-_AS = re.compile(r"^(.*?)\s+as\s+(\S+)\s*$", re.DOTALL)
-_DANGLING_AS = re.compile(r"(?:^|\s)as\s*$")
+_SPACE = re.compile(r"\s")
 _AGG = re.compile(r"^([A-Za-z_]+)\s*\((.*)\)$", re.DOTALL)
 _QUOTES = "\"'`"
 _CLOSING = {"(": ")", "[": "]", "{": "}"}
@@ -42,7 +41,6 @@ class Where:
     """Keep rows for which the expression holds."""
 
     condition: expr.Expr
-    text: str
 
 
 @dataclass(frozen=True)
@@ -186,10 +184,21 @@ def parse(text: str) -> Query:
     if not text.strip():
         raise UserError("empty query; start with an event-name pattern such as train/epoch/:epoch")
     stages = []
+    prefixes: set[str] = set()
     for piece, offset in split_top(text, "|"):
         if not piece:
             raise _error(text, offset + 1, "empty stage between |")
-        stages.append(_stage(text, piece, offset))
+        stage = _stage(text, piece, offset)
+        if isinstance(stage, Near):  # two joins under one prefix would mix their columns
+            if stage.prefix in prefixes:
+                raise _error(
+                    text,
+                    offset + 1,
+                    f"duplicate prefix {stage.prefix!r} (an earlier before/after joins "
+                    f"{stage.prefix}.*); name this one with 'as'",
+                )
+            prefixes.add(stage.prefix)
+        stages.append(stage)
     return Query(text, tuple(stages))
 
 
@@ -204,7 +213,7 @@ def _stage(text: str, piece: str, offset: int) -> Stage:
         return _match(text, rest, rest_offset)
     if word == "where":
         try:
-            return Where(expr.parse(rest), rest)
+            return Where(expr.parse(rest))
         except expr.ExpressionError as exc:
             raise _error(text, rest_offset + exc.column, exc.reason) from None
     if word == "select":
@@ -229,7 +238,7 @@ def _head(piece: str) -> tuple[str, str]:
     return (parts[0], parts[1].strip()) if len(parts) == 2 else (piece.strip(), "")
 
 
-def _pattern_text(text: str, piece: str, offset: int) -> tuple[str, str]:
+def _pattern_text(piece: str) -> tuple[str, str]:
     """A name pattern at the start of ``piece`` (quoted if it holds spaces) and what follows."""
     if piece[:1] in "\"'":
         end = piece.index(piece[0], 1)  # split_top has checked that every quote is closed
@@ -238,7 +247,7 @@ def _pattern_text(text: str, piece: str, offset: int) -> tuple[str, str]:
 
 
 def _match(text: str, piece: str, offset: int) -> Match:
-    pattern, tail = _pattern_text(text, piece, offset)
+    pattern, tail = _pattern_text(piece)
     if tail and piece[:1] in "\"'":
         column = offset + len(piece) - len(tail) + 1
         raise _error(text, column, f"unexpected {tail!r} after the quoted name pattern")
@@ -250,10 +259,10 @@ def _match(text: str, piece: str, offset: int) -> Match:
             f"{word!r} is not a stage ({', '.join(KEYWORDS)}); "
             "a name pattern with spaces must be quoted",
         )
-    return Match(_compile(text, pattern, offset))
+    return Match(_compile(pattern, offset))
 
 
-def _compile(text: str, pattern: str, offset: int) -> Pattern:
+def _compile(pattern: str, offset: int) -> Pattern:
     try:
         return compile_pattern(pattern)
     except UserError as exc:
@@ -261,7 +270,7 @@ def _compile(text: str, pattern: str, offset: int) -> Pattern:
 
 
 def _near(text: str, word: str, rest: str, offset: int) -> Near:
-    pattern, tail = _pattern_text(text, rest, offset)
+    pattern, tail = _pattern_text(rest)
     prefix = word
     if tail:
         found = re.fullmatch(r"as\s+(\S+)", tail)
@@ -269,7 +278,7 @@ def _near(text: str, word: str, rest: str, offset: int) -> Near:
             column = offset + len(rest) - len(tail) + 1
             raise _error(text, column, f"expected 'as NAME' after the {word} pattern")
         prefix = found.group(1)
-    return Near(word, _compile(text, pattern, offset), prefix)
+    return Near(word, _compile(pattern, offset), prefix)
 
 
 def _list(text: str, rest: str, offset: int) -> list[tuple[str, int]]:
@@ -298,17 +307,18 @@ def _plain_path(item: str) -> str | None:
 
 
 def _renamed(text: str, item: str, offset: int) -> tuple[str, str | None]:
-    """Split ``source as name``; the name is None when there is no ``as``."""
-    dangling = _DANGLING_AS.search(item)
-    if dangling:
+    """Split ``source as name``; the name is None when there is no ``as``. Only a
+    whitespace-separated ``as`` outside quotes, backticks and brackets renames (`` `a as b` ``
+    is a column name)."""
+    words = [word for word in split_top(_SPACE.sub(" ", item), " ") if word[0]]
+    if words[-1][0] == "as":
         raise _error(text, offset + len(item) + 1, "expected a column name after 'as'")
-    renamed = _AS.match(item)
-    if not renamed:
+    if len(words) < 3 or words[-2][0] != "as":
         return item, None
-    name = renamed.group(2)
+    name, at = words[-1]
     if not _NAME.fullmatch(name):
-        raise _error(text, offset + item.rindex(name) + 1, f"{name!r} is not a column name")
-    return renamed.group(1).strip(), name
+        raise _error(text, offset + at + 1, f"{name!r} is not a column name")
+    return item[: words[-2][1]].strip(), name
 
 
 def _operand(text: str, source: str, offset: int, name: str | None = None) -> Column:

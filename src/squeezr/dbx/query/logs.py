@@ -2,67 +2,62 @@
 
 Parsing JSON is most of a query's cost, so lines that cannot hold a matching event name are
 skipped by a byte-substring test before any parsing, and the remaining lines of a file are
-parsed by one ``json.loads`` of a joined ``[...]`` array. A file whose last line lacks its
-newline is being written (or was torn by a crash): finished-log reads skip that line with a
-warning, and ``Tail`` keeps it until its newline arrives.
+parsed by one ``json.loads`` of a joined ``[...]`` array. Lines are held to the store's rules
+(``jsonx.iter_log``): a line that is not JSON or not an event
+(:func:`squeezr.dbx.records.event_problem`) is corruption, a UserError naming the file and
+line, unless it is the file's last line, which a crash can leave damaged: that one is skipped
+with a warning. A last line that lacks its newline is being written (or was torn by a crash):
+finished-log reads skip it with a warning, and ``Tail`` keeps it until its newline arrives.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import jsonx
+from squeezr.dbx.records import event_problem
 from squeezr.errors import UserError
 
 Event = dict[str, Any]
-
-
-def _decode(raw: bytes) -> Any:
-    # The extended-JSON hook costs time per object; only pay it where NaN/Inf were written.
-    if b"$numberDouble" in raw:
-        return jsonx.loads(raw)
-    return json.loads(raw)
-
-
-def valid_event(event: Any) -> bool:
-    """Whether ``event`` has the shape of a log event: a dict with a str name and dict data."""
-    return (
-        isinstance(event, dict)
-        and isinstance(event.get("name"), str)
-        and isinstance(event.get("data", {}), dict)
-    )
+# What an in-memory event may leave out (a log line has them all): checked with these
+# stand-ins, so that the fields it does give follow the rules of a log line.
+_OPTIONAL_FIELDS: Event = {"ts": 0.0, "id": "", "run": 0, "data": {}}
 
 
 def parse_lines(
     lines: list[bytes], where: str, numbers: list[int], last: int | None = None
-) -> list[Event | None]:
-    """Parse JSONL lines (``numbers``: their 0-based line indices in the file).
-
-    As in the store's reader, an unreadable line is corruption (UserError naming the file and
-    line) unless it is the file's last line (``last``), which a crash can leave damaged: that
-    one becomes None, with a warning.
-    """
+) -> list[tuple[int, Event]]:
+    """The events of JSONL ``lines`` (``numbers``: their 0-based line indices in the file),
+    paired with their numbers; a damaged line is an error unless it is line ``last``, which
+    is left out with a warning."""
     if not lines:
         return []
     try:
-        return _decode(b"[" + b",".join(lines) + b"]")
+        joined = jsonx.loads(b"[" + b",".join(lines) + b"]")
     except ValueError:
-        pass
-    events: list[Event | None] = []
+        joined = None
+    # A damaged line can still join into valid JSON (``{...}, {...}`` is two values), so
+    # the fast path counts only if it gave one event per line.
+    if joined is not None and len(joined) == len(lines) and not any(map(event_problem, joined)):
+        return list(zip(numbers, joined, strict=True))
+    events = []
     for number, line in zip(numbers, lines, strict=True):
         try:
-            events.append(_decode(line))
+            event = jsonx.loads(line)
+            problem = event_problem(event)
+            if problem is not None:
+                raise ValueError(f"not a valid event: {problem}")
         except ValueError as exc:
             if number != last:
                 raise UserError(
                     f"{where} line {number + 1} is corrupt ({exc}); repair or remove that line"
                 ) from None
             warnings.warn(f"{where}: skipping a corrupt last line {number + 1}", stacklevel=2)
-            events.append(None)
+            continue
+        events.append((number, event))
     return events
 
 
@@ -75,11 +70,12 @@ def complete_lines(raw: bytes, where: str, *, warn_torn: bool) -> tuple[list[byt
     return lines, tail
 
 
-def read_matching(path: Path, literal: str) -> tuple[list[tuple[int, Event | None]], int]:
+def read_matching(path: Path, literal: str) -> tuple[list[tuple[int, Event]], int]:
     """Events of a finished log whose line contains ``literal``, with their line numbers.
 
-    Returns ``([(line_index, event), ...], number_of_complete_lines)``; blank lines are
-    skipped; a corrupt last line's event is None (see ``parse_lines``). ``literal`` is a substring every wanted event name contains ("" = all).
+    Returns ``([(line_index, event), ...], number_of_complete_lines)``; blank lines and a
+    damaged last line are left out (see ``parse_lines``). ``literal`` is a substring every
+    wanted event name contains ("" = all).
     """
     lines, tail = complete_lines(path.read_bytes(), str(path), warn_torn=True)
     needle = literal.encode("utf-8") if literal.isascii() and '"' not in literal else b""
@@ -88,8 +84,7 @@ def read_matching(path: Path, literal: str) -> tuple[list[tuple[int, Event | Non
     else:
         picked = [i for i, line in enumerate(lines) if line.strip()]
     last = len(lines) - 1 if not tail else None
-    events = parse_lines([lines[i] for i in picked], str(path), picked, last)
-    return list(zip(picked, events, strict=True)), len(lines)
+    return parse_lines([lines[i] for i in picked], str(path), picked, last), len(lines)
 
 
 class Tail:
@@ -101,9 +96,9 @@ class Tail:
         self.pending = b""
         self.lines = 0  # complete lines read so far
 
-    def read_new(self) -> list[tuple[int, Any]]:
-        """Lines completed since the last call, decoded, with their 0-based line numbers in
-        the file (a partly written line waits for its newline; the caller checks the shape)."""
+    def read_new(self) -> list[tuple[int, Event]]:
+        """Events completed since the last call, with their 0-based line numbers in the file
+        (a partly written line waits for its newline; a complete damaged one is an error)."""
         try:
             with self.path.open("rb") as handle:
                 handle.seek(self.offset)
@@ -115,17 +110,18 @@ class Tail:
         first = self.lines
         self.lines += len(lines)
         numbers = [first + i for i, line in enumerate(lines) if line.strip()]
-        events = parse_lines([lines[i - first] for i in numbers], str(self.path), numbers)
-        return list(zip(numbers, events, strict=True))
+        return parse_lines([lines[i - first] for i in numbers], str(self.path), numbers)
 
 
 def numbered(events: Iterable[Event]) -> list[tuple[int, Event]]:
-    """Pair in-memory events with their positions, validating them like log lines."""
+    """Pair in-memory events with their positions, validating them like log lines (``ts``,
+    ``id``, ``run`` and ``data`` may be left out)."""
     result = []
     for position, event in enumerate(events):
-        if not valid_event(event):
+        problem = event_problem(_OPTIONAL_FIELDS | event if isinstance(event, dict) else event)
+        if problem is not None:
             raise UserError(
-                f"event {position} is not a log event ({type(event).__name__}); "
+                f"event {position} is not a log event ({problem}); "
                 'give dicts like {"name": "train/epoch/1", "data": {...}}'
             )
         result.append((position, event))

@@ -1,15 +1,17 @@
 """Event-name patterns: the first step of every query, and the one that must be fast.
 
 A pattern selects events by their hierarchical name and captures name levels as columns.
-Matching is memoised per distinct name (a log repeats few names many times; the memo is
-bounded, for logs that never repeat a name and for listeners that run for weeks), and each pattern
-exposes a literal substring that every matching name contains, so log readers can skip lines
-without parsing them.
+Matching is memoised per distinct name (a log repeats few names many times). The memos of
+all patterns share one bound, for logs that never repeat a name and for listeners that run
+for weeks, however many patterns ``compile_pattern`` keeps. Each pattern exposes a literal
+substring that every matching name contains, so log readers can skip lines without parsing
+them.
 """
 
 from __future__ import annotations
 
 import re
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -18,7 +20,28 @@ from squeezr.errors import UserError
 _VAR = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _INT = re.compile(r"[-+]?\d+")
 _FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
-MEMO_NAMES = 200_000  # per pattern; past this the memo starts afresh
+# Names remembered over all patterns (about 25 MB); past this every memo starts afresh.
+MEMO_NAMES = 100_000
+
+
+class _Memos:
+    """The one budget of every pattern's name memo. ``count`` may include names of patterns
+    already freed, which only makes the next reset come sooner."""
+
+    def __init__(self) -> None:
+        self.patterns: weakref.WeakSet[Pattern] = weakref.WeakSet()
+        self.count = 0
+
+    def spend(self) -> None:
+        """Count one more remembered name, first forgetting them all if the budget is spent."""
+        if self.count >= MEMO_NAMES:
+            for pattern in self.patterns:
+                pattern._memo.clear()
+            self.count = 0
+        self.count += 1
+
+
+_MEMOS = _Memos()
 
 
 def numeric(text: str) -> Any:
@@ -49,6 +72,7 @@ class Pattern:
         self._regex = re.compile(self._build(segments))
         self.literal: str = self._longest_literal(segments)
         self._memo: dict[str, tuple[Any, ...] | None] = {}
+        _MEMOS.patterns.add(self)
 
     def _build(self, segments: list[str]) -> str:
         if segments == ["**"]:
@@ -101,8 +125,7 @@ class Pattern:
             pass
         found = self._regex.fullmatch(name)
         result = None if found is None else tuple(numeric(v) for v in found.groups())
-        if len(self._memo) >= MEMO_NAMES:
-            self._memo.clear()
+        _MEMOS.spend()
         self._memo[name] = result
         return result
 

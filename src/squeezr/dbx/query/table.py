@@ -2,9 +2,11 @@
 
 This is the query's inner loop over millions of events, so it works on plain lists (one per
 column) and never builds per-event DataFrames. Results are memoised per experiment, pattern
-and mode (``MERGED``, ``RAW``, ``OCCURRENCES``), in memory and in ``<repo>/.dbx/cache/query/``
-(JSON and raw numbers, never pickle; checked against each log file's size and modification
-time, so a changed log is re-read and the folder is safe to delete).
+and mode (``MERGED``, ``RAW``, ``OCCURRENCES``), in memory (least recently used first out,
+bounded by rows) and in ``<repo>/.dbx/cache/query/`` (JSON and raw numbers, never pickle;
+checked against each log file's size and modification time, so a changed log is re-read,
+and against a checksum, so a damaged file is re-read and rewritten; the folder is safe to
+delete).
 """
 
 from __future__ import annotations
@@ -12,21 +14,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
+import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
+from contextlib import suppress
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from squeezr.dbx.query.logs import Event, read_matching, valid_event
+from squeezr.dbx.fileio import atomic_path
+from squeezr.dbx.query.logs import Event, read_matching
 from squeezr.dbx.query.pattern import Pattern
-from squeezr.errors import UserError
+from squeezr.dbx.store import log_paths
 
-CACHE_VERSION = 4
-_MEMORY_ENTRIES = 20_000
+CACHE_VERSION = 5
+# The in-memory cache holds at most this many rows over all its tables (a few hundred MB
+# at most: a million-event query fits twice); each table also counts ENTRY_ROWS for its
+# fixed overhead, so tables that matched nothing are bounded too.
+MEMORY_ROWS = 2_000_000
+ENTRY_ROWS = 100
 
 # How matched events become rows (docs/dbx-query.md, "Rows and columns").
 MERGED = "merged"  # one row per name: union of its events' data, newest wins (the default)
@@ -60,14 +68,9 @@ class Table:
     def column(self, name: str) -> list[Any] | np.ndarray | None:
         """The values of column ``name`` (None if this log has no such column)."""
         encoded = self._encoded.pop(name, None)
-        if encoded is not None:
+        if encoded is not None:  # checked when the cache file was loaded (TableCache._load)
             kind, raw = encoded
-            try:
-                values = _compact(json.loads(raw)) if kind == "json" else np.frombuffer(raw, kind)
-            except (ValueError, TypeError):
-                raise UserError(
-                    "the query cache is damaged; delete .dbx/cache/query in the repository"
-                ) from None
+            values = _compact(json.loads(raw)) if kind == "json" else np.frombuffer(raw, kind)
             self._columns[name] = values
         return self._columns.get(name)
 
@@ -105,19 +108,10 @@ def extract(events: Iterable[tuple[int, Event]], pattern: Pattern, mode: str) ->
 
     A row that combines several events (union of data, latest wins) sits at the position of
     its first event (when it first happened); its ``ts`` and ``run`` are those of the latest
-    event that contributed to it, its ``id`` that of the first. Events that are not
-    ``{"name": str, "data": dict, ...}`` are skipped with a warning.
+    event that contributed to it, its ``id`` that of the first. ``events`` have been checked
+    (``logs.read_matching``, ``logs.numbered``): each has a str ``name``, and ``data`` if any
+    is a dict.
     """
-    events = list(events)
-    try:
-        return _extract(events, pattern, mode)
-    except (KeyError, TypeError, AttributeError, ValueError):
-        good = [(position, event) for position, event in events if valid_event(event)]
-        warnings.warn(f"skipping {len(events) - len(good)} malformed log events", stacklevel=2)
-        return _extract(good, pattern, mode)
-
-
-def _extract(events: list[tuple[int, Event]], pattern: Pattern, mode: str) -> Table:
     # Hot loop: one dict lookup per event; per-row work happens afterwards, per column.
     match = pattern.match
     entries: list[list[Any]] = []  # [position, captures, first event, *events merged into it]
@@ -133,8 +127,13 @@ def _extract(events: list[tuple[int, Event]], pattern: Pattern, mode: str) -> Ta
             if captures is not None:
                 by_name[name] = [position, captures, event]
         entries = list(by_name.values())
+    elif mode == RAW:
+        for position, event in events:
+            captures = match(event["name"])
+            if captures is not None:
+                entries.append([position, captures, event])
     else:
-        latest: dict[str, list[Any]] = {}  # name -> its latest occurrence (OCCURRENCES only)
+        latest: dict[str, list[Any]] = {}  # name -> its latest occurrence
         for position, event in events:
             name = event["name"]
             captures = match(name)
@@ -146,8 +145,7 @@ def _extract(events: list[tuple[int, Event]], pattern: Pattern, mode: str) -> Ta
                 continue
             entry = [position, captures, event]
             entries.append(entry)
-            if mode == OCCURRENCES:
-                latest[name] = entry
+            latest[name] = entry
     firsts = [entry[2] for entry in entries]
     lasts = [entry[-1] for entry in entries]
     datas = [entry[2].get("data", {}) if len(entry) == 3 else _merged(entry) for entry in entries]
@@ -180,22 +178,17 @@ def _merged(entry: list[Any]) -> dict[str, Any]:
 
 
 def _compact(values: list[Any]) -> Any:
-    """A numeric column as a numpy array (cheap to concatenate and cache), else the list."""
-    if values and type(values[0]) in (int, float):
-        array = np.asarray(values)
-        if array.ndim == 1 and array.dtype.kind in "if":
-            return array
+    """A column of plain numbers as a numpy array (cheap to concatenate and cache): int64 if
+    all are ints, float64 if ints and floats. Anything else stays the list, so that each value
+    keeps its type: booleans (``x == true`` must not match a 1), text, lists, gaps, and ints
+    beyond int64."""
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        with suppress(OverflowError):
+            return np.array(values, dtype=np.int64)
+    elif kinds and kinds <= {int, float}:
+        return np.array(values, dtype=np.float64)
     return values
-
-
-def log_files(folder: Path) -> list[Path]:
-    """An experiment's logs in run order (``log-1.jsonl``, ``log-2.jsonl``, ..., ``log-10.jsonl``)."""
-
-    def run_number(path: Path) -> int:
-        stem = path.stem.removeprefix("log-")
-        return int(stem) if stem.isdigit() else 0
-
-    return sorted(folder.glob("log-*.jsonl"), key=run_number)
 
 
 def _stamp(files: list[Path]) -> list[list[Any]]:
@@ -206,6 +199,11 @@ def _stamp(files: list[Path]) -> list[list[Any]]:
     return stamp
 
 
+def _rows(table: Table) -> int:
+    """What ``table`` counts against ``MEMORY_ROWS``."""
+    return table.length + ENTRY_ROWS
+
+
 class TableCache:
     """Per-experiment extraction results, in memory (LRU) and optionally on disk."""
 
@@ -213,10 +211,11 @@ class TableCache:
         self._memory: OrderedDict[tuple[str, str, str], tuple[list[list[Any]], Table]] = (
             OrderedDict()
         )
+        self.rows = 0  # what the tables in memory count against MEMORY_ROWS
 
     def table(self, folder: Path, pattern: Pattern, mode: str, cache_dir: Path | None) -> Table:
         """The matched-event columns of the experiment in ``folder`` (its runs concatenated)."""
-        files = log_files(folder)
+        files = log_paths(folder)
         stamp = _stamp(files)
         key = (os.path.abspath(folder), pattern.text, mode)
         hit = self._memory.get(key)
@@ -232,33 +231,44 @@ class TableCache:
             table = _read(files, pattern, mode)
             if disk:
                 self._save(disk, stamp, table)
-        self._memory[key] = (stamp, table)
-        if len(self._memory) > _MEMORY_ENTRIES:
-            self._memory.popitem(last=False)
+        self.remember(key, stamp, table)
         return table
+
+    def remember(self, key: tuple[str, str, str], stamp: list[list[Any]], table: Table) -> None:
+        """Keep ``table`` (read from logs with ``stamp``) in memory, forgetting the least
+        recently used tables beyond ``MEMORY_ROWS``; the newest always stays."""
+        replaced = self._memory.pop(key, None)
+        if replaced is not None:
+            self.rows -= _rows(replaced[1])
+        self._memory[key] = (stamp, table)
+        self.rows += _rows(table)
+        while self.rows > MEMORY_ROWS and len(self._memory) > 1:
+            _, (_, forgotten) = self._memory.popitem(last=False)
+            self.rows -= _rows(forgotten)
 
     @staticmethod
     def _load(path: Path, stamp: list[list[Any]]) -> Table | None:
+        """The cached table, or None if there is none, it is stale (the logs changed since)
+        or it is damaged (the checksum of what follows the first line does not match)."""
         try:
             raw = path.read_bytes()
-            end = raw.index(b"\n")
-            if json.loads(raw[:end]) != {"version": CACHE_VERSION, "stamp": stamp}:
-                return None
-            return Table.decode(raw[end + 1 :])
-        except (OSError, ValueError, KeyError):
+            first, _, body = raw.partition(b"\n")
+            header = json.loads(first)
+        except (OSError, ValueError):
             return None
+        if header != {"version": CACHE_VERSION, "stamp": stamp, "crc32": zlib.crc32(body)}:
+            return None
+        return Table.decode(body)
 
     @staticmethod
     def _save(path: Path, stamp: list[list[Any]], table: Table) -> None:
         # Best effort: the cache is an optimisation, a read-only repository still answers.
-        header = json.dumps({"version": CACHE_VERSION, "stamp": stamp}).encode()
-        try:
+        body = table.encode()
+        header = {"version": CACHE_VERSION, "stamp": stamp, "crc32": zlib.crc32(body)}
+        with suppress(OSError):
             path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{os.getpid()}.tmp")
-            temporary.write_bytes(header + b"\n" + table.encode())
-            os.replace(temporary, path)
-        except OSError:
-            pass
+            with atomic_path(path, durable=False) as temporary:
+                temporary.write_bytes(json.dumps(header).encode() + b"\n" + body)
 
 
 def _read(files: list[Path], pattern: Pattern, mode: str) -> Table:
