@@ -19,10 +19,10 @@ from typing import Any, TextIO
 from tabulate import tabulate
 
 from squeezr.dbx import jsonx
+from squeezr.dbx.lifecycle import EXIT_INTERRUPTED
 from squeezr.errors import UserError
 
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 
 class IntermixedParser(argparse.ArgumentParser):

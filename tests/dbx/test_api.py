@@ -72,3 +72,21 @@ def test_diff_like_and_missing(repo: dbx.Repository) -> None:
     ]
     with pytest.raises(UserError, match="--event NAME and/or --result KEY"):
         dbx.missing([a])
+
+
+def test_nan_equals_nan_in_diff_and_like(tmp_path: Path) -> None:
+    nan = float("nan")
+    made = []
+    for name, wd in (("n/a", nan), ("n/b", nan), ("n/c", 0.1)):
+        params = {"lr": 0.1, "wd": wd, "curve": [nan, 1.0]}
+        with dbx.create(name, params=params, repo=tmp_path / "experiments") as exp:
+            exp.results["loss"] = nan
+        made.append(exp)
+    a, b, c = made
+    assert dbx.diff([a, b], results=True) == []
+    assert [row["key"] for row in dbx.diff([a, c])] == ["params.wd"]
+    rows = dbx.like(a, [b, c])
+    assert [(row["name"], row["distance"], row["differs"]) for row in rows] == [
+        ("n/b", 0, ""),
+        ("n/c", 1, "wd=0.1"),
+    ]

@@ -182,6 +182,20 @@ def test_json_and_csv_hold_nan_and_nested_values_faithfully(repo: Path, capsys) 
     assert report["results"]["loss"] == {"$numberDouble": "NaN"}
 
 
+def test_ls_since_before_year_one_is_a_one_line_error(repo: Path, capsys) -> None:
+    code, _, err = run(capsys, "ls", "--since", "0001-01-01")
+    assert code == 2 and "cannot read --since '0001-01-01'" in err and err.count("\n") == 1
+
+
+def test_show_an_experiment_created_in_year_one(repo: Path, capsys) -> None:
+    exp = dbx.open("idea45/a")
+    meta = json.loads((exp.path / "meta.json").read_text())
+    (exp.path / "meta.json").write_text(json.dumps({**meta, "created": "0001-01-01"}))
+    assert dbx.open("idea45/a").created is None
+    code, out, _ = run(capsys, "show", "idea45/a")
+    assert code == 0 and "created    None" in out
+
+
 def test_show_tells_a_dead_running_run(repo: Path, capsys) -> None:
     exp = dbx.open("idea45/a")
     record = json.loads((exp.path / "run-1.json").read_text())

@@ -164,3 +164,27 @@ def test_python_api_code_diff(project: Path) -> None:
     assert "-x = 2\n+x = 3\n" in dbx.code_diff(dirty)  # against the working tree
     (project / "model.py").write_text("x = 2\n")
     assert dbx.code_diff(dirty, git_dir=project) == ""
+
+
+def test_non_utf8_code_is_recorded_and_restored_byte_for_byte(
+    project: Path, tmp_path: Path, capsys
+) -> None:
+    latin = "café = 1\n".encode("latin-1")
+    (project / "latin.py").write_bytes(b"# first\n")
+    git(project, "add", "latin.py")
+    git(project, "commit", "-q", "-m", "latin")
+    (project / "latin.py").write_bytes(latin)  # an uncommitted change that is not UTF-8
+    with dbx.create("latin", repo=tmp_path / "experiments") as exp:
+        pass
+    expected = subprocess.run(
+        ["git", "diff", "HEAD", "--binary"], cwd=project, capture_output=True, check=True
+    ).stdout
+    assert b"caf\xe9" in expected and (exp.path / "run-1.patch").read_bytes() == expected
+    code, out, _ = run(capsys, "code", "dirty")  # against a working tree holding Latin-1
+    assert code == 0 and "+caf\ufffd = 1" in out
+    code, out, _ = run(capsys, "code", "dirty", "latin")
+    assert code == 0 and "+caf\ufffd = 1" in out
+    git(project, "checkout", "-q", ".")
+    code, _, err = run(capsys, "code", "latin", "--checkout", "exp-latin")
+    assert code == 0, err
+    assert (project / "latin.py").read_bytes() == latin

@@ -41,6 +41,21 @@ def test_init_creates_a_findable_repository(tmp_path: Path, monkeypatch, capsys)
     assert code == 1 and "no experiments match" in err
 
 
+def test_init_takes_the_folder_from_repo_when_no_path_is_given(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.delenv("DBX_REPO", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "--repo", str(tmp_path / "x"), "init")[0] == 0
+    assert run(capsys, "init", "--repo", str(tmp_path / "y"))[0] == 0
+    assert run(capsys, "--repo", "z", "init", "./z")[0] == 0  # the same folder twice is fine
+    assert {p.parent.name for p in tmp_path.glob("*/.dbx")} == {"x", "y", "z"}
+    assert not (tmp_path / ".dbx").exists()
+    code, _, err = run(capsys, "--repo", "a", "init", "b")
+    assert code == 2 and "--repo" in err and err.count("\n") == 1
+    assert run(capsys, "init")[0] == 0 and (tmp_path / ".dbx").is_dir()
+
+
 def test_log_appends_an_event_in_a_new_run(repo: Path, capsys) -> None:
     code, out, _ = run(
         capsys, "log", "train/a", "eval/test", "test_acc=0.91", "split=test", "top.k=[1, 5]"
@@ -76,7 +91,7 @@ def test_parse_fields(fields: list[str], expected: dict) -> None:
         (["novalue"], "cannot read 'novalue'; write event data as key=value"),
         (["=1"], "cannot read '=1'"),
         (["a..b=1"], "cannot read 'a..b=1'"),
-        (["a=1", "a.b=2"], "'a.b' conflicts with an earlier value of 'a'"),
+        (["a=1", "a.b=2"], r"cannot set event field 'a\.b': 'a' already holds 1, not an object"),
         (["a.b=1", "a=2"], "'a' conflicts with earlier keys under it"),
     ],
 )

@@ -192,7 +192,7 @@ def test_sigterm_handler_takes_no_lock_that_registering_holds(monkeypatch) -> No
 
     item = Run()
     monkeypatch.setitem(lifecycle._previous, "handler", signal.SIG_IGN)
-    monkeypatch.setitem(lifecycle._open, id(item), item)
+    monkeypatch.setitem(lifecycle._open, id(item), (item, None))
     with lifecycle._install_lock:  # as if SIGTERM arrived in the middle of register()
         handler = threading.Thread(target=lifecycle._on_sigterm, args=(signal.SIGTERM, None))
         handler.start()
@@ -221,3 +221,48 @@ def test_half_created_experiment_is_skipped(repo: dbx.Repository, tmp_path: Path
     dbx.create("y", repo=repo).close()
     assert [e.name for e in repo.experiments()] == ["y"]
     assert any("meta.json: missing" in p for p in repo.verify())
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "exit_code"),
+    [
+        (False, "finished", 0),
+        (True, "failed", 1),
+        (None, "finished", 0),
+        (2, "failed", 2),
+        ("bye", "failed", 1),
+    ],
+)
+def test_sys_exit_codes_are_recorded_as_integers(
+    repo: dbx.Repository, code: object, status: str, exit_code: int
+) -> None:
+    with pytest.raises(SystemExit), dbx.create("exit", repo=repo) as exp:
+        sys.exit(code)
+    run = exp.runs()[0]  # a bool here would make the record unreadable
+    assert (run["status"], run["exit_code"]) == (status, exit_code)
+    assert type(run["exit_code"]) is int
+
+
+def _interactive(repo: dbx.Repository, lines: str) -> dict:
+    """The first run of experiment ``i`` after ``lines`` were typed into ``python -i``."""
+    proc = subprocess.run(
+        [sys.executable, "-i", "-c", f"from squeezr import dbx; R = {str(repo.path)!r}"],
+        input=textwrap.dedent(lines),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dbx.open("i", repo=repo).runs()[0]
+
+
+def test_an_error_handled_at_the_prompt_before_the_run_is_not_its_failure(
+    repo: dbx.Repository,
+) -> None:
+    run = _interactive(repo, "1 / 0\nexp = dbx.create('i', repo=R)\nexp.log('x')\n")
+    assert (run["status"], run["exit_code"], run["exception"]) == ("exited", None, None)
+
+
+def test_an_error_at_the_prompt_during_the_run_is_recorded(repo: dbx.Repository) -> None:
+    run = _interactive(repo, "exp = dbx.create('i', repo=R)\n1 / 0\n")
+    assert run["status"] == "failed" and run["exception"]["type"] == "ZeroDivisionError"

@@ -59,7 +59,7 @@ def test_capture_outside_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     monkeypatch.setenv("MY_API_KEY", "hunter2")
     record, patch = runinfo.capture(cwd=tmp_path)
-    assert patch == ""
+    assert patch == b""
     assert record["git"] == {
         "commit": None,
         "branch": None,
@@ -77,7 +77,7 @@ def test_capture_outside_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_capture_without_git_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     record, patch = runinfo.capture(cwd=Path.cwd())
-    assert record["git"]["commit"] is None and patch == ""
+    assert record["git"]["commit"] is None and patch == b""
 
 
 def _git(cwd: Path, *argv: str) -> None:

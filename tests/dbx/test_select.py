@@ -8,7 +8,7 @@ import pytest
 
 from squeezr import dbx
 from squeezr.dbx.select import select_experiments
-from squeezr.dbx.timeutil import parse_since
+from squeezr.dbx.timeutil import parse_since, to_datetime
 from squeezr.errors import UserError
 
 SPECS = [  # name, kind, params, results
@@ -90,3 +90,14 @@ def test_since_excludes_older_experiments(repo) -> None:
     later = select_experiments(repo, since=newest + timedelta(seconds=1))
     assert later == []
     assert len(select_experiments(repo, since=newest - timedelta(days=1))) == len(SPECS)
+
+
+@pytest.mark.parametrize("text", ["0001-01-01", "0001-01-01T00:00:00", "not a time"])
+def test_unreadable_times_are_none(text: str) -> None:
+    assert to_datetime(text) is None
+
+
+@pytest.mark.parametrize("since", ["0001-01-01", datetime(1, 1, 1)])
+def test_since_before_year_one_in_utc_is_a_user_error(repo, since) -> None:
+    with pytest.raises(UserError, match="cannot read --since"):
+        select_experiments(repo, since=since)

@@ -1,5 +1,6 @@
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
@@ -206,7 +207,7 @@ def test_verify_lists_problems(repo: dbx.Repository, tmp_path: Path) -> None:
     with dbx.create("a", repo=repo) as exp:
         exp.log("e", x=1)
         exp.attach(source)
-    assert repo.verify() == []
+    assert repo.verify() == [] and repo.verify().checked == 1
     with (exp.path / "log-1.jsonl").open("a") as handle:
         handle.write('{"name": "e", "id": "1-2"')
     (exp.path / "files" / "f.bin").write_bytes(b"abd")
@@ -219,7 +220,7 @@ def test_verify_lists_problems(repo: dbx.Repository, tmp_path: Path) -> None:
     assert any("f.bin: attachment size or sha256" in p for p in problems)
     assert any("results.json: not valid JSON" in p for p in problems)
     assert any(p.endswith("meta.json: missing") for p in problems)
-    assert len(problems) == 4
+    assert len(problems) == 4 and problems.checked == 2
 
 
 def test_frame_has_flat_columns(repo: dbx.Repository) -> None:
@@ -230,3 +231,125 @@ def test_frame_has_flat_columns(repo: dbx.Repository) -> None:
     assert list(df["name"]) == ["a", "b"] and list(df["params.opt.lr"]) == [0.1, 0.2]
     assert df["results.acc"].iloc[0] == 0.9 and df["results.acc"].isna().iloc[1]
     assert list(dbx.frame([]).columns) == ["id", "name", "kind", "created"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("eval.k", {1, 2}), ("eval.k", {"a.b": 1}), ("eval.acc.top1", 1)]
+)
+def test_a_refused_result_write_changes_nothing_that_reads_return(
+    repo: dbx.Repository, key: str, value: object
+) -> None:
+    with dbx.create("a", repo=repo) as exp:
+        exp.results["eval"] = {"acc": 0.9}
+        assert exp.results.tree() == {"eval": {"acc": 0.9}}  # cached
+        with pytest.raises(UserError):
+            exp.results[key] = value
+        assert exp.results.tree() == {"eval": {"acc": 0.9}}
+        assert exp.results["eval"] == {"acc": 0.9}
+
+
+def test_a_result_write_that_fails_on_disk_changes_nothing_that_reads_return(
+    repo: dbx.Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from squeezr.dbx import views
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with dbx.create("a", repo=repo) as exp:
+        exp.results["eval"] = {"acc": 0.9}
+        exp.results.tree()
+        monkeypatch.setattr(views, "atomic_write", full)
+        with pytest.raises(OSError, match="No space"):
+            exp.results["eval.loss"] = 0.1
+        assert exp.results.tree() == {"eval": {"acc": 0.9}}
+
+
+def test_results_read_dotted_paths_like_value_does(repo: dbx.Repository) -> None:
+    with dbx.create("a", params={"layers": [{"width": 16}, {"width": 32}]}, repo=repo) as exp:
+        exp.results["curve"] = [0.5, 0.7]
+    assert exp.results["curve.1"] == 0.7 == exp.value("results.curve.1")
+    assert exp.params["layers.1.width"] == 32 == exp.value("params.layers.1.width")
+    assert "curve.1" in exp.results and "curve.2" not in exp.results
+    for key in ("curve.2", "curve.x", "", "curve..1"):
+        with pytest.raises(KeyError):
+            exp.results[key]
+    with pytest.raises(UserError, match="an item of a list"):
+        del exp.results["curve.0"]
+    del exp.results["curve"]
+    assert exp.results.tree() == {}
+
+
+def test_attach_replaces_and_records_under_the_lock(
+    repo: dbx.Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fcntl
+
+    from squeezr.dbx import fileio
+
+    exp = dbx.create("a", repo=repo)
+    held = {}
+    real_replace = os.replace
+
+    def replace(src, dst):
+        probe = os.open(exp.path / ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held[Path(dst).name] = False
+        except BlockingIOError:
+            held[Path(dst).name] = True
+        finally:
+            os.close(probe)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", replace)
+    source = tmp_path / "model.pt"
+    source.write_bytes(b"weights")
+    exp.attach(source)
+    monkeypatch.undo()
+    exp.close()
+    assert held == {"model.pt": True, "attachments.json": True}
+
+
+def _append(folder: str, count: int, who: str) -> None:
+    exp = dbx.open(Path(folder).name, repo=Path(folder).parents[1])
+    for i in range(count):
+        exp.append_notes(f"{who}{i}")
+
+
+def test_concurrent_note_appends_lose_nothing(repo: dbx.Repository) -> None:
+    dbx.create("n", repo=repo).close()
+    exp = dbx.open("n", repo=repo)
+    exp.append_notes("first")
+    assert exp.notes == "first"
+    exp.append_notes("second")
+    assert exp.notes == "first\n\nsecond"
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_append, args=(str(exp.path), 30, w)) for w in "ab"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    paragraphs = exp.notes.split("\n\n")
+    assert len(paragraphs) == 62 and {f"{w}{i}" for w in "ab" for i in range(30)} < set(paragraphs)
+
+
+def test_create_without_repo_uses_the_repository_open_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    elsewhere = dbx.Repository.init(tmp_path / "shared")
+    monkeypatch.setenv("DBX_REPO", str(elsewhere.path))
+    with dbx.create("a") as exp:
+        pass
+    assert exp.repo.path == elsewhere.path and dbx.open("a").id == exp.id
+    monkeypatch.delenv("DBX_REPO")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    with dbx.create("b") as exp:  # no repository here or above: ./experiments is created
+        pass
+    assert exp.repo.path == tmp_path / "sub" / "experiments"

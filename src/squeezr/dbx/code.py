@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx.compare import label
-from squeezr.dbx.runs import git_info, patch_text, read_run
+from squeezr.dbx.runs import git_info, patch_bytes, read_run
 from squeezr.dbx.store import Experiment
 from squeezr.errors import UserError
 
@@ -26,7 +26,11 @@ __all__ = ["Git", "checkout_code", "code_diff", "code_version"]
 
 
 class Git:
-    """Runs git in one working tree; failures become UserErrors quoting git's message."""
+    """Runs git in one working tree; failures become UserErrors quoting git's message.
+
+    git's output is read as bytes and decoded for display only (``errors="replace"``): a
+    diff of source files that are not UTF-8 prints instead of failing, and a patch given to
+    git goes in as the bytes that were recorded."""
 
     def __init__(self, folder: Path | str = ".") -> None:
         self.folder = Path(folder)
@@ -38,7 +42,7 @@ class Git:
         self,
         *argv: str,
         env: dict[str, str] | None = None,
-        stdin: str | None = None,
+        stdin: bytes | None = None,
         what: str | None = None,
     ) -> str:
         """git's stdout; a UserError starting with ``what`` (or "git X failed") on failure."""
@@ -47,17 +51,20 @@ class Git:
                 ["git", "-C", str(self.folder), *argv],
                 input=stdin,
                 capture_output=True,
-                text=True,
                 env={**os.environ, **(env or {})},
                 check=False,
             )
         except FileNotFoundError:
             raise UserError("git is not installed; install git to compare code") from None
         if done.returncode != 0:
-            detail = done.stderr.strip().splitlines()
+            detail = _text(done.stderr).strip().splitlines()
             reason = what or f"git {argv[0]} failed"
             raise UserError(f"{reason}: {detail[-1] if detail else 'no message'}")
-        return done.stdout
+        return _text(done.stdout)
+
+
+def _text(output: bytes) -> str:
+    return output.decode("utf-8", errors="replace")
 
 
 def code_version(git: Git, exp: Experiment, record: dict[str, Any]) -> tuple[str, str]:
@@ -76,7 +83,7 @@ def code_version(git: Git, exp: Experiment, record: dict[str, Any]) -> tuple[str
         what=f"commit {commit[:12]} of {label(exp)} is not in {git.folder}; "
         "run dbx code in a clone that has it (git fetch)",
     )
-    patch = patch_text(exp, record)
+    patch = patch_bytes(exp, record)
     if not patch:
         return commit, git.run("rev-parse", f"{commit}^{{tree}}").strip()
     with tempfile.TemporaryDirectory() as scratch:

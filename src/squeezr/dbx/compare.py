@@ -1,13 +1,14 @@
 """Comparing experiments by their params: what differs (``diff``) and what is closest (``like``).
 
 Both work on flattened params (``optimizer.lr``), compare values with the where-language's
-typed equality (``60 == 60.0``, ``true != 1``) and treat a param present in only one
+typed equality (``60 == 60.0``, ``true != 1``) except that NaN equals NaN (two experiments
+that both lost a metric do not differ in it), and treat a param present in only one
 experiment as differing, so "the same run with more epochs" is exactly one difference.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from squeezr.dbx import expr
@@ -15,10 +16,10 @@ from squeezr.dbx.store import Experiment
 from squeezr.dbx.views import flatten
 from squeezr.errors import UserError
 
-__all__ = ["ABSENT", "diff", "label", "like"]
+__all__ = ["ABSENT", "SHORT_ID", "diff", "label", "like", "same"]
 
 ABSENT = "(absent)"  # how a param one experiment lacks is shown
-SHORT_ID = 8
+SHORT_ID = 8  # hex digits of an id shown in tables and messages
 
 
 def label(exp: Experiment, short: bool = True) -> str:
@@ -38,7 +39,7 @@ def diff(experiments: Iterable[Experiment], results: bool = False) -> list[dict[
         raise UserError(f"diff needs at least two experiments, got {len(experiments)}")
     flats = []
     for exp in experiments:
-        flat = flatten(exp.params, "params")
+        flat = flatten(exp.value("params"), "params")
         if results:
             flat.update(flatten(exp.results.tree(), "results"))
         flats.append(flat)
@@ -48,7 +49,7 @@ def diff(experiments: Iterable[Experiment], results: bool = False) -> list[dict[
     rows = []
     for key in sorted({key for flat in flats for key in flat}):
         values = [flat.get(key, ABSENT) for flat in flats]
-        if any(not expr.equal(values[0], value) for value in values[1:]):
+        if any(not same(values[0], value) for value in values[1:]):
             rows.append({"key": key, **dict(zip(labels, values, strict=True))})
     return rows
 
@@ -58,16 +59,16 @@ def like(target: Experiment, others: Iterable[Experiment]) -> list[dict[str, Any
     ``distance`` (number of differing leaf params), ``id``, ``name``, ``kind`` and ``differs``
     (``key=value`` of the other experiment, for each difference). Ties go to the newer one;
     ``target`` itself is left out."""
-    wanted = flatten(target.params)
+    wanted = flatten(target.value("params"))
     scored = []
     for exp in others:
         if exp.id == target.id:
             continue
-        params = flatten(exp.params)
+        params = flatten(exp.value("params"))
         differs = [
             f"{key}={_text(params.get(key, ABSENT))}"
             for key in sorted(wanted.keys() | params.keys())
-            if not expr.equal(wanted.get(key, expr.MISSING), params.get(key, expr.MISSING))
+            if not same(wanted.get(key, expr.MISSING), params.get(key, expr.MISSING))
         ]
         created = exp.created
         scored.append((len(differs), -(created.timestamp() if created else 0.0), exp, differs))
@@ -82,6 +83,18 @@ def like(target: Experiment, others: Iterable[Experiment]) -> list[dict[str, Any
         }
         for distance, _, exp, differs in scored
     ]
+
+
+def same(a: Any, b: Any) -> bool:
+    """Whether two param or result values are the same: :func:`squeezr.dbx.expr.equal`,
+    applied through lists and objects, with NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(same(a[key], b[key]) for key in a)
+    return expr.equal(a, b)
 
 
 def _text(value: Any) -> str:

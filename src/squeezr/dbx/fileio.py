@@ -12,17 +12,18 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["FILE_MODE", "atomic_path", "atomic_write", "fsync_dir", "locked", "sha256_file"]
-
-# mkstemp creates files readable by the owner only; repository files get the mode a plain
-# open() would give them (0o666 less the umask), so shared and rsynced repositories work.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-FILE_MODE = 0o666 & ~_UMASK
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "file_matches",
+    "fsync_dir",
+    "locked",
+    "sha256_file",
+]
 
 
 def fsync_dir(folder: Path) -> None:
@@ -46,13 +47,8 @@ def atomic_path(path: Path | str, *, durable: bool = True) -> Iterator[Path]:
     rather than bytes in memory. ``durable`` fsyncs the file and its folder so the new content
     survives a crash; derived files that can be rebuilt (caches) skip that cost."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
+    tmp = _new_file_beside(path)
     try:
-        try:
-            os.fchmod(fd, FILE_MODE)
-        finally:
-            os.close(fd)
         yield tmp
         if durable:
             with open(tmp, "rb+") as written:
@@ -63,6 +59,23 @@ def atomic_path(path: Path | str, *, durable: bool = True) -> Iterator[Path]:
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def _new_file_beside(path: Path) -> Path:
+    """A new, empty ``.<name>.<random>.tmp`` in ``path``'s folder.
+
+    Created with mode 0o666 so that the kernel applies the process's umask, as a plain
+    ``open()`` would (``mkstemp`` would make it readable by its owner only): shared and
+    rsynced repositories stay readable by the group and others the umask allows.
+    """
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+        os.close(fd)
+        return tmp
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -95,3 +108,9 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_matches(path: Path, size: int, sha256: str) -> bool:
+    """Whether the file at ``path`` has ``size`` bytes and the sha256 hex digest ``sha256``
+    (the size first: a truncated copy is caught without reading it)."""
+    return path.stat().st_size == size and sha256_file(path) == sha256

@@ -59,7 +59,7 @@ def frame(
             "kind": exp.kind,
             "created": exp.created,
         }
-        row.update(flatten(exp.params, "params"))
+        row.update(flatten(exp.value("params"), "params"))
         row.update(flatten(exp.results.tree(), "results"))
         records.append(row)
     return pd.DataFrame(records, columns=None if records else BASE_COLUMNS)

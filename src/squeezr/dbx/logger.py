@@ -14,6 +14,13 @@ at the first byte that did not land. A :meth:`~LogWriter.flush` or :meth:`~LogWr
 that cannot make the events durable raises a one-line UserError naming the file and the OS
 error instead of waiting forever, so neither a training loop nor the exit of the process can
 hang on a full disk.
+
+A writer belongs to the process that created it. A forked child (``os.fork``, a ``fork``
+multiprocessing pool, DataLoader workers) inherits the writer's queue and file but not its
+thread; there the writer never writes: :meth:`~LogWriter.log` raises a UserError (a child
+that logged into its parent's run would duplicate its event ids, and silently dropping the
+events would lose them), and flush and close leave the file to the parent. A child that has
+events to record gives itself its own run with ``dbx.resume``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +74,30 @@ class LogWriter:
         self._stopping = False
         self._closed = False
         self._warned: set[str] = set()
+        self.pid = os.getpid()  # the process that owns the log
+        self._forked = False  # set in a forked child (see _disown_in_child)
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise UserError(f"cannot open log {path}: {exc.strerror or exc}") from None
+        _writers.add(self)
         self._thread = threading.Thread(target=self._loop, name=f"dbx-log-{path}", daemon=True)
         self._thread.start()
 
+    @property
+    def owned(self) -> bool:
+        """False in a forked child: the log, and the run it belongs to, are the parent's."""
+        return not self._forked
+
     def log(self, name: str, data: dict[str, Any]) -> None:
-        """Queue one event; returns at once (serialisation happens in the writer thread)."""
+        """Queue one event; returns at once (serialisation happens in the writer thread).
+        A UserError in a forked child: the log is its parent's."""
+        if self._forked:
+            raise UserError(
+                f"cannot log to {self.path} from process {os.getpid()}: its run belongs to "
+                f"process {self.pid}, which forked this one; log from that process, or give "
+                "this one its own run with dbx.resume(...)"
+            )
         self._queue.append((name, time.time(), data))
         if len(self._queue) >= self.batch:
             self._wake.set()
@@ -83,8 +106,11 @@ class LogWriter:
         """Wait until every event logged so far is written and fsync'd; False on timeout.
 
         Raises a UserError naming the file and the OS error when the events cannot be
-        written; they stay queued and the writer keeps trying.
+        written; they stay queued and the writer keeps trying. In a forked child there is
+        nothing of its own to write (see :meth:`log`).
         """
+        if self._forked:
+            return True
         if self._closed:
             self._raise_if_failed()
             return True
@@ -105,9 +131,16 @@ class LogWriter:
         """Flush, stop the thread and close the file; further calls do nothing.
 
         If the events cannot be written even now, the file is closed anyway and a UserError
-        says how much was lost: a run must be able to end on a full disk.
+        says how much was lost: a run must be able to end on a full disk. In a forked child
+        only the child's copy of the file descriptor is closed; the events queued before the
+        fork are the parent's to write.
         """
         if self._closed:
+            return
+        if self._forked:
+            self._closed = True
+            self._queue.clear()
+            os.close(self._fd)
             return
         with contextlib.suppress(UserError):  # one more try below, once the thread has stopped
             self.flush()
@@ -207,6 +240,18 @@ class LogWriter:
             event["data"] = {str(key): _lenient(value) for key, value in data.items()}
             text = jsonx.encode(event)
         return text + "\n"
+
+
+# The writers alive in this process, so that a forked child can disown the ones it inherited.
+_writers: weakref.WeakSet[LogWriter] = weakref.WeakSet()
+
+
+def _disown_in_child() -> None:
+    for writer in list(_writers):
+        writer._forked = True
+
+
+os.register_at_fork(after_in_child=_disown_in_child)
 
 
 def _reason(error: BaseException) -> str:

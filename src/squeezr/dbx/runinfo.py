@@ -3,7 +3,8 @@
 Command line (``argv`` and the interpreter's own ``orig_argv``, so ``python -m pkg`` and
 ``python -c`` runs can be rebuilt), interpreter, host, user, environment and the code
 version: git commit, branch, remote, the patch of uncommitted changes (``git diff HEAD
---binary``, stored beside the run as ``run-<N>.patch``) and the untracked files. Outside a git
+--binary``, stored byte for byte beside the run as ``run-<N>.patch``: source files need not
+be UTF-8) and the untracked files. Outside a git
 working tree, or without git installed, the git fields are null; capturing never fails a run.
 
 Secrets are redacted before anything is written: values of environment variables and of
@@ -92,7 +93,13 @@ def redact_argv(argv: list[str]) -> list[str]:
 
 
 def _git(cwd: Path, *argv: str) -> str | None:
-    """git's stdout, or None when git is missing, fails, or hangs."""
+    """git's stdout as text, or None when git is missing, fails, or hangs."""
+    out = _git_bytes(cwd, *argv)
+    return None if out is None else out.decode("utf-8", errors="replace")
+
+
+def _git_bytes(cwd: Path, *argv: str) -> bytes | None:
+    """git's stdout as it is, or None when git is missing, fails, or hangs."""
     try:
         done = subprocess.run(
             ["git", *argv],
@@ -105,31 +112,31 @@ def _git(cwd: Path, *argv: str) -> str | None:
         return None
     if done.returncode != 0:
         return None
-    return done.stdout.decode("utf-8", errors="replace")
+    return done.stdout
 
 
-def git_state(cwd: Path) -> tuple[dict[str, Any], str]:
+def git_state(cwd: Path) -> tuple[dict[str, Any], bytes]:
     """``(fields, patch)`` for the git working tree containing ``cwd``.
 
     ``fields``: commit, branch (null when detached), remote (URL of ``origin`` or the first
     remote), untracked (paths relative to the top level) and dirty; all null outside git.
-    ``patch``: ``git diff HEAD --binary`` text ("" for a clean tree).
+    ``patch``: ``git diff HEAD --binary`` as git wrote it (b"" for a clean tree).
     """
     empty = {"commit": None, "branch": None, "remote": None, "untracked": [], "dirty": None}
     top = _git(cwd, "rev-parse", "--show-toplevel")
     if top is None:
-        return empty, ""
+        return empty, b""
     root = Path(top.strip())
     commit = _git(root, "rev-parse", "HEAD")
     if commit is None:  # a repository without commits yet
-        return {**empty, "untracked": _untracked(root)}, ""
+        return {**empty, "untracked": _untracked(root)}, b""
     branch = _git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
     remotes = (_git(root, "remote") or "").split()
     remote = None
     if remotes:
         name = "origin" if "origin" in remotes else remotes[0]
         remote = _redact_url((_git(root, "remote", "get-url", name) or "").strip()) or None
-    patch = _git(root, "diff", "HEAD", "--binary") or ""
+    patch = _git_bytes(root, "diff", "HEAD", "--binary") or b""
     return {
         "commit": commit.strip(),
         "branch": branch.strip() if branch else None,
@@ -149,9 +156,9 @@ def _untracked(root: Path) -> list[str]:
     return [path for path in (out or "").split("\0") if path]
 
 
-def capture(cwd: Path | None = None) -> tuple[dict[str, Any], str]:
+def capture(cwd: Path | None = None) -> tuple[dict[str, Any], bytes]:
     """The record of a run of this process (``run`` still null: the caller numbers it), and
-    its git patch text. Slow when git is (a large tree): call it outside any lock."""
+    its git patch (bytes). Slow when git is (a large tree): call it outside any lock."""
     cwd = Path.cwd() if cwd is None else cwd
     git, patch = git_state(cwd)
     try:

@@ -15,6 +15,7 @@ import shlex
 import socket
 from typing import Any
 
+from squeezr.dbx.compare import label
 from squeezr.dbx.runinfo import REDACTED
 from squeezr.dbx.store import Experiment
 from squeezr.errors import UserError
@@ -23,7 +24,7 @@ __all__ = [
     "command",
     "command_line",
     "git_info",
-    "patch_text",
+    "patch_bytes",
     "placeholders",
     "read_run",
     "run_status",
@@ -120,7 +121,7 @@ def command(exp: Experiment, run: int | None = None) -> str:
 
 def _comments(exp: Experiment, record: dict[str, Any], argv: list[str]) -> list[str]:
     """Which experiment and run this is, the code version it ran, and what to fill in."""
-    lines = [f"dbx experiment {exp.id[:8]} {exp.name}, run {record['run']}"]
+    lines = [f"dbx experiment {label(exp)}, run {record['run']}"]
     git = git_info(record)
     if git.get("commit"):
         branch = f" (branch {git['branch']})" if git.get("branch") else ""
@@ -140,20 +141,21 @@ def git_info(record: dict[str, Any]) -> dict[str, Any]:
     return record.get("git") or {}
 
 
-def patch_text(exp: Experiment, record: dict[str, Any]) -> str:
-    """The recorded patch of uncommitted changes, or "" if the tree was clean."""
+def patch_bytes(exp: Experiment, record: dict[str, Any]) -> bytes:
+    """The recorded patch of uncommitted changes exactly as git wrote it (source files need
+    not be UTF-8), or b"" if the tree was clean."""
     name = git_info(record).get("patch")
     if not name:
-        return ""
+        return b""
     path = exp.path / name
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
         raise UserError(
             f"the patch {path} of run {record['run']} is missing; run dbx verify"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read the patch {path}: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read the patch {path}: {exc.strerror or exc}") from None
 
 
 def run_status(record: dict[str, Any]) -> str | None:

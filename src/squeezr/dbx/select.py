@@ -19,12 +19,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from squeezr.dbx import expr
-from squeezr.dbx.store import FIELDS, Experiment, Repository
+from squeezr.dbx import expr, jsonx
+from squeezr.dbx.store import FIELDS, Experiment, Repository, log_paths
 from squeezr.dbx.timeutil import parse_since
 from squeezr.errors import UserError
 
-__all__ = ["check_paths", "find", "missing", "select_experiments", "sort_experiments"]
+__all__ = [
+    "check_paths",
+    "check_wanted",
+    "find",
+    "missing",
+    "select_experiments",
+    "sort_experiments",
+]
 
 _SORT_KEY = re.compile(r"-?[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
@@ -67,9 +74,7 @@ def select_experiments(
     condition = expr.parse(where) if isinstance(where, str) else where
     if condition is not None:
         check_paths(sorted(condition.paths()), "--where")
-    cutoff = parse_since(since) if isinstance(since, str) else since
-    if cutoff is not None and cutoff.tzinfo is None:
-        cutoff = cutoff.astimezone()
+    cutoff = None if since is None else parse_since(since)
     keys = _sort_keys(sort)
     chosen = []
     for exp in repo.experiments(prefix=prefix, kind=kind):
@@ -120,15 +125,7 @@ def missing(
     counts if its name is the given one or lies under it, ``NAME/...``) or ``results`` (dotted
     keys, ``results.`` optional), with what it lacks (``"event eval/test"``,
     ``"result test_acc"``) in the order asked. Experiments that lack nothing are left out."""
-    events, results = list(events), list(results)
-    if not events and not results:
-        raise UserError("say what to look for: --event NAME and/or --result KEY")
-    for name in events:
-        if not isinstance(name, str) or not name.strip("/"):
-            raise UserError(f"event name {name!r} is empty; give one such as eval/test")
-    for key in results:
-        if not isinstance(key, str) or not key.removeprefix("results."):
-            raise UserError(f"result key {key!r} is empty; give one such as test_acc")
+    events, results = check_wanted(events, results)
     found = []
     for exp in experiments:
         lacking = [f"event {name}" for name in events if not _has_event(exp, name)]
@@ -142,11 +139,32 @@ def missing(
     return found
 
 
+def check_wanted(events: Iterable[str], results: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``events`` and ``results`` as lists, after checking that they ask for something and
+    that no name is empty (UserError otherwise): :func:`missing`'s input check, which
+    ``dbx missing`` runs before reading the repository."""
+    events, results = list(events), list(results)
+    if not events and not results:
+        raise UserError("say what to look for: --event NAME and/or --result KEY")
+    for name in events:
+        if not isinstance(name, str) or not name.strip("/"):
+            raise UserError(f"event name {name!r} is empty; give one such as eval/test")
+    for key in results:
+        if not isinstance(key, str) or not key.removeprefix("results."):
+            raise UserError(f"result key {key!r} is empty; give one such as test_acc")
+    return events, results
+
+
 def _has_event(exp: Experiment, name: str) -> bool:
+    """Whether a log of ``exp`` has an event ``name`` or one under it. The logs are parsed in
+    file order, unsorted (only presence matters), and parsing stops at the first match."""
+    exp.flush()  # a handle with an open run: its events so far count
     prefix = name.rstrip("/")
+    under = prefix + "/"
     return any(
-        event["name"] == prefix or event["name"].startswith(prefix + "/")
-        for event in exp.events(prefix=prefix)
+        event["name"] == prefix or event["name"].startswith(under)
+        for path in log_paths(exp.path)
+        for event in jsonx.iter_log(path)
     )
 
 

@@ -23,18 +23,20 @@ import os
 import re
 import secrets
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squeezr.dbx import expr, jsonx, lifecycle, records, runinfo
-from squeezr.dbx.fileio import FILE_MODE, atomic_write, fsync_dir, locked, sha256_file
+from squeezr.dbx.fileio import atomic_path, atomic_write, file_matches, fsync_dir, locked
 from squeezr.dbx.records import FORMAT_VERSION, ID_RE
 from squeezr.dbx.timeutil import now_iso, to_datetime
 from squeezr.dbx.views import Params, Results, check_keys
 from squeezr.errors import UserError
+
+if TYPE_CHECKING:
+    from squeezr.dbx.verify import Problems
 
 __all__ = ["Experiment", "Repository", "create", "log_paths", "open", "resume", "validate_name"]
 
@@ -223,25 +225,26 @@ class Repository:
         check_keys(params, "param")
         meta = {"format": FORMAT_VERSION, "id": "", "name": name, "kind": kind}
         meta.update(created=now_iso(), params=params)
-        try:
-            jsonx.encode(params)
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"params of {name!r} cannot be stored as JSON: {exc}") from None
-        while True:
+        while True:  # encoded before the folder exists: bad params leave nothing behind
             meta["id"] = new_id()
+            try:
+                text = jsonx.encode(meta, indent=2) + "\n"
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"params of {name!r} cannot be stored as JSON: {exc}") from None
             folder = self.path.joinpath(*name.split("/"), meta["id"])
             try:
                 folder.mkdir(parents=True)
                 break
-            except FileExistsError:
+            except FileExistsError:  # an id drawn twice (48 random bits): draw again
                 continue
-        atomic_write(folder / "meta.json", jsonx.encode(meta, indent=2) + "\n")
+        atomic_write(folder / "meta.json", text)
         fsync_dir(folder.parent)
         return folder
 
-    def verify(self) -> list[str]:
+    def verify(self) -> Problems:
         """Every problem found: unreadable JSON, torn or corrupt log lines, missing files,
-        attachment size/checksum mismatches. An empty list means the repository is sound."""
+        attachment size/checksum mismatches. An empty list means the repository is sound;
+        its ``checked`` says how many experiment folders were checked."""
         from squeezr.dbx.verify import verify_repository
 
         return verify_repository(self.path, self._folders())
@@ -308,9 +311,13 @@ class Experiment:
     def value(self, path: str) -> Any:
         """The value at a dotted ``path`` of this experiment, or ``expr.MISSING``:
         ``id``, ``name``, ``kind``, ``created`` (ISO text), ``params.<key>...`` and
-        ``results.<key>...`` (``exp.<field>`` is an alias of the top-level fields). This is
-        what ``--where``, ``--sort`` and ``--columns`` read; it reads ``results.json`` only
-        when asked for a result and never copies params."""
+        ``results.<key>...`` (list items by index: ``results.curve.0``; ``exp.<field>`` is an
+        alias of the top-level fields). This is what ``--where``, ``--sort`` and
+        ``--columns`` read; it reads ``results.json`` only when asked for a result.
+
+        Nothing is copied or frozen: ``value("params")`` is the cheapest way to read all
+        params (plain nested dicts and lists, shared with this handle, so do not change
+        them; ``thaw(exp.value("params"))`` is a copy you may change)."""
         head, _, rest = path.partition(".")
         if head == "exp" and rest in FIELDS:
             head, rest = rest, ""
@@ -326,7 +333,8 @@ class Experiment:
     # --- params, results, notes -----------------------------------------------------------
     @property
     def params(self) -> Params:
-        """The immutable params (``params["a.b"]`` or ``params.a.b``)."""
+        """The immutable params (``params["a.b"]`` or ``params.a.b``), frozen on first use;
+        code that reads many experiments' params whole uses ``value("params")`` instead."""
         if self._params is None:
             self._params = Params(self._meta.get("params") or {})
         return self._params
@@ -357,10 +365,18 @@ class Experiment:
 
     @notes.setter
     def notes(self, text: str) -> None:
-        if not isinstance(text, str):
-            raise UserError("notes must be text")
+        _check_text(text)
         with locked(self.path / LOCK):
             atomic_write(self.path / "notes.md", text)
+
+    def append_notes(self, text: str) -> None:
+        """Add ``text`` to the notes as a new paragraph (after a blank line). The read and
+        the write are one locked update, so concurrent appends all survive."""
+        _check_text(text)
+        with locked(self.path / LOCK):
+            notes = self.notes
+            joined = f"{notes.rstrip()}\n\n{text}" if notes.strip() else text
+            atomic_write(self.path / "notes.md", joined)
 
     # --- attachments ----------------------------------------------------------------------
     @property
@@ -381,7 +397,13 @@ class Experiment:
     def attach(self, source: Path | str, name: str | None = None) -> dict[str, Any]:
         """Copy ``source`` into ``files/<name>`` (default: its file name) and record its size
         and sha256; returns ``{"path": "files/<name>", "size": n, "sha256": hex}``. Attaching
-        under an existing name replaces that attachment."""
+        under an existing name replaces that attachment.
+
+        The copy, its replacing the old file and the attachment list's update happen under
+        the experiment's lock, so two processes attaching under one name never leave the
+        checksum of one beside the file of the other (other writers of this experiment wait
+        for the copy: attach large files at the end of a run, not in its hot loop).
+        """
         source = Path(source)
         if source.is_dir():
             raise UserError(f"cannot attach {source}: it is a folder; attach its files one by one")
@@ -390,29 +412,12 @@ class Experiment:
         name = _attachment_name(name if name is not None else source.name)
         target = self.path / "files" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()  # computed while copying: the source is read only once
-        size = 0
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            os.fchmod(fd, FILE_MODE)
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-                while chunk := src.read(1 << 20):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        fsync_dir(target.parent)
-        info = {"path": f"files/{name}", "size": size, "sha256": digest.hexdigest()}
-        entry = {**info, "run": self.run, "added": now_iso()}
         with locked(self.path / LOCK):
+            with atomic_path(target) as tmp:
+                size, digest = _copy(source, tmp)
+            info = {"path": f"files/{name}", "size": size, "sha256": digest}
             manifest = self.attachments
-            manifest[name] = entry
+            manifest[name] = {**info, "run": self.run, "added": now_iso()}
             atomic_write(self.path / "attachments.json", jsonx.encode(manifest, indent=2) + "\n")
         return info
 
@@ -429,7 +434,7 @@ class Experiment:
         path = self.path / info["path"]
         if not path.is_file():
             raise UserError(f"attachment {path} is missing; run `dbx verify`")
-        if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
+        if not file_matches(path, info["size"], info["sha256"]):
             raise UserError(f"attachment {path} is corrupt (checksum mismatch); re-attach it")
         return path
 
@@ -493,7 +498,9 @@ class Experiment:
             for event in jsonx.iter_log(path):
                 if prefix is None or event["name"].startswith(prefix):
                     events.append(event)
-        events.sort(key=lambda e: (e["ts"], e["run"], _seq(e)))
+        # Stable: the logs are read in run order and each log is in logging order, so events
+        # with the same time and run stay in the order they were logged.
+        events.sort(key=lambda e: (e["ts"], e["run"]))
         return events
 
     def merged_events(self, prefix: str | None = None) -> dict[str, dict[str, Any]]:
@@ -556,13 +563,17 @@ class Experiment:
         """Flush and close the run's log and write its end, status and exception (once).
 
         The run record is written even when the log cannot be (a full disk); the log's
-        UserError is raised afterwards.
+        UserError is raised afterwards. In a forked child (leaving the parent's ``with``
+        block, a worker's exit) nothing is written: the run is the parent's to end.
         """
         writer, record = self._writer, self._record
         if writer is None or record is None:
             return
         self._writer = None
         lifecycle.unregister(self)
+        if not writer.owned:
+            writer.close()
+            return
         failure: UserError | None = None
         try:
             writer.close()
@@ -579,6 +590,24 @@ class Experiment:
             )
         if failure is not None:
             raise failure
+
+
+def _check_text(text: Any) -> None:
+    if not isinstance(text, str):
+        raise UserError("notes must be text")
+
+
+def _copy(source: Path, target: Path) -> tuple[int, str]:
+    """Copy ``source`` to ``target``; its size and sha256, computed while copying (the source
+    is read once)."""
+    digest = hashlib.sha256()
+    size = 0
+    with source.open("rb") as src, target.open("wb") as out:
+        while chunk := src.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
 
 
 def _read_meta(folder: str) -> dict[str, Any] | None:
@@ -612,11 +641,6 @@ def _numbered(folder: str, pattern: re.Pattern[str]) -> list[int]:
     return numbers
 
 
-def _seq(event: dict[str, Any]) -> int:
-    tail = event["id"].rpartition("-")[2]
-    return int(tail) if tail.isdigit() else 0
-
-
 def _repository(repo: Repository | Path | str | None, create: bool) -> Repository:
     if isinstance(repo, Repository):
         return repo
@@ -636,11 +660,13 @@ def create(
     name: str,
     kind: str = "train",
     params: dict[str, Any] | None = None,
-    repo: Repository | Path | str | None = "./" + DEFAULT_REPO,
+    repo: Repository | Path | str | None = None,
 ) -> Experiment:
     """A new experiment with run 1 started (command line, git state and environment
-    recorded). ``repo`` is created if missing; ``None`` means the repository
-    :meth:`Repository.find` finds, else ``./experiments``."""
+    recorded). ``repo`` is created if missing. Without it, the experiment goes where
+    :func:`open`, :func:`resume` and ``dbx ls`` look (``$DBX_REPO``, else the nearest
+    enclosing repository, see :meth:`Repository.find`); if there is none, a new
+    ``./experiments`` is created."""
     repository = _repository(repo, create=True)
     exp = Experiment(repository, repository.create_experiment(name, kind, params))
     exp._start_run()

@@ -28,7 +28,8 @@ def now_iso() -> str:
 
 def to_datetime(value: Any) -> datetime | None:
     """A timezone-aware datetime from an ISO string, epoch seconds or a datetime; ``None`` when
-    the value is absent or unreadable. Naive times are taken as local time."""
+    the value is absent or unreadable. Naive times are taken as local time (one that has no
+    equivalent within years 1-9999 in UTC, such as ``0001-01-01``, is unreadable)."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -43,25 +44,33 @@ def to_datetime(value: Any) -> datetime | None:
             return None
     else:
         return None
-    return moment if moment.tzinfo else moment.astimezone()
+    if moment.tzinfo:
+        return moment
+    try:
+        return moment.astimezone()
+    except (ValueError, OverflowError):
+        return None
 
 
-def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """``7d`` / ``12h`` / ``30m`` / ``90s`` / ``2w`` ago, or an ISO date/time (local if naive)."""
-    now = now or datetime.now(UTC)
-    match = _DURATION.match(text)
-    if match:
-        amount, unit = float(match.group(1)), match.group(2)
-        try:
-            return now - timedelta(**{_UNITS[unit]: amount})
-        except OverflowError:
-            raise UserError(
-                f"--since {text!r} reaches back before year 1; give a shorter duration"
-            ) from None
-    moment = to_datetime(text.strip())
+def parse_since(since: str | datetime, now: datetime | None = None) -> datetime:
+    """``7d`` / ``12h`` / ``30m`` / ``90s`` / ``2w`` ago, or an ISO date/time or a datetime
+    (local if naive), as a timezone-aware datetime; a UserError if it cannot be read."""
+    if isinstance(since, str):
+        match = _DURATION.match(since)
+        if match:
+            amount, unit = float(match.group(1)), match.group(2)
+            try:
+                return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: amount})
+            except OverflowError:
+                raise UserError(
+                    f"--since {since!r} reaches back before year 1; give a shorter duration"
+                ) from None
+        moment = to_datetime(since.strip())
+    else:
+        moment = to_datetime(since)
     if moment is None:
         raise UserError(
-            f"cannot read --since {text!r}; give a duration such as 7d, 12h, 30m "
-            "or an ISO date such as 2024-05-31 or 2024-05-31T14:00"
+            f"cannot read --since {str(since)!r}; give a duration such as 7d, 12h, 30m "
+            "or an ISO date such as 2024-05-31 or 2024-05-31T14:00 (years 1 to 9999)"
         )
     return moment

@@ -14,22 +14,33 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import jsonx, records
-from squeezr.dbx.fileio import sha256_file
+from squeezr.dbx.fileio import file_matches
 from squeezr.dbx.timeutil import to_datetime
 from squeezr.errors import UserError
 
-__all__ = ["verify_experiment", "verify_repository"]
+__all__ = ["Problems", "verify_experiment", "verify_repository"]
 
 
-def verify_repository(root: Path, folders: Iterable[tuple[str, str]]) -> list[str]:
+class Problems(list[str]):
+    """The problems found, one line each (an empty list means the repository is sound), and
+    ``checked``: how many experiment folders were read, so a report needs no second walk."""
+
+    def __init__(self, problems: Iterable[str] = (), checked: int = 0) -> None:
+        super().__init__(problems)
+        self.checked = checked
+
+
+def verify_repository(root: Path, folders: Iterable[tuple[str, str]]) -> Problems:
     """Problems of the repository at ``root`` whose experiment folders are ``folders``
     (``(name, folder)`` pairs); an empty list means it is sound."""
     info_path = root / ".dbx" / "format.json"
-    info = _json(info_path, problems := [])
+    problems = Problems()
+    info = _json(info_path, problems)
     if info is not None:
         problems.extend(f"{info_path}: {p}" for p in records.format_problems(info))
     for name, folder in folders:
         problems.extend(verify_experiment(Path(folder), name))
+        problems.checked += 1
     return problems
 
 
@@ -102,5 +113,5 @@ def _log(path: Path, problems: list[str]) -> None:
 def _attachment(path: Path, info: dict[str, Any], problems: list[str]) -> None:
     if not path.is_file():
         problems.append(f"{path}: attachment missing")
-    elif path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
+    elif not file_matches(path, info["size"], info["sha256"]):
         problems.append(f"{path}: attachment size or sha256 does not match attachments.json")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, NoReturn
 
-from squeezr.dbx import jsonx
+from squeezr.dbx import expr, jsonx
 from squeezr.dbx.fileio import atomic_write, locked
 from squeezr.errors import UserError
 
@@ -37,36 +37,31 @@ def check_keys(value: Any, where: str, path: str = "") -> None:
 
 
 def get_dotted(data: Mapping[str, Any], key: str) -> Any:
-    """``data["a"]["b"]`` for ``key == "a.b"``; KeyError naming ``key`` if absent.
-
-    Membership is tested on ``.keys()``, not with ``in``: :class:`Params` answers ``in`` with
-    dotted lookups, which call this function again.
-    """
-    if key in data.keys():  # noqa: SIM118
-        return data[key]
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node.keys():  # noqa: SIM118
-            raise KeyError(key)
-        node = node[part]
-    return node
+    """``data["a"]["b"]`` for ``key == "a.b"`` (``"curve.0"`` indexes a list), read as
+    :func:`squeezr.dbx.expr.dig` reads it, so ``results["a.b"]`` and
+    ``exp.value("results.a.b")`` always agree; KeyError naming ``key`` if absent."""
+    value = expr.dig(data, key) if isinstance(key, str) and key else expr.MISSING
+    if value is expr.MISSING:
+        raise KeyError(key)
+    return value
 
 
-def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any, what: str = "result") -> None:
     """Set ``data["a"]["b"] = value`` for ``key == "a.b"``, creating missing intermediate
     levels. A non-mapping value in the way is a UserError, never silently replaced: after
-    ``results["acc"] = 0.9``, ``results["acc.top1"] = 1`` would otherwise delete ``acc``."""
+    ``results["acc"] = 0.9``, ``results["acc.top1"] = 1`` would otherwise delete ``acc``.
+    ``what`` names the values in error messages (``result``, ``event field``)."""
     parts = key.split(".") if isinstance(key, str) else [""]
     if not all(parts):
-        raise UserError(f"result key {key!r} is not allowed; use names like 'acc' or 'eval.acc'")
+        raise UserError(f"{what} key {key!r} is not allowed; use names like 'acc' or 'eval.acc'")
     node = data
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
             raise UserError(
-                f"cannot set result {key!r}: {where!r} already holds {child!r}, not an object; "
-                f"delete {where!r} first or choose another key"
+                f"cannot set {what} {key!r}: {where!r} already holds {child!r}, not an object; "
+                f"remove {where!r} first or choose another key"
             )
         node = child
     node[parts[-1]] = value
@@ -158,17 +153,27 @@ class Results(MutableMapping[str, Any]):
         self._cache: dict[str, Any] = {}
 
     def _load(self) -> dict[str, Any]:
+        """The cached results, re-read when the file's inode, mtime or size changed."""
         try:
             st = os.stat(self._path)
         except FileNotFoundError:
             return {}
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
-            data = jsonx.read_json(self._path, "results file")
-            if not isinstance(data, dict):
-                raise UserError(f"results file {self._path} does not hold a JSON object; repair it")
-            self._cache, self._stamp = data, stamp
+            self._cache, self._stamp = self._read(), stamp
         return self._cache
+
+    def _read(self) -> dict[str, Any]:
+        """A fresh parse of the file ({} if there is none), shared with nobody."""
+        try:
+            data = jsonx.read_json(self._path, "results file")
+        except jsonx.FileError as exc:
+            if exc.missing:
+                return {}
+            raise
+        if not isinstance(data, dict):
+            raise UserError(f"results file {self._path} does not hold a JSON object; repair it")
+        return data
 
     def tree(self) -> dict[str, Any]:
         """The current results as nested plain dicts, re-read only when the file changed.
@@ -177,11 +182,11 @@ class Results(MutableMapping[str, Any]):
 
     def modify(self, change: Callable[[dict[str, Any]], None]) -> None:
         """Apply ``change(results_dict)`` as one locked read-modify-write; a result that
-        cannot be stored (bad key, a value JSON cannot hold) is a UserError and changes
-        nothing."""
+        cannot be stored (bad key, a value JSON cannot hold, a full disk) is an error and
+        changes nothing, neither the file nor what reads return. ``change`` works on a
+        fresh read of the file, never on the cache that reads share."""
         with locked(self._lock):
-            self._stamp = None
-            data = dict(self._load())  # a fresh read: the stamp was just reset
+            data = self._read()
             change(data)
             check_keys(data, "result")
             try:
@@ -200,13 +205,17 @@ class Results(MutableMapping[str, Any]):
     def __delitem__(self, key: str) -> None:
         if key not in self:
             raise KeyError(key)
+        parent_key, _, last = key.rpartition(".")
 
         def remove(data: dict[str, Any]) -> None:
-            *parents, last = key.split(".") if key not in data else [key]
-            node = data
-            for part in parents:
-                node = node[part]
-            del node[last]
+            parent = expr.dig(data, parent_key)
+            if isinstance(parent, list):
+                raise UserError(
+                    f"cannot delete result {key!r}: it is an item of a list; "
+                    f"assign the whole list {parent_key!r} instead"
+                )
+            if isinstance(parent, dict):  # else another process deleted it meanwhile
+                parent.pop(last, None)
 
         self.modify(remove)
 

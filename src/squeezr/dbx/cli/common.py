@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from squeezr.dbx.compare import SHORT_ID
 from squeezr.dbx.store import Repository
 
 __all__ = [
@@ -19,7 +20,6 @@ __all__ = [
     "short_id",
 ]
 
-SHORT_ID = 8
 REPO_HELP = "repository folder (default: $DBX_REPO, else the nearest enclosing one)"
 
 
@@ -79,5 +79,5 @@ def repository(args: argparse.Namespace) -> Repository:
 
 
 def short_id(exp_id: str, fmt: str) -> str:
-    """Tables show the first 8 hex digits of an id; JSON and CSV keep it whole."""
+    """Tables show the first SHORT_ID (8) hex digits of an id; JSON and CSV keep it whole."""
     return exp_id[:SHORT_ID] if fmt == "table" else exp_id

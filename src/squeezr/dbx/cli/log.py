@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from squeezr.dbx import jsonx
+from squeezr.dbx import expr, jsonx
 from squeezr.dbx.cli import common
 from squeezr.dbx.compare import label
 from squeezr.dbx.store import resume
+from squeezr.dbx.views import set_dotted
 from squeezr.errors import UserError
 
 
@@ -49,20 +50,13 @@ def parse_fields(fields: list[str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for field in fields:
         key, sep, text = field.partition("=")
-        parts = key.split(".")
-        if not sep or not all(parts):
+        if not sep or not all(key.split(".")):
             raise UserError(f"cannot read {field!r}; write event data as key=value, e.g. acc=0.9")
         try:
             value: Any = jsonx.loads(text)
         except ValueError:
             value = text
-        target = data
-        for part in parts[:-1]:
-            nested = target.setdefault(part, {})
-            if not isinstance(nested, dict):
-                raise UserError(f"{key!r} conflicts with an earlier value of {part!r}")
-            target = nested
-        if isinstance(target.get(parts[-1]), dict):
+        if isinstance(expr.dig(data, key), dict):
             raise UserError(f"{key!r} conflicts with earlier keys under it")
-        target[parts[-1]] = value
+        set_dotted(data, key, value, what="event field")
     return data

@@ -12,7 +12,7 @@ import sys
 
 from squeezr import clikit
 from squeezr.dbx.cli import common
-from squeezr.dbx.select import missing, select_experiments
+from squeezr.dbx.select import check_wanted, missing, select_experiments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    missing([], args.event, args.result)  # check what to look for before reading anything
+    check_wanted(args.event, args.result)  # before reading anything
     experiments = select_experiments(
         common.repository(args), **common.selection(args), sort="created"
     )

@@ -1,6 +1,7 @@
 """``dbx notes EXP [TEXT | --append TEXT]``: show, replace or add to an experiment's notes.
 
 Notes are the one part of an experiment meant for people: why it was run, what went wrong.
+Python: ``exp.notes`` (read or replace), ``exp.append_notes(text)``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     if args.append is None:
         exp.notes = _read(args.text)
     else:
-        exp.notes = _join(exp.notes, _read(args.append))
+        exp.append_notes(_read(args.append))
     print(f"notes of {label(exp)} saved")
     return 0
 
@@ -44,8 +45,3 @@ def main(args: argparse.Namespace) -> int:
 def _read(text: str) -> str:
     """The text itself, or standard input for ``-``."""
     return sys.stdin.read() if text == "-" else text
-
-
-def _join(notes: str, addition: str) -> str:
-    """Notes with ``addition`` as a new paragraph."""
-    return f"{notes.rstrip()}\n\n{addition}" if notes.strip() else addition

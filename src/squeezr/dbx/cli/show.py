@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from datetime import UTC, datetime
 from typing import Any
 
 from squeezr.clikit import text_table
@@ -14,6 +13,7 @@ from squeezr.dbx import jsonx
 from squeezr.dbx.cli import common
 from squeezr.dbx.runs import command_line, git_info, run_status
 from squeezr.dbx.store import Experiment
+from squeezr.dbx.timeutil import to_datetime
 from squeezr.dbx.views import flatten
 from squeezr.errors import UserError
 
@@ -51,7 +51,7 @@ def describe(exp: Experiment, last: int) -> dict[str, Any]:
         "kind": exp.kind,
         "created": created.isoformat() if created else None,
         "path": str(exp.path),
-        "params": exp.meta.get("params") or {},
+        "params": exp.value("params"),
         "results": exp.results.tree(),
         "notes": exp.notes,
         "runs": [_run_summary(record) for record in exp.runs()],
@@ -120,11 +120,10 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _time(ts: float) -> str:
-    """An event's epoch timestamp as UTC ISO time to the millisecond."""
-    try:
-        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    except (OverflowError, OSError, ValueError):
-        return str(ts)
+    """An event's epoch timestamp as UTC ISO time to the millisecond (as it is if out of
+    range)."""
+    moment = to_datetime(ts)
+    return moment.isoformat(timespec="milliseconds") if moment else str(ts)
 
 
 def _indent(text: str) -> list[str]:

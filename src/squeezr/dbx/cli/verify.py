@@ -30,6 +30,5 @@ def main(args: argparse.Namespace) -> int:
     if problems:
         print(f"{len(problems)} problem(s) in {repo.path}")
         return 1
-    count = sum(1 for _ in repo.experiments())
-    print(f"{count} experiment(s) in {repo.path}: no problems")
+    print(f"{problems.checked} experiment(s) in {repo.path}: no problems")
     return 0
