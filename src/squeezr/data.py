@@ -38,6 +38,7 @@ from torch import Tensor
 
 from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
+from squeezr.names import normalised_key
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")
 HELD_OUT_DIVISOR = 10  # validation and pruning set: len(train) // 10 images each
@@ -88,10 +89,7 @@ def default_data_dir() -> Path:
 
 def dataset_key(name: str) -> str:
     """The :data:`DATASETS` name that ``name`` means (``"CIFAR-10"`` → ``"cifar10"``)."""
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
-    if key not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return key
+    return normalised_key(name, DATASETS, "dataset")
 
 
 def load_dataset(
@@ -232,8 +230,10 @@ def _cifar(
             raise UserError(_missing_message(source, data_dir, "downloading is off"))
         try:
             with _new_folders_removed_on_error(data_dir):
-                if not tarball.is_file():
-                    _fetch(source, tarball)
+                if tarball.is_file():
+                    _check_md5(tarball, source, tarball)
+                else:
+                    _fetch(source, tarball)  # checked before it is moved into place
                 _extract(source, tarball, data_dir)
         except OSError as exc:  # e.g. data_dir not writable
             raise UserError(f"cannot prepare {folder}: {exc}; check {data_dir}") from None
@@ -301,8 +301,7 @@ def _check_md5(path: Path, source: CifarSource, shown_as: Path) -> None:
 
 
 def _extract(source: CifarSource, tarball: Path, data_dir: Path) -> None:
-    """Verify and unpack the tarball next to itself; the folder appears atomically, complete."""
-    _check_md5(tarball, source, tarball)
+    """Unpack the (checked) tarball next to itself; the folder appears atomically, complete."""
     with tempfile.TemporaryDirectory(prefix=".extract-", dir=data_dir) as tmp:
         try:
             with tarfile.open(tarball, "r:gz") as archive:

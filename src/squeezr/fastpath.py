@@ -21,7 +21,8 @@ Nesterov momentum, weight decay and the epoch's learning rate, momentum buffers 
 Side effects are scoped to the runner: it switches cuDNN autotuning on and converts the
 model to channels_last when built, and :meth:`FastEpochRunner.close` (called by
 :func:`squeezr.train.fit` when training ends, also on errors) restores the previous
-``torch.backends.cudnn.benchmark`` value and the model's contiguous memory format.
+``torch.backends.cudnn.benchmark`` value and the memory format the model had before (the
+pruner keeps its models channels_last on CUDA; a plain model stays contiguous).
 
 :func:`squeezr.train.make_epoch_runner` only builds this runner on a CUDA device. The
 CUDA-only parts (graph capture, bf16 autocast, channels_last, cuDNN autotuning) are switched
@@ -87,6 +88,7 @@ class FastEpochRunner:
         self.std = torch.as_tensor(ctx.std, dtype=torch.float32).view(1, -1, 1, 1).to(device)
         self.cuda = device.type == "cuda"
         self._saved_cudnn_benchmark = torch.backends.cudnn.benchmark
+        self._saved_memory_format = _memory_format(model)
         if self.cuda:
             torch.backends.cudnn.benchmark = True
             model.to(memory_format=torch.channels_last)
@@ -168,11 +170,16 @@ class FastEpochRunner:
         if self.sd is not None:
             self.sd.reset()
         snapshot = [t.detach().clone() for t in self._state_tensors()]
+        stream = torch.cuda.current_stream(self.device) if self.cuda else None
         graph = None
         try:
             graph = record()
         except Exception as exc:  # capture can fail in many ways (driver, allocator, ops)
             graph = None
+            if stream is not None:
+                # torch.cuda.graph ends the capture before it switches back from its side
+                # stream; if ending fails, the side stream would stay current.
+                torch.cuda.set_stream(stream)
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             warnings.warn(
                 f"CUDA graph capture failed ({message}); the fast path runs eagerly",
@@ -221,8 +228,17 @@ class FastEpochRunner:
         return self.loss_sum.item() / self.steps, self.correct.item() / self.images_per_epoch
 
     def close(self) -> None:
-        """Drop the graph and restore cuDNN autotuning and the model's memory format."""
+        """Drop the graph; give back cuDNN autotuning and the model's memory format as they
+        were when the runner was built."""
         self.graph = None
         if self.cuda:
             torch.backends.cudnn.benchmark = self._saved_cudnn_benchmark
-            self.model.to(memory_format=torch.contiguous_format)
+            self.model.to(memory_format=self._saved_memory_format)
+
+
+def _memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """``torch.channels_last`` when the model's 4-d weights are stored that way, else
+    ``torch.contiguous_format`` (weights that are both, such as 1x1 convs, decide nothing)."""
+    weights = [p for p in model.parameters() if p.dim() == 4 and not p.is_contiguous()]
+    channels_last = [p.is_contiguous(memory_format=torch.channels_last) for p in weights]
+    return torch.channels_last if channels_last and all(channels_last) else torch.contiguous_format

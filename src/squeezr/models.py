@@ -31,15 +31,16 @@ import copy
 import operator
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
+from squeezr.names import normalised_key
+from squeezr.torchfiles import load_torch_file, save_torch_file, write_atomically
 
 PRESETS: dict[str, tuple[int, int, int]] = {
     "resnet20": (3, 3, 3),
@@ -52,6 +53,9 @@ WIDTHS: tuple[int, int, int] = (16, 32, 64)
 TRANSITION = -1
 """Index reported by :meth:`ResNet.units` for the shortcut unit of a group built with 0 blocks."""
 SPEC_FORMAT = "squeezr.cifar-resnet/1"
+MODEL_ATTACHMENT = "model.pt"
+"""The attachment holding an experiment's network: the trained model of a training run (as
+:func:`squeezr.train.fit` attaches it), the pruned one of a pruning run."""
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -321,15 +325,9 @@ class ResNet(nn.Module):
 
 
 def preset_key(name: str, what: str = "ResNet preset") -> str:
-    """The :data:`PRESETS` key that ``name`` means (``"ResNet-110"`` → ``"resnet110"``).
-
-    Case, surrounding blanks, ``-`` and ``_`` are ignored; an unknown name is a UserError
-    listing the presets, calling ``name`` a ``what`` (the caller's word for it).
-    """
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
-    if key not in PRESETS:
-        raise UserError(f"unknown {what} {name!r}; choose one of {', '.join(PRESETS)}")
-    return key
+    """The :data:`PRESETS` key that ``name`` means (``"ResNet-110"`` → ``"resnet110"``); an
+    unknown name is a UserError listing the presets, calling ``name`` a ``what``."""
+    return normalised_key(name, PRESETS, what)
 
 
 def resnet(name: str, num_classes: int = 10) -> ResNet:
@@ -405,21 +403,10 @@ def block_macs(model: ResNet, input_shape: Sequence[int] = (3, 32, 32)) -> dict[
 # -- saving, loading, export ------------------------------------------------------------------
 
 
-def _atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Let ``write`` fill a temporary file next to ``path``, then rename it into place."""
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise UserError(f"cannot write {target}: folder {target.parent} does not exist")
-    with atomic_path(target) as tmp:
-        write(tmp)
-    return target
-
-
 def save_model(model: ResNet, path: str | os.PathLike[str]) -> Path:
     """Save ``{"spec": model.spec(), "state_dict": ...}`` atomically (tensors moved to CPU)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"spec": model.spec(), "state_dict": state}
-    return _atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return save_torch_file({"spec": model.spec(), "state_dict": state}, path)
 
 
 def attach_model(exp: Any, model: ResNet, name: str) -> dict[str, Any]:
@@ -434,12 +421,9 @@ def attach_model(exp: Any, model: ResNet, name: str) -> dict[str, Any]:
 def load_model(path: str | os.PathLike[str]) -> ResNet:
     """Rebuild the saved shape with :meth:`ResNet.from_spec` and load its weights (on CPU)."""
     source = Path(path)
-    if not source.is_file():
-        raise UserError(f"model file {source} not found")
-    try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"cannot read model file {source}: {exc}".splitlines()[0]) from None
+    payload = load_torch_file(
+        source, "model file", "pass a file written by squeezr.models.save_model"
+    )
     if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
         raise UserError(f"{source} is not a squeezr model file (no spec/state_dict)")
     model = ResNet.from_spec(payload["spec"])
@@ -458,7 +442,7 @@ def _export_copy(model: ResNet) -> ResNet:
 def export_torchscript(model: ResNet, path: str | os.PathLike[str]) -> Path:
     """Save a scripted (``torch.jit.script``) eval-mode copy, loadable without squeezr."""
     scripted = torch.jit.script(_export_copy(model))
-    return _atomic_write(path, lambda tmp: torch.jit.save(scripted, tmp))
+    return write_atomically(path, lambda tmp: torch.jit.save(scripted, tmp))
 
 
 def export_onnx(
@@ -479,4 +463,4 @@ def export_onnx(
             dynamo=False,
         )
 
-    return _atomic_write(path, write)
+    return write_atomically(path, write)

@@ -104,11 +104,12 @@ def compute(name: str, model: torch.nn.Module, data, ctx: SaliencyContext) -> Sc
 def fixed_conv_algorithms() -> Iterator[None]:
     """cuDNN autotuning off while scoring (restored afterwards).
 
-    The trainer's fast path turns ``cudnn.benchmark`` on globally, which autotunes every new
-    input shape. The oracle's stacked candidate batches change shape from step to step (the
-    number of streams at each unit shrinks as blocks go), so with autotuning on every step
-    would pay for fresh tuning runs; cuDNN's heuristic choice costs nothing per shape and,
-    unlike timing-based tuning, picks the same kernels every time, so a re-run scores alike.
+    Autotuning (``cudnn.benchmark``: on while the trainer's fast path trains, and a user may
+    switch it on globally) tunes every new input shape. The oracle's stacked candidate
+    batches change shape from step to step (the number of streams at each unit shrinks as
+    blocks go), so with autotuning on every step would pay for fresh tuning runs; cuDNN's
+    heuristic choice costs nothing per shape and, unlike timing-based tuning, picks the same
+    kernels every time, so a re-run scores alike.
     """
     saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False
@@ -212,34 +213,50 @@ def brute_force_oracle(model, data, ctx: SaliencyContext) -> Scores:
 
 
 def _activation_scores(model, data, ctx: SaliencyContext, measure) -> Scores:
-    """Average ``measure(position, index, block_input, block_output)`` over the data,
-    weighted by batch size, from one forward pass per chunk."""
+    """Average ``measure(index, h, out, nxt, nxt_out)`` over the data, weighted by chunk size,
+    from one forward pass per chunk.
+
+    For the block with original ``index``: ``h`` is its input, ``out`` its output, ``nxt``
+    the unit after it (the head after the last unit) and ``nxt_out = nxt(out)``, which the
+    forward pass computes anyway (so a block is measured one unit late). Totals stay on the
+    device until the end: one host synchronisation per call, not per block and chunk.
+    """
     units = model.units()
     positions = dict(_block_positions(model))
-    totals = dict.fromkeys(positions.values(), 0.0)
+    totals: dict[int, torch.Tensor] = {}
+
+    def add(idx, h, out, nxt, nxt_out, weight):
+        value = measure(idx, h, out, nxt, nxt_out).double() * weight
+        totals[idx] = totals[idx] + value if idx in totals else value
+
     with torch.inference_mode():
         for x, _ in batches(data, ctx):
             h = model.stem(x)
+            waiting = None  # (index, input, output) of the block before this unit
             for p, (_, unit) in enumerate(units):
                 out = unit(h)
-                if p in positions:
-                    value = measure(units, p, positions[p], h, out)
-                    totals[positions[p]] += float(value) * len(x)
+                if waiting is not None:
+                    add(*waiting, unit, out, len(x))
+                waiting = (positions[p], h, out) if p in positions else None
                 h = out
-    return {idx: total / len(data) for idx, total in totals.items()}
+            if waiting is not None:
+                add(*waiting, model.head, model.head(h), len(x))
+    ids = list(totals)
+    means = (torch.stack([totals[i] for i in ids]) / len(data)).tolist() if ids else []
+    return dict(zip(ids, means, strict=True))
 
 
 @method("activation-mean")
 def activation_mean(model, data, ctx: SaliencyContext) -> Scores:
     """Mean absolute output activation of the block (its output, after the final ReLU)."""
-    return _activation_scores(model, data, ctx, lambda units, p, idx, h, out: out.abs().mean())
+    return _activation_scores(model, data, ctx, lambda idx, h, out, nxt, nxt_out: out.abs().mean())
 
 
 @method("activation-change")
 def activation_change(model, data, ctx: SaliencyContext) -> Scores:
     """MSE between the next block's input with and without the block."""
 
-    def measure(units, p, idx, h, out):
+    def measure(idx, h, out, nxt, nxt_out):
         return F.mse_loss(out, bypass(model, idx, h))
 
     return _activation_scores(model, data, ctx, measure)
@@ -249,9 +266,8 @@ def activation_change(model, data, ctx: SaliencyContext) -> Scores:
 def activation_change_plus_one(model, data, ctx: SaliencyContext) -> Scores:
     """MSE one block later: the next unit's output (the logits after the last block)."""
 
-    def measure(units, p, idx, h, out):
-        nxt = units[p + 1][1] if p + 1 < len(units) else model.head
-        return F.mse_loss(nxt(out), nxt(bypass(model, idx, h)))
+    def measure(idx, h, out, nxt, nxt_out):
+        return F.mse_loss(nxt_out, nxt(bypass(model, idx, h)))
 
     return _activation_scores(model, data, ctx, measure)
 

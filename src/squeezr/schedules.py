@@ -41,7 +41,11 @@ FINAL, SCHEDULED, THRESHOLD = "final", "scheduled", "threshold"
 
 @dataclass(frozen=True)
 class Schedule:
-    """A parsed schedule; ``text`` is the canonical string it came from."""
+    """A parsed schedule; ``text`` is the canonical string it came from.
+
+    ``low_epochs`` is the length of the low loop after every step (0: none); ``never``
+    (``none``) has no other term, so it has no marks and no low loop either.
+    """
 
     text: str
     never: bool = False
@@ -76,8 +80,6 @@ class Schedule:
 
     def mark_crossed(self, before: int, after: int, total: int | None) -> bool:
         """Whether a step that took blocks removed from ``before`` to ``after`` reaches a mark."""
-        if self.never:
-            return False
         if self.every is not None and after // self.every > before // self.every:
             return True
         return any(before < m <= after for m in self._listed_marks(total))
@@ -96,10 +98,6 @@ class Schedule:
                 plan.append(after)
             removed = after
         return plan
-
-    def low_loop(self) -> int:
-        """Epochs of the low loop that follows every step (0 = no low loop)."""
-        return 0 if self.never else self.low_epochs
 
     def high_loop(
         self,

@@ -34,14 +34,22 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeezr.augment import normalize, pad_crop_flip
-from squeezr.dbx.fileio import atomic_path
 from squeezr.errors import UserError
-from squeezr.models import ResNet, attach_model, count_macs, count_params, save_model
+from squeezr.models import (
+    MODEL_ATTACHMENT,
+    ResNet,
+    attach_model,
+    count_macs,
+    count_params,
+    save_model,
+)
+from squeezr.torchfiles import load_torch_file, save_torch_file
 
 RESUME_FORMAT = 2
 """Version of the resume state; 2 = all trainer generators on the CPU (portable)."""
-MODEL_ATTACHMENT = "model.pt"
-"""Name under which :func:`fit` attaches the trained model when it sets the results."""
+SEED_LIMIT = 2**62
+"""Seeds are whole numbers below this, well inside torch's range (below 2**64) for the
+``seed + 1`` and ``seed + 2`` the trainer also seeds generators with."""
 EVAL_BATCH = 1000
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 _DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
@@ -88,8 +96,10 @@ class TrainConfig:
     epochs (250 and 375 of 500, as in the spec); an explicit increasing tuple gives the epochs
     after which it is divided (milestones past ``epochs`` never fire); ``()`` keeps it
     constant. ``stochastic_depth`` is the drop probability of the last block (survival decays
-    linearly from 1 over the blocks). ``initial_is_candidate`` lets the weights fit() started
-    with (epoch 0) win the best-epoch restore, so a fine-tuning loop that only hurts is undone.
+    linearly from 1 over the blocks). ``noise_eta`` adds Gaussian noise to the conv weights
+    before epoch 1 (:func:`add_weight_noise`). ``initial_is_candidate`` lets the weights fit()
+    was given (epoch 0, evaluated before any noise) win the best-epoch restore, so a
+    fine-tuning loop that only hurts is undone.
 
     Every field is checked when the config is built (types, ranges, finite numbers, device
     syntax), so a bad setting fails before any data is loaded or experiment created. Whether
@@ -131,12 +141,18 @@ class TrainConfig:
             ),
             "noise_eta": _real("noise_eta", self.noise_eta, 0),
         }
-        for name in ("nesterov", "augment", "restore_best", "fast", "freeze_classifier"):
+        for name in (
+            "nesterov",
+            "augment",
+            "restore_best",
+            "fast",
+            "freeze_classifier",
+            "initial_is_candidate",
+        ):
             values[name] = _flag(name, getattr(self, name))
-        values["initial_is_candidate"] = _flag("initial_is_candidate", self.initial_is_candidate)
         if not isinstance(self.device, str) or not _DEVICE_NAME.fullmatch(self.device):
             raise UserError(f"unknown device {self.device!r}; {_DEVICE_HELP}")
-        if values["seed"] >= 2**62:
+        if values["seed"] >= SEED_LIMIT:
             raise UserError(f"seed must be below 2**62, got {self.seed}")
         if self.nesterov and values["momentum"] == 0:
             raise UserError("nesterov needs momentum > 0; set momentum or nesterov=False")
@@ -158,11 +174,6 @@ class TrainConfig:
         if self.milestones is not None:
             return self.milestones
         return tuple(m for m in (self.epochs // 2, self.epochs * 3 // 4) if m >= 1)
-
-    def lr_at(self, epoch: int) -> float:
-        """Learning rate used during (1-based) ``epoch``."""
-        drops = sum(1 for m in self.resolved_milestones() if m < epoch)
-        return self.lr * self.lr_gamma**drops
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (milestones as a list), for dbx params and resume checks."""
@@ -520,10 +531,7 @@ class _Training:
         return {"val_acc": accuracy(val_x, val_y), "test_acc": accuracy(test_x, test_y)}
 
     def start(self, resume_file: Path | None) -> None:
-        """Epoch 0: optional weight noise, then evaluate and record the initial weights."""
-        if self.cfg.noise_eta > 0:
-            noise_gen = torch.Generator().manual_seed(self.cfg.seed + 2)
-            add_weight_noise(self.model, self.cfg.noise_eta, noise_gen)
+        """Epoch 0: evaluate and record the weights fit was given (before any noise)."""
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": 0, **self._evaluate(self.amp)}
         row["seconds"] = time.perf_counter() - t0
@@ -536,6 +544,12 @@ class _Training:
             self.sd = StochasticDepth(self.model, cfg.stochastic_depth, self.device, run.aug_gen)
             self.ctx.sd = self.sd
         if run.epoch < cfg.epochs:
+            if run.epoch == 0 and cfg.noise_eta > 0:
+                # Training starts from noisy weights, but epoch 0 (the candidate to fall back
+                # on) stays the weights as given. Added here, not in start(), so a run resumed
+                # from the epoch-0 state adds it too.
+                noise_gen = torch.Generator().manual_seed(cfg.seed + 2)
+                add_weight_noise(self.model, cfg.noise_eta, noise_gen)
             self.runner = make_epoch_runner(self.ctx)
         bar = tqdm(
             range(run.epoch + 1, cfg.epochs + 1),
@@ -647,9 +661,7 @@ class _RunState:
             "seconds": self.seconds,
             "rng": _rng_state(self.order_gen, self.aug_gen),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        save_torch_file(state, path, make_folder=True)
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -766,12 +778,7 @@ def _eval_tensors(splits, device: torch.device, resident: bool):
 def _load_resume(path: Path | None) -> dict[str, Any] | None:
     if path is None or not path.exists():
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(
-            f"cannot read resume state {path} ({exc}); delete it to start over".splitlines()[0]
-        ) from None
+    return load_torch_file(path, "resume state", "delete it to start over")
 
 
 def _checkpoint(model: nn.Module, epoch: int, exp, prefix: str, checkpoint_dir) -> None:

@@ -292,3 +292,153 @@ def test_train_then_prune_workflow(tmp_path, monkeypatch, capsys):
         "model.pt",
     ]
     assert all(e.params["dataset"]["train_images"] == 100 for e in runs)
+
+
+def test_dataset_flags_override_only_the_options_they_name(tmp_path, monkeypatch, capsys):
+    """--dataset/--data-dir start from what the training recorded: a pruning set held out by
+    `squeezr train --pruning-set` and a --train-images subset stay as they were."""
+    monkeypatch.chdir(tmp_path)
+    repo = str(tmp_path / "repo")
+    train = ["train", "--config", "1,1,1", "--dataset", "synthetic", "--epochs", "0"]
+    train += ["--train-images", "100", "--pruning-set", "--device", "cpu", "--no-progress"]
+    assert main([*train, "--repo", repo, "--name", "base"]) == 0, capsys.readouterr().err
+    seen = []
+
+    def recording_fit(model, splits, train_cfg, **kwargs):
+        seen.append(splits)
+        return FitResult(best_epoch=0, best_val_acc=0.0, test_acc=0.0, epochs_run=0, seconds=0.0)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    args = ["prune", "--from", "base", "--repo", repo, "--target-blocks", "1", *FAST]
+    assert main([*args, "--dataset", "Synthetic", "--name", "p/ds"]) == 0, capsys.readouterr().err
+    assert len(seen[-1].train) == 100 and seen[-1].prune is not None
+    recorded = dbx.open("p/ds", repo=repo).params["dataset"]
+    assert recorded == {"name": "synthetic", "pruning_set": True, "train_images": 100}
+    assert main([*args, "--data-dir", "d", "--name", "p/dir"]) == 0, capsys.readouterr().err
+    recorded = dbx.open("p/dir", repo=repo).params["dataset"]
+    assert recorded["data_dir"] == str(tmp_path / "d")  # absolute: resumable from anywhere
+    assert recorded["pruning_set"] is True and recorded["train_images"] == 100
+    assert seen[-1].prune is not None
+
+
+def _killed_run(repo, monkeypatch, name, *flags):
+    """A pruning run killed in its first fine-tuning loop (its resume state already saved)."""
+
+    def dying_fit(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop_module, "fit", dying_fit)
+        settings = ["--target-blocks", "2", "--schedule", "every:1", "--method", "random"]
+        assert prune_cli(repo, *settings, *flags, "--name", name) == 130
+    return dbx.open(name, repo=repo)
+
+
+def _write_torch_list(path):
+    torch.save([1, 2, 3], path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda path: path.write_bytes(b"garbage"), "cannot read pruning resume state"),
+        (_write_torch_list, "is not a pruning resume state"),
+    ],
+)
+def test_a_damaged_resume_state_is_refused_before_a_run_starts(
+    repo, monkeypatch, capsys, damage, message
+):
+    from squeezr.prune import STATE_FILE
+
+    killed = _killed_run(repo, monkeypatch, "p/damaged")
+    damage(killed.path / STATE_FILE)
+    runs = killed.run_numbers()
+    capsys.readouterr()
+    for _ in range(2):
+        assert main(["prune", "--resume", "p/damaged", "--repo", str(repo), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "start" in err and err.count("\n") == 1
+    assert dbx.open("p/damaged", repo=repo).run_numbers() == runs  # no failed runs added
+
+
+def test_resume_may_change_the_device_and_keeps_it_otherwise(repo, monkeypatch, capsys):
+    _killed_run(repo, monkeypatch, "p/moved")  # recorded with --device cpu
+    used = []
+    real_fit = loop_module.fit
+
+    def recording_fit(model, splits, train_cfg, **kwargs):
+        used.append(train_cfg.device)
+        return real_fit(model, splits, train_cfg, **kwargs)
+
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    resume = ["prune", "--resume", "p/moved", "--repo", str(repo), "--no-progress"]
+    assert main([*resume, "--device", "auto"]) == 0, capsys.readouterr().err
+    assert used == ["auto", "auto"]  # both steps' loops, on the device the resume asked for
+    assert dbx.open("p/moved", repo=repo).results["blocks_removed"] == 2
+    _killed_run(repo, monkeypatch, "p/kept")
+    used.clear()
+    assert main(["prune", "--resume", "p/kept", "--repo", str(repo), "--no-progress"]) == 0
+    assert used == ["cpu", "cpu"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_run_started_on_a_gpu_resumes_on_a_cpu_as_the_error_says(repo, monkeypatch, capsys):
+    killed = _killed_run(repo, monkeypatch, "p/gpu")
+    meta = json.loads((killed.path / "meta.json").read_text())
+    meta["params"]["prune"]["device"] = "cuda"  # as a run started on a GPU machine records it
+    (killed.path / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    resume = ["prune", "--resume", "p/gpu", "--repo", str(repo), "--no-progress"]
+    assert main(resume) == 2
+    assert "use --device cpu" in capsys.readouterr().err
+    assert main([*resume, "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert dbx.open("p/gpu", repo=repo).results["blocks_removed"] == 2
+
+
+def test_scratch_uses_the_source_recipe_and_resumes_like_a_training_run(
+    tmp_path, monkeypatch, capsys
+):
+    """A scratch baseline is a training run like any other: the training recipe of the network
+    it compares with (only epochs, seed and device replaced), the exact pruned shape, and
+    `squeezr train --resume` continues it after a kill."""
+    import squeezr.train
+
+    repo = str(tmp_path / "repo")
+    train = ["train", "--config", "1,1,1", "--dataset", "synthetic", "--train-images", "64"]
+    train += ["--epochs", "1", "--lr", "0.05", "--batch-size", "16", "--milestones", "none"]
+    train += ["--stochastic-depth", "0.1", "--device", "cpu", "--no-progress"]
+    assert main([*train, "--repo", repo, "--name", "base"]) == 0, capsys.readouterr().err
+    base = dbx.open("base", repo=repo)
+    pruned = load_model(base.attachment_path("model.pt"))
+    pruned.remove_block(1)  # downsampling: its shortcut stays, unlike in ResNet((1, 0, 1))
+    save_model(pruned, tmp_path / "pruned.pt")
+    source = {"kind": "experiment", "id": base.id, "name": base.name}
+    params = {"source": source, "dataset": {"name": "synthetic", "train_images": 64}}
+    with dbx.create("p/manual", kind="prune", params=params, repo=repo) as exp:
+        exp.attach(tmp_path / "pruned.pt", name="model.pt")
+
+    real_fit = squeezr.train.fit
+
+    def killed_after_epoch_1(*args, **kwargs):
+        def stop(epoch, row):
+            raise KeyboardInterrupt
+
+        return real_fit(*args, on_epoch_end=stop, **kwargs)
+
+    monkeypatch.setattr(squeezr.train, "fit", killed_after_epoch_1)
+    scratch = ["scratch", "--like", "p/manual", "--epochs", "2", "--seed", "3", "--repo", repo]
+    assert main([*scratch, "--no-progress"]) == 130
+    monkeypatch.setattr(squeezr.train, "fit", real_fit)
+    name = "scratch/pruned-shape/1-0-1/3"
+    recorded = dbx.open(name, repo=repo).params
+    assert recorded["dataset"] == "synthetic" and recorded["train_images"] == 64
+    recipe = recorded["train"]
+    assert (recipe["epochs"], recipe["seed"], recipe["device"]) == (2, 3, "auto")
+    assert (recipe["lr"], recipe["batch_size"], recipe["milestones"]) == (0.05, 16, [])
+    assert recipe["stochastic_depth"] == 0.1
+    capsys.readouterr()
+    resume = ["train", "--resume", "--name", name, "--repo", repo, "--device", "cpu"]
+    assert main([*resume, "--no-progress", "--json"]) == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["epochs"] == 2
+    trained = load_model(dbx.open(name, repo=repo).attachment_path("model.pt"))
+    assert trained.spec() == pruned.spec()

@@ -10,6 +10,7 @@ import torch
 from squeezr import data, dbx
 from squeezr.cli import main
 from squeezr.models import load_model
+from squeezr.prune import records
 from squeezr.train import evaluate
 from squeezr.train import fit as real_fit
 
@@ -32,6 +33,7 @@ def tiny_data(monkeypatch):
         return real("synthetic", synthetic_size=100, synthetic_classes=3, seed=0, **kw)
 
     monkeypatch.setattr(data, "load_dataset", load)
+    monkeypatch.setattr(records, "load_dataset", load)
     return calls
 
 

@@ -262,8 +262,14 @@ def test_download_fetches_the_official_url_and_checks_it(tmp_path, monkeypatch):
         Path(dest).write_bytes(fake.read_bytes())
 
     monkeypatch.setattr(data, "_download", serve)
+    checked = []
+    real_check = data._check_md5
+    monkeypatch.setattr(
+        data, "_check_md5", lambda path, *a: checked.append(path) or real_check(path, *a)
+    )
     splits = load_dataset("cifar10", data_dir=tmp_path / "cache")
     assert urls == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
+    assert len(checked) == 1  # the download is checked once, not again before unpacking
     assert len(splits.test) == PER_BATCH
     assert (tmp_path / "cache" / "cifar-10-python.tar.gz").is_file()
 

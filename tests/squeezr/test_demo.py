@@ -49,7 +49,8 @@ def test_demo_json_rows_start_with_the_trained_network(tmp_path, capsys):
 
 def test_demo_rejects_bad_settings_before_training(tmp_path, capsys):
     cases = [
-        (["--blocks", "10"], "--blocks must be between 1 and 9 for resnet20"),
+        (["--blocks", "10"], "impossible for a model with 9 blocks; remove between 1 and 9"),
+        (["--blocks", "0"], "impossible for a model with 9 blocks"),
         (["--schedule", "often"], "unknown schedule term"),
         (["--train-images", "0"], "train_images must be at least 1"),
         (["--finetune-lr", "inf"], "lr must be a finite number"),

@@ -218,7 +218,7 @@ def test_resume_after_a_kill_gives_the_same_run(splits, tmp_path, monkeypatch):
     _dying_fit(monkeypatch, lambda prefix, epoch: prefix == "prune/step/3/finetune")
     with pytest.raises(KeyboardInterrupt):
         prune(model(), splits, settings, state_path=tmp_path / "b.pt", progress=False)
-    state = load_state(tmp_path / "b.pt")
+    state = load_state(tmp_path / "b.pt", settings)
     assert len(state["steps"]) == 2
     assert state["pending"]["record"]["step"] == 3  # chosen, removed, not yet fine-tuned
     monkeypatch.undo()
@@ -407,3 +407,46 @@ def test_plan_describes_the_run(splits):
 def test_schedule_none_does_not_check_fine_tuning_settings(splits):
     settings = cfg(schedule="none", epochs=0, lr=-1.0, method="weights-mean")
     assert len(prune(model(), splits, settings, progress=False).steps) == 3
+
+
+def test_a_huge_seed_works_for_every_loop(splits):
+    """Loop seeds are derived from --seed and the step; they stay in torch's seed range."""
+    settings = cfg(
+        seed=2**62 - 1, schedule="low-high:1", method="random", target=Target("removed", 2)
+    )
+    result = prune(model(), splits, settings, progress=False)
+    assert [sorted(s["loops"]) for s in result.steps] == [["low"], ["high", "low"]]
+
+
+@pytest.mark.parametrize(
+    "settings", [{"seed": 2**62}, {"seed": -1}, {"seed": 2**64, "schedule": "none"}]
+)
+def test_a_seed_out_of_range_fails_before_any_compute(splits, monkeypatch, settings):
+    monkeypatch.setattr(loop_module.saliency, "compute", None)  # would fail if reached
+    with pytest.raises(UserError, match="seed"):
+        prune(model(), splits, cfg(**settings), progress=False)
+
+
+def test_accuracy_after_fine_tuning_is_the_loops_own_final_evaluation(splits, monkeypatch):
+    """fit ends with an fp32 evaluation of the weights it returns: the loop records that
+    instead of evaluating the same weights again."""
+    evaluations, fitted = [], []
+    real_evaluate, real_fit = loop_module.evaluate, loop_module.fit
+
+    def counting_evaluate(*args, **kwargs):
+        evaluations.append(1)
+        return real_evaluate(*args, **kwargs)
+
+    def recording_fit(*args, **kwargs):
+        fitted.append(real_fit(*args, **kwargs))
+        return fitted[-1]
+
+    monkeypatch.setattr(loop_module, "evaluate", counting_evaluate)
+    monkeypatch.setattr(loop_module, "fit", recording_fit)
+    settings = cfg(schedule="low-high:1+every:2", method="random", target=Target("removed", 3))
+    result = prune(model(), splits, settings, progress=False)
+    assert len(evaluations) == 2 + 2 * 3  # val and test: of the start, after each removal
+    assert [sorted(s["loops"]) for s in result.steps] == [["low"], ["high", "low"], ["high", "low"]]
+    for step, last_loop in zip(result.steps, [fitted[0], fitted[2], fitted[4]], strict=True):
+        assert step["val_acc_after"] == last_loop.val_acc
+        assert step["test_acc_after"] == last_loop.test_acc

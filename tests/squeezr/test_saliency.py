@@ -157,7 +157,24 @@ def test_activation_methods_match_hooks(data):
             assert plus_one[i] == pytest.approx(float(ref), rel=1e-5)
 
 
-def test_weights_mean_uses_the_residual_convs_only():
+def test_activation_change_plus_one_runs_each_unit_once_per_block_it_compares(data):
+    """The next unit's output with the block is the forward pass's own next step: it is
+    shared, so each unit runs once for the forward pass and once more only for the bypassed
+    activation of the block before it."""
+    model = scrambled((2, 2, 2))
+    calls = {p: 0 for p in range(len(model.units()))}
+    hooks = [
+        unit.register_forward_hook(lambda *_, p=p: calls.__setitem__(p, calls[p] + 1))
+        for p, (_, unit) in enumerate(model.units())
+    ]
+    try:
+        saliency.compute("activation-change-plus-one", model, data, ctx(batch_size=48))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    chunks = 2  # 96 images in chunks of 48
+    assert calls == {0: chunks, **{p: 2 * chunks for p in range(1, len(model.units()))}}
+
     model = scrambled((1, 1, 1))
     scores = saliency.compute("weights-mean", model, None, ctx())
     block = model.block(1)  # downsampling: its shortcut conv is excluded

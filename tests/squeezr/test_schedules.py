@@ -107,12 +107,12 @@ def test_threshold_with_forced_step():
 def test_none_never_fine_tunes_even_at_the_end():
     schedule = parse("none")
     assert schedule.high_loop(26, 27, 27, True, val_acc=0.1, ref_acc=0.9) is None
-    assert schedule.low_loop() == 0
+    assert schedule.low_epochs == 0 and not schedule.mark_crossed(0, 27, 27)
 
 
 def test_low_high_runs_low_loop_every_step():
     schedule = parse("low-high:3+threshold:0.02")
-    assert schedule.low_loop() == 3
+    assert schedule.low_epochs == 3
     assert schedule.threshold == 0.02
     assert schedule.high_loop(3, 4, 27, False, val_acc=0.9, ref_acc=0.91) is None
 

@@ -1,5 +1,6 @@
 """The trainer on CPU: schedule, best-epoch restore, exact resume, options and bad input."""
 
+import copy
 import random
 from types import SimpleNamespace as NS
 
@@ -52,14 +53,12 @@ def _no_seconds(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-def test_default_milestones_are_50_and_75_percent():
-    cfg = TrainConfig(epochs=500)
-    assert cfg.resolved_milestones() == (250, 375)
-    assert cfg.lr_at(250) == 0.1
-    assert cfg.lr_at(251) == pytest.approx(0.01)
-    assert cfg.lr_at(376) == pytest.approx(0.001)
-    assert TrainConfig(epochs=50, milestones=()).lr_at(50) == 0.1
+def test_default_milestones_are_50_and_75_percent(splits):
+    assert TrainConfig(epochs=500).resolved_milestones() == (250, 375)
+    assert TrainConfig(epochs=50, milestones=()).resolved_milestones() == ()
     assert TrainConfig(epochs=30, milestones=[10, 20]).milestones == (10, 20)
+    result = fit(_model(), splits, _cfg(epochs=4, lr=0.2), progress=False)  # drops after 2, 3
+    assert [row["lr"] for row in result.history[1:]] == pytest.approx([0.2, 0.2, 0.02, 0.002])
 
 
 def test_config_round_trips_and_rejects_bad_values():
@@ -261,9 +260,44 @@ def test_freeze_classifier_keeps_the_linear_layer_and_unfreezes_after(splits):
 def test_noise_eta_perturbs_conv_weights_in_proportion_to_their_std(splits):
     model = _model()
     w = model[0].weight.detach().clone()
-    fit(model, splits, _cfg(epochs=0, noise_eta=0.1), progress=False)
+    # lr so small that the epoch itself moves the weights by nothing measurable
+    cfg = _cfg(epochs=1, noise_eta=0.1, lr=1e-12, restore_best=False)
+    fit(model, splits, cfg, progress=False)
     delta = model[0].weight.detach() - w
     assert 0.05 < (delta.std() / w.std()).item() < 0.2
+
+
+def test_a_loop_that_only_hurts_restores_the_weights_from_before_the_noise(splits):
+    """Epoch 0 is the loop's start *before* the noise: it is evaluated as it was given, and
+    with initial_is_candidate restoring epoch 0 gives back exactly those weights."""
+    model = _model()
+    fit(model, splits, _cfg(epochs=4, batch_size=32, milestones=(2,)), progress=False)
+    start = copy.deepcopy(model.state_dict())
+    start_val = evaluate(model, splits.val, mean=splits.mean, std=splits.std)
+    cfg = _cfg(epochs=1, noise_eta=10.0, lr=1e-12, initial_is_candidate=True, seed=2)
+    result = fit(model, splits, cfg, progress=False)
+    assert result.history[0]["val_acc"] == start_val
+    assert result.history[1]["val_acc"] < start_val  # the noise hurt and training cannot fix it
+    assert result.best_epoch == 0 and result.val_acc == start_val
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+
+
+def test_a_loop_killed_before_its_first_epoch_adds_its_noise_once(splits, tmp_path, monkeypatch):
+    import squeezr.train
+
+    cfg = _cfg(epochs=2, noise_eta=0.5, seed=2)
+    expected = fit(_model(), splits, cfg, progress=False)
+
+    def killed(ctx):
+        raise KeyboardInterrupt
+
+    state = tmp_path / "resume.pt"
+    monkeypatch.setattr(squeezr.train, "make_epoch_runner", killed)
+    with pytest.raises(KeyboardInterrupt):  # epoch 0 recorded, epoch 1 not started
+        fit(_model(), splits, cfg, resume_path=state, progress=False)
+    monkeypatch.undo()
+    resumed = fit(_model(7), splits, cfg, resume_path=state, progress=False)
+    assert _no_seconds(resumed.history) == _no_seconds(expected.history)
 
 
 def test_zero_epochs_only_evaluates(splits):

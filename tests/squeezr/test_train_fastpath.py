@@ -150,6 +150,8 @@ def test_a_gpu_broken_by_the_capture_is_a_clear_error(monkeypatch):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(torch.cuda, "synchronize", broken_device)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "default stream")
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda stream: None)
 
     def failing_capture():
         raise RuntimeError("capture failed")
@@ -157,6 +159,44 @@ def test_a_gpu_broken_by_the_capture_is_a_clear_error(monkeypatch):
     expected_error = pytest.raises(UserError, match=r"illegal memory access.*--no-fast")
     with pytest.warns(UserWarning, match="capture failed"), expected_error:
         fast._try_capture(failing_capture)
+
+
+def test_a_failed_capture_puts_the_current_stream_back(monkeypatch):
+    """torch.cuda.graph ends a capture before it switches back from its side stream; when
+    that fails, the runner itself must make the stream it started on current again."""
+    _, fast = _runner_pair()
+    fast.cuda = True  # pretend: the stream handling is what is tested
+    streams = {"current": "default stream"}
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: streams["current"])
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda s: streams.__setitem__("current", s))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+
+    def capture_failing_on_the_side_stream():
+        torch.cuda.set_stream("capture stream")
+        raise RuntimeError("capture_end failed")
+
+    with pytest.warns(UserWarning, match="capture failed"):
+        assert fast._try_capture(capture_failing_on_the_side_stream) is None
+    assert streams["current"] == "default stream"
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_close_gives_the_model_back_in_its_own_memory_format(memory_format):
+    """The pruner keeps its model channels_last on CUDA; a fine-tuning loop must not undo it."""
+    g = torch.Generator().manual_seed(0)
+    split = NS(
+        y=torch.randint(0, 3, (64,), generator=g),
+        x=torch.randint(0, 256, (64, 3, 32, 32), generator=g, dtype=torch.uint8),
+    )
+    model = ResNet((1, 1, 1), num_classes=3).to(memory_format=memory_format)
+    cfg = TrainConfig(batch_size=32, device="cpu")
+    runner = FastEpochRunner(_context(model, split, cfg))
+    runner.cuda = True  # pretend: close() undoes what the runner changes on a GPU
+    model.to(memory_format=torch.channels_last)  # as the runner does on a GPU
+    runner.close()
+    assert all(
+        p.is_contiguous(memory_format=memory_format) for p in model.parameters() if p.dim() == 4
+    )
 
 
 def _digits():

@@ -4,17 +4,17 @@
 runs (removed blocks in removal order, then the rest by saliency at step K).
 ``ranking EXP ... [--step K]`` prints those rankings themselves, one row per run and block.
 ``scratch --like EXP [--equal]`` trains the pruned shape of EXP (or the equal-groups shape of
-about as many blocks) from a random init with the same epoch budget, as a new experiment.
+about as many blocks) from a random init with the recipe and epoch budget of the training
+behind EXP, as a new training experiment (``squeezr train --resume`` continues it).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from squeezr import dbx
-from squeezr.analysis import ranking_table, tau_matrix, train_scratch
-from squeezr.cli.prune import default_repo
 from squeezr.clikit import add_output_options, emit
+
+_REPO_HELP = "dbx repository (default: $DBX_REPO, else the enclosing one"
 
 
 def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> None:
@@ -25,7 +25,7 @@ def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> Non
     runs = "pruning experiments" + (f" ({least} or more)" if least > 1 else "")
     p.add_argument("experiments", nargs="+", metavar="EXP", help=runs)
     p.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
-    p.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
+    p.add_argument("--repo", help=f"{_REPO_HELP})")
     add_output_options(p)
     p.set_defaults(func=func)
 
@@ -58,31 +58,38 @@ def register(subparsers) -> None:
         help="experiment name (default: scratch/pruned-shape/<n1-n2-n3>/<seed>, "
         "with --equal scratch/equal/<n-n-n>/<seed>)",
     )
-    s.add_argument("--repo", help="dbx repository (default: $DBX_REPO or the enclosing one)")
+    s.add_argument("--repo", help=f"{_REPO_HELP}, else ./experiments)")
     s.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=run_scratch)
 
 
 def _open_all(args: argparse.Namespace) -> list:
-    repo = default_repo(args.repo)
-    return [dbx.open(ref, repo=repo) for ref in args.experiments]
+    from squeezr import dbx
+
+    return [dbx.open(ref, repo=args.repo) for ref in args.experiments]
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from squeezr.analysis import tau_matrix
+
     matrix = tau_matrix(_open_all(args), args.step)
     emit(matrix.round(4).reset_index(names="run"), args.fmt)
     return 0
 
 
 def run_ranking(args: argparse.Namespace) -> int:
+    from squeezr.analysis import ranking_table
+
     emit(ranking_table(_open_all(args), args.step), args.fmt)
     return 0
 
 
 def run_scratch(args: argparse.Namespace) -> int:
-    exp, result = train_scratch(
+    from squeezr.baselines import train_scratch
+
+    exp, results = train_scratch(
         args.like,
-        repo=default_repo(args.repo),
+        repo=args.repo,
         equal=args.equal,
         epochs=args.epochs,
         seed=args.seed,
@@ -92,7 +99,7 @@ def run_scratch(args: argparse.Namespace) -> int:
     )
     config = "-".join(map(str, exp.params["config"]))
     print(
-        f"{exp.name} ({exp.id}): shape {config}, best epoch {result.best_epoch}, "
-        f"val {result.best_val_acc:.4f}, test {result.test_acc:.4f}"
+        f"{exp.name} ({exp.id}): shape {config}, best epoch {results['best_epoch']}, "
+        f"val {results['val_acc']:.4f}, test {results['test_acc']:.4f}"
     )
     return 0

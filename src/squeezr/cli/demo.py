@@ -30,7 +30,11 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--repo", default="./experiments", help="dbx repository (default ./experiments)")
+    p.add_argument(
+        "--repo",
+        default="./experiments",
+        help="dbx repository to record in (default ./experiments)",
+    )
     p.add_argument("--arch", default="resnet20", choices=sorted(PRESETS))
     p.add_argument("--train-epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument(
@@ -65,19 +69,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from squeezr.analysis import STEP_LEGEND, step_rows
+    from squeezr.baselines import train_experiment, training_params
     from squeezr.cli.options import parse_milestones
-    from squeezr.cli.train import train_experiment, training_params
-    from squeezr.models import PRESETS
+    from squeezr.cli.steps import STEP_LEGEND, step_rows
+    from squeezr.models import PRESETS, resnet
     from squeezr.prune import PruneConfig, Target
     from squeezr.prune.experiment import run_experiment
     from squeezr.train import TrainConfig, resolve_device
 
     if args.train_epochs < 1 or args.finetune_epochs < 1:
         raise UserError("--train-epochs and --finetune-epochs must be at least 1")
-    total = sum(PRESETS[args.arch])
-    if not 0 < args.blocks <= total:
-        raise UserError(f"--blocks must be between 1 and {total} for {args.arch}")
     train_cfg = TrainConfig(
         epochs=args.train_epochs, batch_size=args.batch_size, seed=args.seed, device=args.device
     )
@@ -87,19 +88,22 @@ def run(args: argparse.Namespace) -> int:
         schedule=args.schedule,
         epochs=args.finetune_epochs,
         lr=args.finetune_lr,
-        milestones=parse_milestones(args.finetune_milestones) or (),
+        milestones=parse_milestones(args.finetune_milestones),
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device,
     )
-    prune_cfg.validate()  # fine-tuning settings too: nothing trains before all are checked
+    # Every setting, fine-tuning and target included, is checked before anything trains.
+    prune_cfg.validate()
+    network = resnet(args.arch)  # the shape the target is checked against
+    total = len(network.block_ids())
+    prune_cfg.target.check(network)
     resolve_device(args.device)
     params = training_params(
         arch=args.arch,
         config=PRESETS[args.arch],
-        dataset=DATASET,
+        dataset={"name": DATASET, "train_images": args.train_images},
         cfg=train_cfg,
-        train_images=args.train_images,
     )
     table = args.fmt == "table"
     if table:
@@ -113,13 +117,11 @@ def run(args: argparse.Namespace) -> int:
             f"2. pruning {args.blocks} of its {total} blocks ({args.method}, fine-tuning "
             f"{prune_cfg.epochs} epochs per loop, schedule {prune_cfg.schedule}) ..."
         )
-    dataset = {"name": DATASET, "train_images": args.train_images}
-    exp, result = run_experiment(
+    exp, result = run_experiment(  # on the dataset the training experiment records
         source.id,
         prune_cfg,
         repo=args.repo,
         name=f"demo/prune/{args.arch}/{args.method}",
-        dataset={k: v for k, v in dataset.items() if v is not None},
         progress=args.progress,
     )
     emit(step_rows(result.initial, result.steps), args.fmt)

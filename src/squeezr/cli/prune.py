@@ -4,21 +4,23 @@ Example: ``squeezr prune --from train/resnet110/s0 --method oracle --target-size
 --schedule uniform:4 --epochs 50``. ``--from`` takes an experiment (its model.pt, or with
 ``--checkpoint E`` its training checkpoint of epoch E) or a model file (with ``--dataset``).
 ``--resume EXP`` continues a killed run from its last completed step with its recorded
-settings. Every setting is checked, and the plan printed, before anything is created.
+settings (only ``--device`` may change). Every setting is checked, and the plan printed,
+before anything is created.
 """
 
 from __future__ import annotations
 
 import argparse
 import textwrap
+from typing import TYPE_CHECKING
 
-from squeezr import dbx, saliency, schedules
-from squeezr.analysis import step_rows
+from squeezr import saliency, schedules
 from squeezr.cli.options import parse_milestones
 from squeezr.clikit import add_output_options, emit
 from squeezr.errors import UserError
-from squeezr.prune import PruneConfig, make_target
-from squeezr.prune.experiment import prepare_resume, prepare_run
+
+if TYPE_CHECKING:
+    from squeezr.prune import PruneConfig
 
 
 def methods_help() -> str:
@@ -54,11 +56,16 @@ def register(subparsers) -> None:
         help="start from this epoch's training checkpoint of the --from experiment",
     )
     p.add_argument(
-        "--repo", default=None, help="dbx repository (default: $DBX_REPO, ./experiments)"
+        "--repo",
+        help="dbx repository (default: $DBX_REPO, else the enclosing one, else ./experiments)",
     )
     p.add_argument("--name", help="experiment name (default: prune/<method>/<schedule>)")
-    p.add_argument("--dataset", help="dataset when the source does not record one (cifar10, ...)")
-    p.add_argument("--data-dir", help="where the dataset files are")
+    p.add_argument(
+        "--dataset",
+        help="dataset (cifar10, ...): needed when the source records none, else replaces "
+        "only the recorded name (a held-out pruning set or --train-images subset stays)",
+    )
+    p.add_argument("--data-dir", help="where the dataset files are (default: as recorded)")
     tgt = p.add_argument_group("target (exactly one)")
     tgt.add_argument("--target-blocks", type=int, help="blocks to remove")
     tgt.add_argument("--target-left", type=int, help="blocks to keep")
@@ -88,7 +95,9 @@ def register(subparsers) -> None:
     ft.add_argument("--freeze-classifier", action="store_true")
     ft.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--device", help="auto (default), cpu, cuda or cuda:N; with --resume: the recorded one"
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     add_output_options(p)
     p.set_defaults(func=run)
@@ -96,6 +105,8 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace) -> PruneConfig:
     """The PruneConfig the flags describe (``--constant-lr`` = lr 0.001, no milestones)."""
+    from squeezr.prune import PruneConfig, make_target
+
     target = make_target(
         blocks=args.target_blocks,
         left=args.target_left,
@@ -104,7 +115,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         macs=args.target_macs,
     )
     constant = args.constant_lr
-    cfg = PruneConfig(
+    return PruneConfig(
         target=target,
         method=args.method,
         schedule=args.schedule,
@@ -118,38 +129,27 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         freeze_classifier=args.freeze_classifier,
         batch_size=args.batch_size,
         seed=args.seed,
-        device=args.device,
+        device=args.device or "auto",
     )
-    cfg.validate()
-    return cfg
-
-
-def default_repo(path: str | None):
-    """``--repo``, else $DBX_REPO or the repository enclosing the working directory, else
-    ``./experiments`` (created on first use)."""
-    if path is not None:
-        return path
-    try:
-        return dbx.Repository.find()
-    except UserError:
-        return "./experiments"
 
 
 def run(args: argparse.Namespace) -> int:
+    from squeezr.cli.steps import step_rows
+    from squeezr.prune.experiment import prepare_resume, prepare_run
+
     if (args.source is None) == (args.resume is None):
         raise UserError("give either --from SOURCE (a new run) or --resume EXP")
-    repo = default_repo(args.repo)
     if args.resume:
         if args.checkpoint is not None:
             raise UserError("--checkpoint goes with --from; a resumed run keeps its source")
-        prepared = prepare_resume(args.resume, repo=repo)
+        prepared = prepare_resume(args.resume, repo=args.repo, device=args.device)
     else:
-        cfg = config_from_args(args)  # bad flags fail before anything is loaded
-        dataset = {"name": args.dataset, "data_dir": args.data_dir} if args.dataset else None
+        # prepare_run checks the settings before it loads anything
+        dataset = {"name": args.dataset, "data_dir": args.data_dir}
         prepared = prepare_run(
             args.source,
-            cfg,
-            repo=repo,
+            config_from_args(args),
+            repo=args.repo,
             name=args.name,
             dataset=dataset,
             checkpoint=args.checkpoint,

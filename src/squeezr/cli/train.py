@@ -4,25 +4,19 @@ The experiment's params hold the whole configuration (architecture, dataset, eve
 hyperparameter), so ``--resume`` rebuilds the run from the experiment alone and continues it
 from the resume state the trainer writes after every epoch. The trained network (the
 best-validation weights) is attached as ``model.pt``, which ``squeezr prune --from`` reads.
-
-:func:`training_params` and :func:`train_experiment` are the one code path for training
-runs: ``squeezr demo`` uses them too, so both record the same layout.
+The runs themselves go through :mod:`squeezr.baselines`, as the demo's and the scratch
+comparisons' do.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from squeezr.cli.options import parse_milestones
 from squeezr.dbx import jsonx
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
-
-DEFAULT_REPO = "experiments"
 
 
 def register(subparsers: Any) -> None:
@@ -67,7 +61,10 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-fast", action="store_true", help="plain fp32 eager training on CUDA")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--repo", help=f"dbx repository (default: $DBX_REPO or ./{DEFAULT_REPO})")
+    p.add_argument(
+        "--repo",
+        help="dbx repository (default: $DBX_REPO, else the enclosing one, else ./experiments)",
+    )
     p.add_argument("--name", help="experiment name (default: baselines/<arch>/<seed>)")
     p.add_argument(
         "--resume",
@@ -107,38 +104,8 @@ def architecture(arch: str | None, config: str | None) -> tuple[str, tuple[int, 
     return key or "resnet-{}-{}-{}".format(*blocks), blocks
 
 
-def training_params(
-    *,
-    arch: str,
-    config: tuple[int, int, int],
-    dataset: str,
-    cfg: Any,
-    data_dir: str | os.PathLike[str] | None = None,
-    pruning_set: bool = False,
-    train_images: int | None = None,
-) -> dict[str, Any]:
-    """The params of a training experiment, as ``--resume``, the pruner and queries read them.
-
-    ``{arch, config, dataset, data_dir, pruning_set, train_images, train}``: ``dataset`` is
-    the normalised name, ``data_dir`` an absolute path (or None = the default folder) so the
-    run resumes from any working directory, ``pruning_set`` whether the second 10% of the
-    training data was held out, ``train_images`` a training-set limit (None = all) and
-    ``train`` the whole :class:`squeezr.train.TrainConfig` (``cfg``).
-    """
-    from squeezr.data import dataset_key
-
-    return {
-        "arch": arch,
-        "config": list(config),
-        "dataset": dataset_key(dataset),
-        "data_dir": None if data_dir is None else str(Path(data_dir).expanduser().resolve()),
-        "pruning_set": bool(pruning_set),
-        "train_images": train_images,
-        "train": cfg.to_dict(),
-    }
-
-
 def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from squeezr.baselines import training_params
     from squeezr.train import TrainConfig
 
     arch, blocks = architecture(args.arch, args.config)
@@ -153,86 +120,24 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
         fast=not args.no_fast,
         stochastic_depth=args.stochastic_depth,
     )
-    return training_params(
-        arch=arch,
-        config=blocks,
-        dataset=args.dataset,
-        cfg=cfg,
-        data_dir=args.data_dir,
-        pruning_set=args.pruning_set,
-        train_images=args.train_images,
-    )
-
-
-def _prepare(params: dict[str, Any], download: bool):
-    """Everything that can be wrong with a run, checked before an experiment exists:
-    the training options, the device, the dataset (present or downloadable) and the shape.
-    Returns (TrainConfig, splits, freshly initialised model)."""
-    from squeezr.data import load_dataset
-    from squeezr.models import ResNet
-    from squeezr.train import TrainConfig, resolve_device, seed_everything
-
-    if not isinstance(params.get("train"), dict) or "config" not in params:
-        raise UserError("this experiment was not made by `squeezr train` (no training params)")
-    cfg = TrainConfig.from_dict(params["train"])
-    resolve_device(cfg.device)
-    splits = load_dataset(
-        params["dataset"],
-        data_dir=params.get("data_dir"),
-        pruning_set=bool(params.get("pruning_set", False)),
-        train_images=params.get("train_images"),
-        download=download,
-    )
-    seed_everything(cfg.seed)
-    model = ResNet(params["config"], num_classes=splits.num_classes)
-    return cfg, splits, model
-
-
-def train_experiment(
-    params: dict[str, Any],
-    *,
-    repo: Any,
-    name: str | None = None,
-    resume: str | None = None,
-    download: bool = True,
-    progress: bool = True,
-    announce: Callable[[Any], None] | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Run (or, with ``resume`` = an experiment ref, continue) a training experiment.
-
-    Everything is validated before the experiment is created or resumed; ``announce(exp)``
-    runs once it exists (e.g. to print where it went). A resumed experiment that already
-    has results trains nothing. Returns (experiment, its results).
-    """
-    from squeezr import dbx
-    from squeezr.dbx.store import validate_name
-    from squeezr.train import fit
-
-    if resume is None:
-        seed = params.get("train", {}).get("seed", 0)
-        name = validate_name(name or f"baselines/{params.get('arch')}/{seed}")
-    cfg, splits, model = _prepare(params, download)
-    if resume is not None:
-        exp = dbx.resume(resume, repo=repo)
-    else:
-        exp = dbx.create(name, kind="train", params=params, repo=repo)
-    with exp:
-        if announce is not None:
-            announce(exp)
-        if resume is None or "test_acc" not in exp.results:
-            fit(model, splits, cfg, exp=exp, progress=progress)
-        return exp, thaw(exp.results)
+    dataset = {
+        "name": args.dataset,
+        "data_dir": args.data_dir,
+        "pruning_set": args.pruning_set,
+        "train_images": args.train_images,
+    }
+    return training_params(arch=arch, config=blocks, dataset=dataset, cfg=cfg)
 
 
 def run(args: argparse.Namespace) -> int:
     from squeezr import dbx
-    from squeezr.train import MODEL_ATTACHMENT
+    from squeezr.baselines import train_experiment
+    from squeezr.models import MODEL_ATTACHMENT
 
-    repo = args.repo or os.environ.get("DBX_REPO") or DEFAULT_REPO
     if args.resume:
         if not args.name:
             raise UserError("--resume needs --name: the name or id of the experiment to continue")
-        existing = dbx.open(args.name, repo=repo)
+        existing = dbx.open(args.name, repo=args.repo)
         params = thaw(existing.params)
         if isinstance(params.get("train"), dict):
             params["train"]["device"] = args.device
@@ -246,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
 
     exp, results = train_experiment(
         params,
-        repo=repo,
+        repo=args.repo,
         name=args.name,
         resume=resume,
         download=not args.no_download,
@@ -261,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
             f"best epoch {results['best_epoch']}/{results['epochs']}: "
             f"val {val:.2%}, test {results['test_acc']:.2%}; "
             f"{results['params']:,} params, {results['seconds'] / 60:.1f} min\n"
-            f"trained network: {exp.path / 'files' / MODEL_ATTACHMENT}; prune it with "
-            f"`squeezr prune --from {exp.id} --repo {repo} ...`"
+            f"trained network: {exp.attachment_path(MODEL_ATTACHMENT)}; prune it with "
+            f"`squeezr prune --from {exp.id} --repo {exp.repo.path} ...`"
         )
     return 0

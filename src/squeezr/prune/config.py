@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from squeezr import saliency, schedules
 from squeezr.errors import UserError
 from squeezr.prune.targets import Target
-from squeezr.train import TrainConfig
+from squeezr.train import SEED_LIMIT, TrainConfig
 
 
 @dataclass
@@ -45,6 +46,13 @@ class PruneConfig:
         """
         saliency.get(self.method)
         schedule = schedules.parse(self.schedule)
+        seed = self.seed
+        if (
+            isinstance(seed, bool)
+            or not isinstance(seed, numbers.Integral)
+            or not 0 <= seed < SEED_LIMIT
+        ):
+            raise UserError(f"--seed must be a whole number from 0 to 2**62 - 1, not {seed!r}")
         if self.selection not in ("val", "prune"):
             raise UserError(f"--selection must be 'val' or 'prune', not {self.selection!r}")
         if self.blocks_per_step < 1:

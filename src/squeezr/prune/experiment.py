@@ -12,7 +12,7 @@ continue a killed run to the same outcome.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,12 @@ from squeezr import dbx, schedules
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
-from squeezr.models import ResNet, attach_model, load_model
+from squeezr.models import MODEL_ATTACHMENT, ResNet, attach_model, load_model
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.loop import PruneResult, prune
 from squeezr.prune.plan import RunPlan, plan_run
-from squeezr.prune.records import dataset_of, model_attachment, open_splits
-from squeezr.prune.state import STATE_FILE
+from squeezr.prune.records import dataset_of, dataset_record, model_attachment, open_splits
+from squeezr.prune.state import STATE_FILE, load_state
 
 __all__ = [
     "PreparedRun",
@@ -35,7 +35,6 @@ __all__ = [
     "open_splits",
     "prepare_resume",
     "prepare_run",
-    "resume_experiment",
     "run_experiment",
 ]
 
@@ -82,7 +81,9 @@ def default_name(cfg: PruneConfig) -> str:
 class PreparedRun:
     """A pruning run that passed every check; nothing is written until :meth:`start`.
 
-    ``resume_id`` names the experiment a resumed run continues (None: a new experiment).
+    ``resume_id`` names the experiment a resumed run continues (None: a new experiment) and
+    ``state`` is its checked resume state (None: it had not finished its first step's
+    selection yet).
     """
 
     cfg: PruneConfig
@@ -93,6 +94,7 @@ class PreparedRun:
     name: str
     params: dict[str, Any]
     resume_id: str | None = None
+    state: dict[str, Any] | None = None
 
     def start(self, progress: bool = True) -> tuple[Any, PruneResult]:
         """Create (or resume) the experiment and run; returns (experiment, result)."""
@@ -110,9 +112,11 @@ class PreparedRun:
                 exp=exp,
                 state_path=exp.path / STATE_FILE,
                 progress=progress,
+                plan=self.plan,
+                state=self.state,
             )
             exp.results.update(result.summary)
-            attach_model(exp, result.model.cpu(), "model.pt")
+            attach_model(exp, result.model, MODEL_ATTACHMENT)
             exp.flush()
         return exp, result
 
@@ -121,7 +125,7 @@ def prepare_run(
     source: str | Path | ResNet,
     cfg: PruneConfig,
     *,
-    repo: Any = "./experiments",
+    repo: Any = None,
     name: str | None = None,
     dataset: dict[str, Any] | None = None,
     splits=None,
@@ -131,11 +135,12 @@ def prepare_run(
     cfg.validate()  # settings first: a typo must not wait for a dataset to load
     name = validate_name(name or default_name(cfg))
     model, source_info, recorded = load_source(source, repo, checkpoint)
-    dataset = dataset or recorded
-    if dataset is None:
+    given = {k: v for k, v in (dataset or {}).items() if v is not None}
+    if recorded is None and "name" not in given:
         raise UserError(
             "the starting model does not record its dataset; pass --dataset (e.g. cifar10)"
         )
+    dataset = dataset_record({**(recorded or {}), **given})
     if splits is None:
         splits = open_splits(dataset, cfg.selection)
     plan = plan_run(model, splits, cfg)
@@ -143,31 +148,41 @@ def prepare_run(
     return PreparedRun(cfg, model, splits, plan, repo, name, params)
 
 
-def prepare_resume(ref: str, *, repo: Any = None) -> PreparedRun:
-    """Load and check the continuation of pruning experiment ``ref`` (nothing is written)."""
+def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> PreparedRun:
+    """Load and check the continuation of pruning experiment ``ref`` (nothing is written).
+
+    The recorded settings are used; only ``device`` may differ (None: the recorded one), as
+    the resume state holds nothing device-specific.
+    """
     exp = dbx.open(ref, repo=repo)
     if exp.kind != "prune" or "prune" not in exp.params:
         raise UserError(f"experiment {exp.name} ({exp.id}) is not a pruning run; cannot resume")
-    if "model.pt" in exp.attachments:
+    if MODEL_ATTACHMENT in exp.attachments:
         raise UserError(
             f"pruning run {exp.name} ({exp.id}) has already finished; nothing to resume"
         )
     params = thaw(exp.params)
     cfg = PruneConfig.from_params(params["prune"])
+    if device is not None:
+        cfg = replace(cfg, device=device)
     dataset = dataset_of(params)
     if dataset is None:
         raise UserError(f"pruning run {exp.name} ({exp.id}) records no dataset; cannot resume")
+    cfg.validate()
+    state = load_state(exp.path / STATE_FILE, cfg)
     model = load_model(exp.attachment_path("start.pt"))
     splits = open_splits(dataset, cfg.selection)
     plan = plan_run(model, splits, cfg)
-    return PreparedRun(cfg, model, splits, plan, repo, exp.name, params, resume_id=exp.id)
+    return PreparedRun(
+        cfg, model, splits, plan, repo, exp.name, params, resume_id=exp.id, state=state
+    )
 
 
 def run_experiment(
     source: str | Path | ResNet,
     cfg: PruneConfig,
     *,
-    repo: Any = "./experiments",
+    repo: Any = None,
     name: str | None = None,
     dataset: dict[str, Any] | None = None,
     splits=None,
@@ -176,16 +191,14 @@ def run_experiment(
 ):
     """Prune ``source`` as a new dbx experiment (kind ``prune``); returns (experiment, result).
 
-    ``dataset`` ({"name", "data_dir", "synthetic_size"}) overrides what the source records;
-    ``splits`` may be passed when already loaded (they must match ``dataset``); ``checkpoint``
-    starts from that epoch's training checkpoint of an experiment source.
+    ``repo=None`` is the repository dbx finds (``$DBX_REPO`` or the enclosing one), else
+    ``./experiments``. ``dataset`` ({"name", "data_dir", "synthetic_size", ...}) overrides
+    the options it names of the dataset the source records (a held-out pruning set or a
+    ``train_images`` subset stays); ``splits`` may be passed when already loaded (they must
+    match that dataset); ``checkpoint`` starts from that epoch's training checkpoint of an
+    experiment source.
     """
     prepared = prepare_run(
         source, cfg, repo=repo, name=name, dataset=dataset, splits=splits, checkpoint=checkpoint
     )
     return prepared.start(progress)
-
-
-def resume_experiment(ref: str, *, repo: Any = None, progress: bool = True):
-    """Continue a pruning experiment from its last completed step, as a new run of it."""
-    return prepare_resume(ref, repo=repo).start(progress)

@@ -28,9 +28,9 @@ from squeezr import saliency
 from squeezr.errors import UserError
 from squeezr.models import ResNet, count_macs, count_params
 from squeezr.prune.config import PruneConfig
-from squeezr.prune.plan import plan_run
+from squeezr.prune.plan import RunPlan, plan_run
 from squeezr.prune.state import STATE_VERSION, load_state, save_state
-from squeezr.train import evaluate, fit
+from squeezr.train import SEED_LIMIT, evaluate, fit
 
 
 @dataclass
@@ -82,25 +82,22 @@ def place(model: ResNet, device: torch.device) -> ResNet:
     return model
 
 
-def _accuracy(model: ResNet, split, splits, cfg: PruneConfig, device: torch.device) -> float:
-    """Accuracy in fp32 on every device, as the trainer measures the results it records, so a
-    step's numbers compare with its source's ``best_val_acc``/``test_acc`` (only the oracle's
-    candidate scores use bf16)."""
-    return evaluate(
-        model,
-        split,
-        batch_size=cfg.eval_batch_size,
-        device=device,
-        mean=splits.mean,
-        std=splits.std,
-    )
-
-
 def _evaluate(model: ResNet, splits, cfg: PruneConfig, device: torch.device) -> dict[str, float]:
-    return {
-        "val_acc": _accuracy(model, splits.val, splits, cfg, device),
-        "test_acc": _accuracy(model, splits.test, splits, cfg, device),
-    }
+    """Validation and test accuracy in fp32 on every device, as the trainer measures the
+    results it records, so a step's numbers compare with its source's ``best_val_acc`` /
+    ``test_acc`` (only the oracle's candidate scores use bf16)."""
+
+    def accuracy(split) -> float:
+        return evaluate(
+            model,
+            split,
+            batch_size=cfg.eval_batch_size,
+            device=device,
+            mean=splits.mean,
+            std=splits.std,
+        )
+
+    return {"val_acc": accuracy(splits.val), "test_acc": accuracy(splits.test)}
 
 
 class _Pruner:
@@ -111,8 +108,8 @@ class _Pruner:
     so that a resumed run finishes that step instead of choosing again.
     """
 
-    def __init__(self, model, splits, cfg, exp, state_path, progress):
-        plan = plan_run(model, splits, cfg)
+    def __init__(self, model, splits, plan: RunPlan, exp, state_path, progress):
+        cfg = plan.cfg
         self.model, self.splits, self.cfg, self.exp = model, splits, cfg, exp
         self.schedule, self.device, self.total, self.data = (
             plan.schedule,
@@ -161,11 +158,7 @@ class _Pruner:
             save_state(self.state_path, self._state())
 
     def restore(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.cfg.params():
-            raise UserError(
-                "the resume state was written with different pruning settings; "
-                "resume with the original settings or start a new run"
-            )
+        """Continue from ``state`` (as :func:`squeezr.prune.state.load_state` checked it)."""
         self.model = ResNet.from_spec(state["model_spec"])
         self.model.load_state_dict(state["model_state"])
         self.steps = list(state["steps"])
@@ -251,23 +244,26 @@ class _Pruner:
         self._clock = now
         self._save()
 
-    def _finetune(self, k: int, loop: str) -> dict[str, Any]:
-        """One fine-tuning loop of step ``k``: ``loop`` is "low" or "high" (own seeds)."""
-        epochs = self.schedule.low_loop() if loop == "low" else self.cfg.epochs
+    def _finetune(self, k: int, loop: str) -> tuple[dict[str, Any], dict[str, float]]:
+        """One fine-tuning loop of step ``k``: ``loop`` is "low" or "high" (own seeds).
+
+        Returns the loop's record and the accuracies of the weights it restored (fit's own
+        final fp32 evaluation, the same one :func:`_evaluate` would make).
+        """
+        epochs = self.schedule.low_epochs if loop == "low" else self.cfg.epochs
         prefix = f"prune/step/{k}/finetune" + ("/low" if loop == "low" else "")
-        seed = self.cfg.seed * 1_000_003 + 2 * k + (loop == "high")
         params = count_params(self.model)
         result = fit(
             self.model,
             self.splits,
-            self.cfg.train_config(epochs, seed=seed),
+            self.cfg.train_config(epochs, seed=loop_seed(self.cfg.seed, k, loop)),
             exp=self.exp,
             prefix=prefix,
             resume_path=self._loop_resume_file(prefix),
             progress=self.progress,
         )
         loop_cost = self.accounting.add_loop(result.best_epoch, result.epochs_run, params)
-        return {
+        record = {
             "epochs": epochs,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
@@ -275,6 +271,7 @@ class _Pruner:
             "cost": loop_cost,
             "seconds": result.seconds,
         }
+        return record, {"val_acc": result.val_acc, "test_acc": result.test_acc}
 
     def _loop_resume_file(self, prefix: str) -> Path | None:
         """Next to the pruning state and named after it (so runs without an experiment resume
@@ -297,19 +294,18 @@ class _Pruner:
             )
         after = record["blocks_removed"]
         before = after - len(record["chosen"])
-        val = record["val_acc_before"]
-        if self.schedule.low_loop():
+        after_eval = {"val_acc": record["val_acc_before"], "test_acc": record["test_acc_before"]}
+        if self.schedule.low_epochs:
             if "low" not in loops:
-                loops["low"] = self._finetune(k, "low")
-                pending["val_after_low"] = self._accuracy(self.splits.val)
+                loops["low"], pending["after_low"] = self._finetune(k, "low")
                 self._save_pending()
-            val = pending["val_after_low"]
+            after_eval = pending["after_low"]
         final = self.cfg.target.reached(self.model, after, self.total)
-        reason = self.schedule.high_loop(before, after, self.total, final, val, self.ref_acc)
+        reason = self.schedule.high_loop(
+            before, after, self.total, final, after_eval["val_acc"], self.ref_acc
+        )
         if reason is not None:
-            loops["high"] = self._finetune(k, "high")
-        unchanged = {"val_acc": record["val_acc_before"], "test_acc": record["test_acc_before"]}
-        after_eval = self._eval() if loops else unchanged
+            loops["high"], after_eval = self._finetune(k, "high")
         if reason is not None:
             self.ref_acc = after_eval["val_acc"]
         seconds = pending["seconds"] + time.perf_counter() - self._clock
@@ -331,9 +327,6 @@ class _Pruner:
         )
         self.pending = None
         return record
-
-    def _accuracy(self, split) -> float:
-        return _accuracy(self.model, split, self.splits, self.cfg, self.device)
 
     def _eval(self) -> dict[str, float]:
         return _evaluate(self.model, self.splits, self.cfg, self.device)
@@ -381,6 +374,12 @@ class _Pruner:
         return PruneResult(self.model, self.steps, self.summary(), self.initial)
 
 
+def loop_seed(seed: int, step: int, loop: str) -> int:
+    """The seed of step ``step``'s ``loop`` ("low" or "high") of a run seeded ``seed``: a
+    different one for every loop, always within the trainer's seed range."""
+    return (seed * 1_000_003 + 2 * step + (loop == "high")) % SEED_LIMIT
+
+
 def prune(
     model: ResNet,
     splits,
@@ -388,6 +387,9 @@ def prune(
     exp=None,
     state_path: str | Path | None = None,
     progress: bool = True,
+    *,
+    plan: RunPlan | None = None,
+    state: dict[str, Any] | None = None,
 ) -> PruneResult:
     """Prune ``model`` (in place until a resume replaces it; use ``result.model``).
 
@@ -395,10 +397,16 @@ def prune(
     the module docstring) and, when the file already exists, the run continues from it
     instead of starting over. Events go to ``exp`` (a dbx experiment) when given; results
     and the ``model.pt`` attachment are the caller's (``squeezr.prune.experiment``) so that
-    this function also serves plain Python use.
+    this function also serves plain Python use. ``plan`` (:func:`plan_run` of these
+    arguments) and ``state`` (what :func:`squeezr.prune.state.load_state` read from
+    ``state_path``) spare the work when the caller already did it.
     """
-    pruner = _Pruner(model, splits, cfg, exp, Path(state_path) if state_path else None, progress)
-    state = load_state(pruner.state_path) if pruner.state_path else None
+    if plan is None:
+        plan = plan_run(model, splits, cfg)
+    path = Path(state_path) if state_path else None
+    if state is None and path is not None:
+        state = load_state(path, cfg)
+    pruner = _Pruner(model, splits, plan, exp, path, progress)
     if state is not None:
         pruner.restore(state)
         place(pruner.model, pruner.device)

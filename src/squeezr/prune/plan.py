@@ -3,9 +3,9 @@
 ``plan_run`` validates the settings (including every fine-tuning loop's training settings),
 the device, the selection data and the target against the starting model, and returns what
 the loop needs from that: the parsed schedule, the device, the number of blocks to remove and
-the selection split. ``squeezr prune`` calls it before ``dbx.create``, and the loop calls it
-again when it starts, so a bad setting can neither leave an empty experiment behind nor fail
-halfway through a run.
+the selection split. ``squeezr prune`` makes the plan before ``dbx.create`` and hands it to
+the loop (which makes its own when called without one), so a bad setting can neither leave
+an empty experiment behind nor fail halfway through a run.
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
-"""How squeezr runs record their data and models in dbx, read back by pruning and analysis.
+"""How squeezr runs record their data and models in dbx, and read them back.
 
 Training, pruning and scratch runs all name their dataset in their params and keep networks
-as ``squeezr.models.attach_model`` attachments; these helpers read both back, so that the
-pruning loop's experiment wrapper and the analyses share one reading of a record.
+as ``squeezr.models.attach_model`` attachments; these helpers write the dataset record and
+read both back, so that training (and its resume), pruning and the scratch comparisons share
+one reading of a record.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
-from squeezr.data import load_dataset
+from squeezr.data import dataset_key, load_dataset
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
+from squeezr.models import MODEL_ATTACHMENT
 
 # What identifies a dataset: squeezr.data.load_dataset's arguments that change the data
 # (``train_images``: only the first N training images, for quick runs such as the demo;
@@ -29,34 +32,58 @@ DATASET_OPTIONS = (
     "pruning_set",
 )
 
-# The dataset options ``squeezr train`` records next to ``dataset`` (a name) in its params.
-_TRAIN_TOP_LEVEL = ("data_dir", "train_images", "pruning_set")
+# The dataset options training runs record next to ``dataset`` (a name) in their params; the
+# rest (synthetic data's size, classes and seed, which ``squeezr train`` has no flags for)
+# go into ``dataset_options`` when there are any.
+TRAIN_TOP_LEVEL = ("data_dir", "pruning_set", "train_images")
 
 # Checkpoints that ``train.fit`` attaches to a training experiment (epoch 0 = initialisation).
 _CHECKPOINT = re.compile(r"checkpoints/epoch-(\d+)\.pt")
 
 
+def dataset_record(dataset: Mapping[str, Any]) -> dict[str, Any]:
+    """``dataset`` (``name`` and :data:`DATASET_OPTIONS`) as runs record it: the name
+    normalised, ``data_dir`` absolute (so a run resumes from any working directory), options
+    given as None left out; an unknown option is a UserError."""
+    unknown = sorted(set(dataset) - set(DATASET_OPTIONS))
+    if unknown:
+        raise UserError(f"unknown dataset options {unknown}; known: {list(DATASET_OPTIONS)}")
+    record = {k: v for k, v in dataset.items() if v is not None}
+    if "name" not in record:
+        raise UserError("the dataset has no name; pass --dataset (e.g. cifar10)")
+    record["name"] = dataset_key(record["name"])
+    if "data_dir" in record:
+        record["data_dir"] = str(Path(record["data_dir"]).expanduser().resolve())
+    return record
+
+
 def dataset_of(params: Mapping[str, Any]) -> dict[str, Any] | None:
     """The dataset an experiment used, from its params: ``dataset`` as a name with the other
-    options at the top level (as ``squeezr train`` records it) or as a mapping with ``name``
-    (as pruning runs record it); None when the params do not say."""
+    options beside it (as training runs record it) or as a mapping with ``name`` (as pruning
+    runs record it); None when the params do not say."""
     params = thaw(params)
     value = params.get("dataset")
     if isinstance(value, str):
-        value = {"name": value, **{k: params.get(k) for k in _TRAIN_TOP_LEVEL}}
+        options = params.get("dataset_options")
+        value = {
+            "name": value,
+            **{k: params.get(k) for k in TRAIN_TOP_LEVEL},
+            **(options if isinstance(options, dict) else {}),
+        }
     if isinstance(value, dict) and isinstance(value.get("name"), str):
         return {k: v for k, v in value.items() if k in DATASET_OPTIONS and v is not None}
     return None
 
 
-def open_splits(dataset: dict[str, Any], selection: str = "val"):
+def open_splits(dataset: dict[str, Any], selection: str = "val", download: bool = True):
     """Load the dataset described by ``dataset``. The pruning set is held out when selection
     uses it (``selection="prune"``) or when the starting network was trained with it held out, so
     fine-tuning never sees data the recorded training kept apart."""
     options = {k: v for k, v in dataset.items() if k in DATASET_OPTIONS and v is not None}
     name = options.pop("name")
     held_out = bool(options.pop("pruning_set", False))
-    return load_dataset(name, pruning_set=held_out or selection == "prune", **options)
+    pruning_set = held_out or selection == "prune"
+    return load_dataset(name, pruning_set=pruning_set, download=download, **options)
 
 
 def checkpoint_epochs(exp) -> list[int]:
@@ -67,10 +94,10 @@ def checkpoint_epochs(exp) -> list[int]:
 
 
 def model_attachment(exp, checkpoint: int | None = None) -> str:
-    """The attachment holding ``exp``'s network: ``model.pt``, or the training checkpoint of
+    """The attachment holding ``exp``'s network: :data:`MODEL_ATTACHMENT`, or the training checkpoint of
     epoch ``checkpoint``; UserError naming what is there when it is missing."""
     if checkpoint is None:
-        return "model.pt"
+        return MODEL_ATTACHMENT
     epochs = checkpoint_epochs(exp)
     if checkpoint not in epochs:
         have = ", ".join(map(str, epochs)) or "none (train with --checkpoint-every K)"

@@ -36,21 +36,13 @@ class Target:
 
     def check(self, model: ResNet) -> int | None:
         """UserError unless this target can be reached from ``model`` by removing at least one
-        block; returns how many blocks the run removes in all (None for a budget)."""
+        block; returns how many blocks the run removes in all (None for a budget: that
+        depends on the blocks chosen)."""
         if self.is_budget:
             self._check_budget(model)
             return None
-        return self.blocks_to_remove(model)
-
-    def blocks_to_remove(self, model: ResNet) -> int | None:
-        """How many blocks the run removes in all; None for budgets (depends on choices)."""
         have = len(model.block_ids())
-        if self.kind == "removed":
-            count = self.value
-        elif self.kind == "left":
-            count = have - self.value
-        else:
-            return None
+        count = self.value if self.kind == "removed" else have - self.value
         if not 0 < count <= have:
             raise UserError(
                 f"target {self.describe()} is impossible for a model with {have} blocks; "

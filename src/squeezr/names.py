@@ -1,0 +1,21 @@
+"""Names users type for things with a fixed set of keys (network presets, datasets).
+
+``ResNet-110``, ``resnet_110`` and `` RESNET110 `` all mean ``resnet110``; the same rule
+serves every such name so that flags, Python arguments and recorded params read alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from squeezr.errors import UserError
+
+
+def normalised_key(name: str, known: Iterable[str], what: str) -> str:
+    """The key of ``known`` that ``name`` means: case, surrounding blanks, ``-`` and ``_``
+    are ignored. An unknown name is a UserError calling it a ``what`` and listing the keys."""
+    keys = list(known)
+    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    if key not in keys:
+        raise UserError(f"unknown {what} {name!r}; choose one of {', '.join(keys)}")
+    return key
