@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
+from squeezr.dbx.compare import SHORT_ID
 from squeezr.errors import UserError
 
 _STEP = re.compile(r"prune/step/(\d+)")
@@ -77,7 +78,7 @@ def ranking_table(exps: Iterable, step: int | None = None) -> pd.DataFrame:
 
 
 def _label(exp) -> str:
-    return f"{exp.name} ({exp.id[:8]})"
+    return f"{exp.name} ({exp.id[:SHORT_ID]})"
 
 
 def kendall_tau(a: dict[int, float], b: dict[int, float]) -> float:

@@ -125,11 +125,11 @@ def pruned_spec(exp) -> dict[str, Any]:
 def source_training(exp, repo: Any = None) -> dict[str, Any]:
     """The training settings (``params.train``) behind an experiment's network: its own, or
     those of the experiment a pruning run started from; {} when neither records any."""
-    params = thaw(exp.params)
+    params = thaw(exp.value("params"))
     train = params.get("train")
     source = params.get("source") or {}
     if train is None and source.get("kind") == "experiment":
-        train = thaw(dbx.open(source["id"], repo=repo).params).get("train")
+        train = thaw(dbx.open(source["id"], repo=repo).value("params")).get("train")
     return dict(train) if isinstance(train, dict) else {}
 
 

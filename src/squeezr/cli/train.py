@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.name:
             raise UserError("--resume needs --name: the name or id of the experiment to continue")
         existing = dbx.open(args.name, repo=args.repo)
-        params = thaw(existing.params)
+        params = thaw(existing.value("params"))
         if isinstance(params.get("train"), dict):
             params["train"]["device"] = args.device
         resume = existing.id

@@ -161,7 +161,7 @@ def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> 
         raise UserError(
             f"pruning run {exp.name} ({exp.id}) has already finished; nothing to resume"
         )
-    params = thaw(exp.params)
+    params = thaw(exp.value("params"))
     cfg = PruneConfig.from_params(params["prune"])
     if device is not None:
         cfg = replace(cfg, device=device)
