@@ -210,7 +210,8 @@ class Engine:
         ``exp.name``) even where a select left it out: a result is a log that can be queried
         again, split by that column, and without it re-runs sharing a name (or, with no
         experiment column at all, every experiment) would merge into one log."""
-        if self.experiment_columns and "_exp" in frame.columns:
+        several = "_exp" in frame.columns and frame["_exp"].nunique() > 1
+        if self.experiment_columns and several:
             for path in SHOWN_FIELDS:
                 if path in frame.columns or self._lead_with(frame, path):
                     break
