@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from squeezr.cli.options import add_repo_option
 from squeezr.clikit import add_output_options, emit
-
-_REPO_HELP = "dbx repository (default: $DBX_REPO, else the enclosing one"
 
 
 def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> None:
@@ -25,7 +24,7 @@ def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> Non
     runs = "pruning experiments" + (f" ({least} or more)" if least > 1 else "")
     p.add_argument("experiments", nargs="+", metavar="EXP", help=runs)
     p.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
-    p.add_argument("--repo", help=f"{_REPO_HELP})")
+    add_repo_option(p, creates=False)
     add_output_options(p)
     p.set_defaults(func=func)
 
@@ -58,7 +57,7 @@ def register(subparsers) -> None:
         help="experiment name (default: scratch/pruned-shape/<n1-n2-n3>/<seed>, "
         "with --equal scratch/equal/<n-n-n>/<seed>)",
     )
-    s.add_argument("--repo", help=f"{_REPO_HELP}, else ./experiments)")
+    add_repo_option(s, creates=True)
     s.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=run_scratch)
 

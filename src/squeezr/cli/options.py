@@ -1,8 +1,17 @@
-"""Parsers for flag values that several ``squeezr`` subcommands share, so they read alike."""
+"""Flags and flag parsers that several ``squeezr`` subcommands share, so they read alike."""
 
 from __future__ import annotations
 
+import argparse
+
 from squeezr.errors import UserError
+
+
+def add_repo_option(parser: argparse.ArgumentParser, *, creates: bool) -> None:
+    """``--repo``, resolved by dbx (None = ``$DBX_REPO``, else the enclosing repository);
+    ``creates``: a command that records an experiment makes ``./experiments`` if there is none."""
+    default = "$DBX_REPO, else the enclosing one" + (", else ./experiments" if creates else "")
+    parser.add_argument("--repo", help=f"dbx repository (default: {default})")
 
 
 def parse_milestones(text: str | None) -> tuple[int, ...] | None:

@@ -15,7 +15,7 @@ import textwrap
 from typing import TYPE_CHECKING
 
 from squeezr import saliency, schedules
-from squeezr.cli.options import parse_milestones
+from squeezr.cli.options import add_repo_option, parse_milestones
 from squeezr.clikit import add_output_options, emit
 from squeezr.errors import UserError
 
@@ -55,10 +55,7 @@ def register(subparsers) -> None:
         metavar="EPOCH",
         help="start from this epoch's training checkpoint of the --from experiment",
     )
-    p.add_argument(
-        "--repo",
-        help="dbx repository (default: $DBX_REPO, else the enclosing one, else ./experiments)",
-    )
+    add_repo_option(p, creates=True)
     p.add_argument("--name", help="experiment name (default: prune/<method>/<schedule>)")
     p.add_argument(
         "--dataset",

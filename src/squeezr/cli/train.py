@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from squeezr.cli.options import parse_milestones
+from squeezr.cli.options import add_repo_option, parse_milestones
 from squeezr.dbx import jsonx
 from squeezr.dbx.views import thaw
 from squeezr.errors import UserError
@@ -61,10 +61,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--no-fast", action="store_true", help="plain fp32 eager training on CUDA")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument(
-        "--repo",
-        help="dbx repository (default: $DBX_REPO, else the enclosing one, else ./experiments)",
-    )
+    add_repo_option(p, creates=True)
     p.add_argument("--name", help="experiment name (default: baselines/<arch>/<seed>)")
     p.add_argument(
         "--resume",
