@@ -16,8 +16,11 @@
     and epoch-parameter cost. Target: under 15 minutes on one H100.
 
     python benchmarks/prune_speed.py [--quick] [--device cuda] [--skip-run]
+                                     [--model resnet56] [--images 500]
 
-``--quick`` shrinks both parts for a CPU smoke run (ResNet-20, few images, 1-epoch loops).
+``--quick`` shrinks both parts for a CPU smoke run (ResNet-20, few images, 1-epoch loops);
+``--model`` and ``--images`` override the preset's network and part (a)'s image count, for
+measuring the oracle at full depth on a machine too slow for 5,000 images.
 Prints ratios and, last, one JSON line.
 """
 
@@ -58,7 +61,10 @@ def oracle_step(args, device: torch.device) -> dict:
     data = load_dataset("synthetic", synthetic_size=args.images * 10, seed=1)
     selection = data.val  # the first 10% of the training part: args.images images
     model = place(briefly_trained(args.model, data, args.warm_images, device), device)
-    fast_ctx = saliency.SaliencyContext(data.mean, data.std, device=device, batch_size=args.chunk)
+    fast_ctx = saliency.SaliencyContext(
+        data.mean, data.std, device=device, batch_size=args.chunk, stack_images=args.stack_images
+    )
+    chunk = fast_ctx.oracle_chunk(len(model.block_ids()))
     plain_ctx = saliency.SaliencyContext(data.mean, data.std, device=device, batch_size=1000)
     saliency.compute("oracle", model, selection, fast_ctx)  # warm-up (CUDA context, kernels)
 
@@ -81,7 +87,8 @@ def oracle_step(args, device: torch.device) -> dict:
         print("warning: every candidate scores alike; the comparison proves nothing")
     print(
         f"(a) oracle step, {args.model}, {len(selection)} images, {len(plain)} candidates "
-        f"({distinct} distinct plain scores): fast {fast_s:.3f} s, plain {plain_s:.3f} s, "
+        f"({distinct} distinct plain scores): fast {fast_s:.3f} s ({chunk} images per chunk), "
+        f"plain {plain_s:.3f} s, "
         f"speed-up {ratio(plain_s, fast_s)}; score vectors: largest difference "
         f"{max(gaps):.4f}, mean {sum(gaps) / len(gaps):.5f}, Kendall tau {tau}; "
         f"same choice: {same}"
@@ -92,6 +99,7 @@ def oracle_step(args, device: torch.device) -> dict:
         "oracle_candidates": len(plain),
         "oracle_distinct_scores": distinct,
         "oracle_fast_s": fast_s,
+        "oracle_chunk": chunk,
         "oracle_plain_s": plain_s,
         "oracle_speedup": plain_s / fast_s,
         "oracle_same_choice": same,
@@ -140,7 +148,14 @@ def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-run", action="store_true", help="only part (a)")
-    p.add_argument("--chunk", type=int, default=1000, help="fast oracle images per chunk")
+    p.add_argument("--chunk", type=int, default=1000, help="fast oracle images per chunk, at most")
+    p.add_argument(
+        "--stack-images",
+        type=int,
+        help="fast oracle's stacked-batch budget (default: by device, see SaliencyContext)",
+    )
+    p.add_argument("--model", help="network of both parts (default: the preset's)")
+    p.add_argument("--images", type=int, help="part (a)'s selection images (default: preset)")
     args = p.parse_args()
     device = resolve_device(args.device)
     if device.type != "cuda":
@@ -166,7 +181,8 @@ def main() -> int:
         "train_size": 50000,
     }
     for key, value in (quick if args.quick else full).items():
-        setattr(args, key, value)
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     figures = {"device": str(device), "quick": args.quick, **oracle_step(args, device)}
     if not args.skip_run:
         figures.update(headline_run(args, device))

@@ -71,6 +71,32 @@ def test_fast_oracle_equals_brute_force(data, config, removed):
     assert len(set(fast.values())) > 1  # the comparison is not vacuous
 
 
+def test_oracle_stack_budget_sets_the_chunk_and_not_the_scores(data):
+    model = scrambled((2, 2, 2), seed=3)  # 6 candidates
+    stem_calls = []
+    hook = model.stem.register_forward_hook(lambda _m, inp, _o: stem_calls.append(len(inp[0])))
+    try:
+        small = saliency.compute("oracle", model, data, ctx(batch_size=40, stack_images=60))
+    finally:
+        hook.remove()
+    assert stem_calls == [10] * 9 + [6]  # 60 // 6 candidates = 10 images per chunk
+    assert small == pytest.approx(saliency.compute("oracle", model, data, ctx()), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kw", "candidates", "chunk"),
+    [
+        ({}, 54, 7),  # CPU default budget 384
+        ({"device": torch.device("cuda")}, 54, 1000),  # CUDA: 65,536 // 54 > 1,000
+        ({"device": torch.device("cuda"), "batch_size": 5000}, 54, 1213),
+        ({"stack_images": 10}, 54, 1),  # never below one image
+        ({"batch_size": 3}, 2, 3),  # never above batch_size
+    ],
+)
+def test_oracle_chunk(kw, candidates, chunk):
+    assert ctx(**kw).oracle_chunk(candidates) == chunk
+
+
 def test_brute_force_oracle_is_error_of_the_pruned_model(data):
     model = scrambled((2, 2, 2), seed=3)
     scores = saliency.brute_force_oracle(model, data, ctx())
