@@ -58,8 +58,8 @@ class SaliencyContext:
         chunk of 1,000 for all 54 candidates of ResNet-110, about 2 GiB per bf16 activation).
         On a CPU a stack beyond a few hundred images falls out of the caches and costs more
         in memory traffic than the shared prefix saves (measured on 2 cores, ResNet-110: 5
-        images per chunk 2.3x faster than the plain oracle, 20 per chunk only 1.4x, 100 per
-        chunk no faster at all), hence 384 there.
+        images per chunk 2.3x faster than the plain oracle, 20 per chunk 1.4x, 500 per chunk
+        1.06x), hence 384 there.
         """
         budget = self.stack_images
         if budget is None:
