@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from _common import parser, ratio, report, timer
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import resnet
 from squeezr.train import (
     EpochContext,

@@ -49,3 +49,16 @@ def test_cli_help():
         )
         assert proc.returncode == 0, proc.stderr
         assert "usage:" in proc.stdout
+
+
+def test_dbx_imports_nothing_from_the_rest_of_squeezr():
+    """dbx is the bottom layer: importing all of it loads no ``squeezr`` module outside
+    ``squeezr.dbx`` (so it could ship as its own distribution)."""
+    code = (
+        "import sys, pkgutil, importlib, squeezr.dbx as d; "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(d.__path__, 'squeezr.dbx.')]; "
+        "bad = [m for m in sys.modules if m.startswith('squeezr.') and not m.startswith('squeezr.dbx')]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

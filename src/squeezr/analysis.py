@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import kendalltau, rankdata
 
 from squeezr.dbx.compare import SHORT_ID
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 _STEP = re.compile(r"prune/step/(\d+)")
 

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from squeezr import dbx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
-from squeezr.errors import UserError
 from squeezr.models import MODEL_ATTACHMENT, ResNet, load_model
 from squeezr.prune.records import TRAIN_TOP_LEVEL, dataset_of, dataset_record, open_splits
 from squeezr.train import TrainConfig, resolve_device, seed_everything

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import atomic_path
-from squeezr.errors import UserError
 from squeezr.names import normalised_key
 
 DATASETS = ("cifar10", "cifar100", "digits", "synthetic")

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from squeezr.augment import normalize, pad_crop_flip
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 WARMUP_STEPS = 3
 

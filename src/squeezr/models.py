@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.names import normalised_key
 from squeezr.torchfiles import load_torch_file, save_torch_file, write_atomically
 

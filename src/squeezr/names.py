@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def normalised_key(name: str, known: Iterable[str], what: str) -> str:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from squeezr.augment import normalize
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 Scores = dict[int, float]
 MethodFn = Callable[..., Scores]

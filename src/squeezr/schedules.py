@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 HELP = (
     "none | once | at:6,12,18,27 | every:K | uniform:K | threshold:t | low-high:L, "

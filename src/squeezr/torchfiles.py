@@ -2,7 +2,7 @@
 
 Every such file is written through :func:`write_atomically`, so a crash leaves the previous
 file or the new one, never half of one, and read through :func:`load_torch_file`, so a
-damaged or foreign file is a one-line :class:`~squeezr.errors.UserError` saying what to do
+damaged or foreign file is a one-line :class:`~squeezr.dbx.errors.UserError` saying what to do
 instead of an unpickling traceback. The model files, the trainer's resume state and the
 pruning state all share this one pair.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import atomic_path
-from squeezr.errors import UserError
 
 
 def write_atomically(

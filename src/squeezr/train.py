@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from squeezr.augment import normalize, pad_crop_flip
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import (
     MODEL_ATTACHMENT,
     ResNet,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from squeezr import dbx
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 SPECS = [  # name, kind, params, results, events
     ("s/a", "train", {"lr": 0.1, "opt": {"name": "sgd"}}, {"acc": 0.9}, ["eval/test"]),

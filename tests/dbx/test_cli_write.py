@@ -10,7 +10,7 @@ import pytest
 from squeezr import dbx
 from squeezr.dbx.cli import main
 from squeezr.dbx.cli.log import parse_fields
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""``squeezr.clikit``, the plumbing of both command lines: tables that print text as written,
+"""``squeezr.dbx.clikit``, the plumbing of both command lines: tables that print text as written,
 and subcommands that take their options and positionals in any order."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from squeezr.clikit import build_parser, emit, run, text_table
+from squeezr.dbx.clikit import build_parser, emit, run, text_table
 
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from squeezr.dbx import expr
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 ROW = {
     "kind": "prune",

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from squeezr import dbx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.logger import LogWriter
-from squeezr.errors import UserError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from squeezr.dbx import jsonx
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def _strict(text: str) -> object:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from squeezr import dbx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.logger import LogWriter
-from squeezr.errors import UserError
 
 
 def _lines(path: Path) -> list[dict]:

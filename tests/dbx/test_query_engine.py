@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from squeezr.dbx import query
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def pruning_log() -> list[dict]:

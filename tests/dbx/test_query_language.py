@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query.language import (
     Group,
     Match,
@@ -15,7 +16,6 @@ from squeezr.dbx.query.language import (
     parse,
     split_top,
 )
-from squeezr.errors import UserError
 
 
 def test_full_pipeline() -> None:

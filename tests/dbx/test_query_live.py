@@ -17,12 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from squeezr import clikit, dbx
-from squeezr.dbx import query
+from squeezr import dbx
+from squeezr.dbx import clikit, query
 from squeezr.dbx.cli import main
 from squeezr.dbx.cli import query as cli_query
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query import live, parse
-from squeezr.errors import UserError
 
 LINE_TIMEOUT = 30.0  # seconds to wait for one output line (a cold interpreter imports pandas)
 

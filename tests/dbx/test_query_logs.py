@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from squeezr.dbx import expr
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query import engine, table
 from squeezr.dbx.query.engine import Engine, Source
 from squeezr.dbx.query.language import parse
 from squeezr.dbx.query.logs import Tail, numbered, read_matching
 from squeezr.dbx.query.pattern import Pattern
-from squeezr.errors import UserError
 
 
 def event_line(name: str, index: int = 0, **data: object) -> str:

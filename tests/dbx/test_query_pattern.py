@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query import pattern as patterns
 from squeezr.dbx.query.pattern import Pattern, numeric
-from squeezr.errors import UserError
 
 
 @pytest.mark.parametrize(

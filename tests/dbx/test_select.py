@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from squeezr import dbx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.select import select_experiments
 from squeezr.dbx.timeutil import parse_since, to_datetime
-from squeezr.errors import UserError
 
 SPECS = [  # name, kind, params, results
     ("idea45/a", "train", {"lr": 0.1, "opt": {"name": "sgd"}}, {"acc": 0.90}),

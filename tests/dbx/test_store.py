@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from squeezr import dbx
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def test_create_writes_meta_and_first_run(repo: dbx.Repository) -> None:

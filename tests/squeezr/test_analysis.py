@@ -7,7 +7,7 @@ from scipy.stats import kendalltau
 from squeezr.analysis import kendall_tau, ranking, ranking_table, step_records, tau_matrix
 from squeezr.baselines import equal_config, scratch_spec
 from squeezr.cli.steps import step_rows
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet, count_params
 
 

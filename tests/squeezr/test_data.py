@@ -24,7 +24,7 @@ from squeezr.data import (
     load_dataset,
     split_dataset,
 )
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 PER_BATCH = 10  # images per fake batch file: CIFAR-10 gets 5 training batches, CIFAR-100 one
 

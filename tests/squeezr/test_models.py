@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import (
     TRANSITION,
     BasicBlock,

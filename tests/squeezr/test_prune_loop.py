@@ -5,7 +5,7 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet, block_params, count_macs, count_params
 from squeezr.prune import PruneConfig, load_state, make_target, plan_run, preset_blocks, prune
 from squeezr.prune import loop as loop_module

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from squeezr import saliency
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet
 from squeezr.saliency import SaliencyContext, bypass, prepare
 from squeezr.train import evaluate

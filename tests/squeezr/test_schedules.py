@@ -10,7 +10,7 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet
 from squeezr.prune import PruneConfig, Target, prune
 from squeezr.prune import loop as loop_module

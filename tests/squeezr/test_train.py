@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.train import TrainConfig, evaluate, fit, resolve_device
 
 

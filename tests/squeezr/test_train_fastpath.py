@@ -7,7 +7,7 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.fastpath import FastEpochRunner, sgd_step_
 from squeezr.models import ResNet
 from squeezr.train import (

@@ -6,7 +6,7 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet, load_model
 from squeezr.train import StochasticDepth, TrainConfig, fit
 

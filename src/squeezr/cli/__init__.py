@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Sequence
 
 from squeezr import __version__
-from squeezr.clikit import build_parser, run
+from squeezr.dbx.clikit import build_parser, run
 
 # Subcommand modules, in the order `squeezr --help` lists them.
 COMMANDS: list[str] = ["train", "prune", "compare", "demo"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from squeezr.cli.options import add_repo_option
-from squeezr.clikit import add_output_options, emit
+from squeezr.dbx.clikit import add_output_options, emit
 
 
 def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 
 from squeezr import saliency, schedules
-from squeezr.clikit import add_output_options, emit
-from squeezr.errors import UserError
+from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.dbx.errors import UserError
 
 DATASET = "digits"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def add_repo_option(parser: argparse.ArgumentParser, *, creates: bool) -> None:

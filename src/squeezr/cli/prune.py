@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from squeezr import saliency, schedules
 from squeezr.cli.options import add_repo_option, parse_milestones
-from squeezr.clikit import add_output_options, emit
-from squeezr.errors import UserError
+from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.dbx.errors import UserError
 
 if TYPE_CHECKING:
     from squeezr.prune import PruneConfig

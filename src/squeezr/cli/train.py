@@ -15,8 +15,8 @@ from typing import Any
 
 from squeezr.cli.options import add_repo_option, parse_milestones
 from squeezr.dbx import jsonx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.views import thaw
-from squeezr.errors import UserError
 
 
 def register(subparsers: Any) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx.compare import label
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.runs import git_info, patch_bytes, read_run
 from squeezr.dbx.store import Experiment
-from squeezr.errors import UserError
 
 __all__ = ["Git", "checkout_code", "code_diff", "code_version"]
 

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from squeezr.dbx import expr
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import Experiment
 from squeezr.dbx.views import flatten
-from squeezr.errors import UserError
 
 __all__ = ["ABSENT", "SHORT_ID", "diff", "label", "like", "same"]
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.records import event_problem
-from squeezr.errors import UserError
 
 __all__ = ["FileError", "encode", "iter_log", "loads", "read_json", "to_jsonable"]
 

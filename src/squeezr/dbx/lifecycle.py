@@ -37,7 +37,7 @@ import sys
 import threading
 from typing import Any, Protocol
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 __all__ = ["EXIT_INTERRUPTED", "exit_status", "register", "unregister"]
 

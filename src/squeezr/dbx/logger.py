@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import jsonx
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 __all__ = ["LogWriter"]
 

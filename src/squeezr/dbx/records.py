@@ -1,7 +1,7 @@
 """What each repository file must hold, defined once for readers and for ``dbx verify``.
 
 Readers call a ``*_problems`` function and raise the first problem as a one-line
-:class:`~squeezr.errors.UserError` naming the file, so a hand-edited or damaged file never
+:class:`~squeezr.dbx.errors.UserError` naming the file, so a hand-edited or damaged file never
 turns into a traceback deep inside a command; ``dbx verify`` calls the same functions and lists
 every problem. The checks are structural (types of the fields dbx relies on) and cheap: they
 run on every experiment a listing reads and on every log line. The format itself is described
@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 __all__ = [
     "FORMAT_VERSION",

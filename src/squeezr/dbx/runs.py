@@ -16,9 +16,9 @@ import socket
 from typing import Any
 
 from squeezr.dbx.compare import label
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.runinfo import REDACTED
 from squeezr.dbx.store import Experiment
-from squeezr.errors import UserError
 
 __all__ = [
     "command",

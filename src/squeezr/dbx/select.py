@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import expr, jsonx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import FIELDS, Experiment, Repository, log_paths
 from squeezr.dbx.timeutil import parse_since
-from squeezr.errors import UserError
 
 __all__ = [
     "check_paths",

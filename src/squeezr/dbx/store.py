@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squeezr.dbx import expr, jsonx, lifecycle, records, runinfo
+from squeezr.dbx.errors import Ambiguous, NotFound, UserError
 from squeezr.dbx.fileio import atomic_path, atomic_write, file_matches, fsync_dir, locked
 from squeezr.dbx.records import FORMAT_VERSION, ID_RE
 from squeezr.dbx.timeutil import now_iso, to_datetime
 from squeezr.dbx.views import Params, Results, check_keys
-from squeezr.errors import UserError
 
 if TYPE_CHECKING:
     from squeezr.dbx.verify import Problems
@@ -212,8 +212,8 @@ class Repository:
                 return Experiment(self, found[0])
             if len(found) > 1:
                 ids = ", ".join(sorted(os.path.basename(folder) for folder in found))
-                raise UserError(f"{ref!r} matches {len(found)} experiments ({ids}); give an id")
-        raise UserError(f"no experiment {ref!r} in {self.path}; list them with `dbx ls`")
+                raise Ambiguous(f"{ref!r} matches {len(found)} experiments ({ids}); give an id")
+        raise NotFound(f"no experiment {ref!r} in {self.path}; list them with `dbx ls`")
 
     def create_experiment(self, name: str, kind: str, params: dict[str, Any] | None) -> Path:
         """Make the folder and ``meta.json`` of a new experiment; returns the folder."""

@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 __all__ = ["now_iso", "parse_since", "to_datetime"]
 

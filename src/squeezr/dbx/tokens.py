@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 __all__ = ["NAME", "QUOTED_NAME", "ExpressionError", "Token", "TokenStream", "Tokenizer"]
 

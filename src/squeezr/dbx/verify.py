@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import jsonx, records
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import file_matches
 from squeezr.dbx.timeutil import to_datetime
-from squeezr.errors import UserError
 
 __all__ = ["Problems", "verify_experiment", "verify_repository"]
 

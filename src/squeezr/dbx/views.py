@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from squeezr.dbx import expr, jsonx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import atomic_write, locked
-from squeezr.errors import UserError
 
 __all__ = ["Params", "Results", "check_keys", "flatten", "get_dotted", "set_dotted", "thaw"]
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from squeezr import saliency, schedules
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.prune.targets import Target
 from squeezr.train import SEED_LIMIT, TrainConfig
 

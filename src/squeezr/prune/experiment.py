@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from squeezr import dbx, schedules
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
-from squeezr.errors import UserError
 from squeezr.models import MODEL_ATTACHMENT, ResNet, attach_model, load_model
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.loop import PruneResult, prune

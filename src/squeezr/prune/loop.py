@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from squeezr import saliency
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet, count_macs, count_params
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.plan import RunPlan, plan_run

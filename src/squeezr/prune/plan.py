@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from squeezr import saliency
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet
 from squeezr.prune.config import PruneConfig
 from squeezr.schedules import Schedule, parse

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.data import dataset_key, load_dataset
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.views import thaw
-from squeezr.errors import UserError
 from squeezr.models import MODEL_ATTACHMENT
 
 # What identifies a dataset: squeezr.data.load_dataset's arguments that change the data

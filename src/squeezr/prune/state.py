@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.prune.config import PruneConfig
 from squeezr.torchfiles import load_torch_file, save_torch_file
 

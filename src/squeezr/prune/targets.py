@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 from squeezr.models import (
     PRESETS,
     ResNet,

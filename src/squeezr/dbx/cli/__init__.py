@@ -8,8 +8,8 @@ import importlib
 from collections.abc import Sequence
 
 from squeezr import __version__
-from squeezr.clikit import build_parser, run
 from squeezr.dbx.cli.common import REPO_HELP
+from squeezr.dbx.clikit import build_parser, run
 
 # Subcommand modules, in the order `dbx --help` lists them.
 COMMANDS: list[str] = [

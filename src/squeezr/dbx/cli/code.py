@@ -15,7 +15,7 @@ import sys
 from squeezr.dbx.cli import common
 from squeezr.dbx.code import checkout_code, code_diff
 from squeezr.dbx.compare import label
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from squeezr import dbx
 from squeezr.dbx.cli import common
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from squeezr import clikit
+from squeezr.dbx import clikit
 from squeezr.dbx.cli import common
 from squeezr.dbx.compare import like
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.select import select_experiments
-from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -15,9 +15,9 @@ from typing import Any
 from squeezr.dbx import expr, jsonx
 from squeezr.dbx.cli import common
 from squeezr.dbx.compare import label
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import resume
 from squeezr.dbx.views import set_dotted
-from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

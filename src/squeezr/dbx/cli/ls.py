@@ -8,11 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from squeezr import clikit
-from squeezr.dbx import expr
+from squeezr.dbx import clikit, expr
 from squeezr.dbx.cli import common
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.select import check_paths, select_experiments
-from squeezr.errors import UserError
 
 DEFAULT_COLUMNS = "id,name,kind,created"
 EPILOG = """examples:

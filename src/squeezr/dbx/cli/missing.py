@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from squeezr import clikit
+from squeezr.dbx import clikit
 from squeezr.dbx.cli import common
 from squeezr.dbx.select import check_wanted, missing, select_experiments
 

@@ -11,7 +11,7 @@ import sys
 
 from squeezr.dbx.cli import common
 from squeezr.dbx.compare import label
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

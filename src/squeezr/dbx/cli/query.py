@@ -14,8 +14,7 @@ import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from squeezr import clikit
-from squeezr.dbx import jsonx
+from squeezr.dbx import clikit, jsonx
 from squeezr.dbx.cli import common
 
 EPILOG = """examples:

@@ -8,14 +8,14 @@ import argparse
 import shlex
 from typing import Any
 
-from squeezr.clikit import text_table
 from squeezr.dbx import jsonx
 from squeezr.dbx.cli import common
+from squeezr.dbx.clikit import text_table
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.runs import command_line, git_info, run_status
 from squeezr.dbx.store import Experiment
 from squeezr.dbx.timeutil import to_datetime
 from squeezr.dbx.views import flatten
-from squeezr.errors import UserError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from squeezr.dbx import expr
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query.language import (
     AGGREGATES,
     Aggregate,
@@ -46,7 +47,6 @@ from squeezr.dbx.query.table import (
 )
 from squeezr.dbx.query.values import comparable, hashable, is_missing, numbers, sorted_order
 from squeezr.dbx.select import check_paths
-from squeezr.errors import UserError
 
 SHOWN_FIELDS = ("exp.id", "exp.name")  # the experiment columns a multi-experiment result leads with
 _PANDAS_FUNCS = {func: {"se": "sem"}.get(func, func) for func in AGGREGATES}

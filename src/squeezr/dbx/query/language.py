@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, field
 
 from squeezr.dbx import expr, tokens
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query import arithmetic
 from squeezr.dbx.query.pattern import Pattern, compile_pattern
-from squeezr.errors import UserError
 
 KEYWORDS = ("match", "where", "select", "before", "after", "first", "last", "sort", "group")
 AGGREGATES = ("count", "mean", "std", "se", "min", "max", "first", "last", "sum")

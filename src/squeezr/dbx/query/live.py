@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query.engine import Engine, Source
 from squeezr.dbx.query.language import Query, parse
 from squeezr.dbx.query.logs import Event, Tail
@@ -29,7 +30,6 @@ from squeezr.dbx.query.pattern import Pattern
 from squeezr.dbx.query.sources import experiment_sources
 from squeezr.dbx.query.table import HIDDEN, Table
 from squeezr.dbx.store import log_paths
-from squeezr.errors import UserError
 
 
 class _Follower:

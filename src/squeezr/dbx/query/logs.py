@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import jsonx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.records import event_problem
-from squeezr.errors import UserError
 
 Event = dict[str, Any]
 # What an in-memory event may leave out (a log line has them all): checked with these

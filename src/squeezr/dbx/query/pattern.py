@@ -15,7 +15,7 @@ import weakref
 from functools import lru_cache
 from typing import Any
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 _VAR = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _INT = re.compile(r"[-+]?\d+")

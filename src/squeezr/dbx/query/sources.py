@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.query.engine import SHOWN_FIELDS, Source
 from squeezr.dbx.query.logs import Event, numbered
 from squeezr.dbx.query.values import is_missing
 from squeezr.dbx.store import FIELDS as EXPERIMENT_FIELDS
-from squeezr.errors import UserError
 
 _EVENT_FIELDS = ("name", "ts", "run", "id")
 

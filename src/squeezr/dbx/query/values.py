@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from squeezr.errors import UserError
+from squeezr.dbx.errors import UserError
 
 _KINDS = ("number", "text", "other")  # the order in which sort puts them
 

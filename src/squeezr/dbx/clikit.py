@@ -19,8 +19,8 @@ from typing import Any, TextIO
 from tabulate import tabulate
 
 from squeezr.dbx import jsonx
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.lifecycle import EXIT_INTERRUPTED
-from squeezr.errors import UserError
 
 EXIT_USER_ERROR = 2
 
