@@ -66,7 +66,10 @@ def test_meta_whose_name_does_not_match_its_folder(exp: dbx.Experiment) -> None:
 
 def test_meta_with_wrong_types(exp: dbx.Experiment, capsys) -> None:
     edit_json(exp.path / "meta.json", params=[1])
-    err = one_line_error(capsys, "ls")
+    code, _, err = run(capsys, "ls")  # listed around, reported on one line
+    assert code == 1 and err.startswith("dbx: warning: skipping an experiment: ")
+    assert "meta.json: params must be a JSON object" in err.splitlines()[0]
+    err = one_line_error(capsys, "ls", "--strict")
     assert "meta.json: params must be a JSON object" in err
     assert any("params must be a JSON object" in p for p in exp.repo.verify())
 

@@ -1,12 +1,13 @@
 import json
 import multiprocessing
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 
 from squeezr import dbx
-from squeezr.dbx.errors import UserError
+from squeezr.dbx.errors import DbxWarning, UserError
 
 
 def test_create_writes_meta_and_first_run(repo: dbx.Repository) -> None:
@@ -198,7 +199,23 @@ def test_corrupt_files_give_one_line_errors(repo: dbx.Repository) -> None:
     assert "\n" not in str(info.value)
     (exp.path / "meta.json").write_text("{oops", encoding="utf-8")
     with pytest.raises(UserError, match=r"meta.json is not valid JSON"):
-        list(repo.experiments())
+        dbx.open(exp.id, repo=repo)
+
+
+def test_a_damaged_experiment_is_skipped_with_a_warning_or_an_error_when_strict(
+    repo: dbx.Repository,
+) -> None:
+    good = dbx.create("good", repo=repo)
+    good.close()
+    bad = dbx.create("bad", repo=repo)
+    bad.close()
+    (bad.path / "meta.json").write_text("{oops", encoding="utf-8")
+    with pytest.warns(DbxWarning, match=r"skipping an experiment: .*meta.json is not valid"):
+        assert [exp.name for exp in repo.experiments()] == ["good"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DbxWarning)
+        with pytest.raises(DbxWarning, match=r"meta\.json"):
+            list(repo.experiments())
 
 
 def test_verify_lists_problems(repo: dbx.Repository, tmp_path: Path) -> None:

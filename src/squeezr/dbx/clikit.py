@@ -12,6 +12,7 @@ import argparse
 import csv
 import math
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, time
 from typing import Any, TextIO
@@ -19,7 +20,8 @@ from typing import Any, TextIO
 from tabulate import tabulate
 
 from squeezr.dbx import jsonx
-from squeezr.dbx.errors import UserError
+from squeezr.dbx.errors import DbxWarning, UserError
+from squeezr.dbx.fileio import os_error
 from squeezr.dbx.lifecycle import EXIT_INTERRUPTED
 
 EXIT_USER_ERROR = 2
@@ -74,22 +76,41 @@ def build_parser(
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    """Parse ``argv`` and dispatch; user errors become one line on stderr and exit code 2."""
+    """Parse ``argv`` and dispatch. User errors become one line on stderr and exit code 2;
+    so do OS errors nothing more specific caught (naming the path and the problem) and a
+    :class:`~squeezr.dbx.errors.DbxWarning` a ``--strict`` command turned into an error.
+    Every warning is printed as one line, ``prog: warning: ...``, without a source line."""
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return EXIT_USER_ERROR
-    try:
-        return int(func(args) or 0)
-    except UserError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:  # e.g. `dbx ls | head`
-        return 0
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning(parser.prog)
+        try:
+            return int(func(args) or 0)
+        except (UserError, DbxWarning) as exc:
+            print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"{parser.prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # e.g. `dbx ls | head`
+            return 0
+        except OSError as exc:
+            print(f"{parser.prog}: error: {os_error(exc)}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+def _one_line_warning(prog: str) -> Callable[..., None]:
+    def show(message: Any, *_: Any, **__: Any) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr)
+
+    return show
+
+
+def strict_warnings() -> None:
+    """Turn dbx's warnings into errors for the rest of the command (its ``--strict``)."""
+    warnings.simplefilter("error", DbxWarning)
 
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:

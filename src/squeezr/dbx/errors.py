@@ -27,3 +27,9 @@ class Ambiguous(UserError):
     """A reference matches several things and the caller asked for exactly one."""
 
     status = 409
+
+
+class DbxWarning(UserWarning):
+    """Something a user should know that does not stop the command (a torn last log line, a
+    damaged experiment skipped by a listing). CLIs print it as one line,
+    ``prog: warning: ...`` (:func:`squeezr.dbx.clikit.run`); ``--strict`` makes it an error."""

@@ -9,6 +9,7 @@ the same experiment never lose each other's changes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -16,14 +17,25 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+from squeezr.dbx.errors import UserError
+
 __all__ = [
     "atomic_path",
     "atomic_write",
     "file_matches",
     "fsync_dir",
     "locked",
+    "make_dirs",
+    "os_error",
     "sha256_file",
 ]
+
+
+def os_error(exc: OSError) -> str:
+    """An OS error as ``<path>: <problem>`` (``/x/.lock: Read-only file system``), the form
+    every one-line error about a file uses."""
+    problem = exc.strerror or str(exc)
+    return problem if exc.filename is None else f"{exc.filename}: {problem}"
 
 
 def fsync_dir(folder: Path) -> None:
@@ -38,6 +50,30 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def make_dirs(path: Path, *, exist_ok: bool = True) -> None:
+    """``mkdir -p path``, fsyncing the parent of every folder it creates, so that a power
+    loss cannot lose a new experiment's folder after its files were made durable.
+    FileExistsError if ``path`` exists and not ``exist_ok``; other OS errors as they are."""
+    path = Path(path)
+    missing = []
+    folder = path
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    if not missing and not exist_ok:
+        raise FileExistsError(errno.EEXIST, "File exists", str(path))
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if (folder == path and not exist_ok) or not folder.is_dir():
+                raise
+            continue  # made meanwhile by another process
+        fsync_dir(folder.parent)
 
 
 @contextlib.contextmanager
@@ -91,9 +127,21 @@ def locked(lock_path: Path) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``lock_path`` (created if missing) for the block.
 
     flock locks belong to the open file, so they also serialise threads of one process that
-    each enter this context, and the kernel drops them if the holder dies.
+    each enter this context, and the kernel drops them if the holder dies. The file is
+    created with mode 0o666 less the umask (group-writable in a shared repository made under
+    umask 002) and opened read-only when it cannot be opened for writing (flock needs no
+    write access), so a second user of a shared repository can lock it. A lock that cannot be
+    taken at all is a UserError naming the file.
     """
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as first:
+        try:
+            fd = os.open(lock_path, os.O_RDONLY)
+        except OSError:
+            raise UserError(
+                f"cannot lock {os_error(first)}; check that the repository is writable by you"
+            ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -10,18 +10,55 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from squeezr.dbx.errors import UserError
+from squeezr.dbx.errors import DbxWarning, UserError
 from squeezr.dbx.records import event_problem
 
-__all__ = ["FileError", "encode", "iter_log", "loads", "read_json", "to_jsonable"]
+__all__ = [
+    "MAX_DEPTH",
+    "FileError",
+    "TooDeep",
+    "encode",
+    "iter_log",
+    "loads",
+    "read_json",
+    "to_jsonable",
+]
 
 MARKER = "$numberDouble"
 _SPECIAL = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+# How deep arrays and objects may nest in any file dbx writes or reads. Python's parser and
+# every recursive reader (flatten, where-expressions, tables) would otherwise meet
+# RecursionError somewhere below ~1,000 levels; no real record nests a tenth as deep.
+MAX_DEPTH = 200
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')  # strings (skipped) and brackets
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than :data:`MAX_DEPTH` levels (writing or reading it)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"arrays/objects nested more than {MAX_DEPTH} levels deep")
+
+
+def _check_depth(text: str) -> None:
+    """TooDeep if the JSON ``text`` nests deeper than MAX_DEPTH. Costs two ``count`` calls
+    unless the text has more than MAX_DEPTH opening brackets at all."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return
+    depth = 0
+    for token in _TOKENS.findall(text):
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise TooDeep()
+        elif token in ("]", "}"):
+            depth -= 1
 
 
 def _special(value: float) -> dict[str, str]:
@@ -56,13 +93,24 @@ def to_jsonable(value: Any) -> Any:
 def encode(value: Any, indent: int | None = None) -> str:
     """``value`` as JSON text with NaN/±Infinity written as ``{"$numberDouble": ...}`` (see
     :func:`to_jsonable`); the fast path skips conversion when nothing needs it. Raises
-    TypeError for values JSON cannot hold."""
+    TypeError for values JSON cannot hold, ValueError for cycles and ints beyond Python's
+    digit limit, and :class:`TooDeep` (a ValueError) for nesting deeper than MAX_DEPTH."""
+    separators = _separators(indent)
     try:
-        return json.dumps(value, allow_nan=False, indent=indent, separators=_separators(indent))
-    except (ValueError, TypeError):
-        return json.dumps(
-            to_jsonable(value), allow_nan=False, indent=indent, separators=_separators(indent)
-        )
+        text = json.dumps(value, allow_nan=False, indent=indent, separators=separators)
+    except RecursionError:
+        raise TooDeep() from None
+    except (ValueError, TypeError) as first:
+        try:
+            text = json.dumps(
+                to_jsonable(value), allow_nan=False, indent=indent, separators=separators
+            )
+        except RecursionError:  # a cycle (ValueError first) or nesting beyond the stack
+            if isinstance(first, ValueError):
+                raise first from None
+            raise TooDeep() from None
+    _check_depth(text)
+    return text
 
 
 def _separators(indent: int | None) -> tuple[str, str]:
@@ -86,9 +134,12 @@ def loads(text: str | bytes) -> Any:
 
     Text without the marker (nearly all of it) is parsed without the per-object hook, which
     makes listing thousands of experiments noticeably faster.
+    Nesting deeper than MAX_DEPTH is a :class:`TooDeep` (a ValueError), never a
+    RecursionError.
     """
     if isinstance(text, bytes):  # JSON files are UTF-8 (RFC 8259); str skips detection
         text = text.decode("utf-8")
+    _check_depth(text)
     if MARKER in text:
         return json.loads(text, object_hook=_hook)
     return json.loads(text)
@@ -160,7 +211,10 @@ def iter_log(path: Path | str) -> Iterator[dict[str, Any]]:
         except ValueError as exc:
             if number == last and not tail:
                 warnings.warn(
-                    f"{path}: skipping a corrupt last line {number} ({exc})", stacklevel=2
+                    f"{path}: skipping a corrupt last line {number} ({exc}); "
+                    "`dbx verify --repair` removes it",
+                    DbxWarning,
+                    stacklevel=2,
                 )
                 return
             raise UserError(
@@ -170,5 +224,6 @@ def iter_log(path: Path | str) -> Iterator[dict[str, Any]]:
     if tail.strip():
         warnings.warn(
             f"{path}: skipping a torn last line {last + 1} (no newline; a crash or a live writer)",
+            DbxWarning,
             stacklevel=2,
         )

@@ -1,11 +1,18 @@
-"""The background log writer: ``log()`` costs the caller a deque append, nothing more.
+"""The background log writer: ``log()`` encodes one JSON line and appends it to a deque.
 
-The caller stamps the time and appends ``(name, ts, data)`` to a deque; one daemon thread
-per run turns batches into JSON lines, appends them to ``log-<N>.jsonl`` with ``write`` and
-``fsync``s. A batch goes out every ``interval`` seconds, as soon as ``batch`` events wait, or
-when :meth:`LogWriter.flush` asks (which returns once the events logged before it are
-durable). A crash therefore loses at most the last unflushed events, and a torn last line is
-the only damage a reader can meet.
+The caller stamps the time, numbers the event and encodes it, so a value JSON cannot hold
+(an int beyond Python's 4,300-digit limit, nesting deeper than
+:data:`squeezr.dbx.jsonx.MAX_DEPTH`) is a UserError to the caller at ``log()`` and nothing
+else is lost; the writer thread only appends finished lines to ``log-<N>.jsonl`` and
+``fsync``s them. It writes at most ``batch`` events at a time: a batch goes out every
+``interval`` seconds, as soon as ``batch`` events wait, or when :meth:`LogWriter.flush` asks
+(which returns once the events logged before it are durable). A crash therefore loses at most
+the last unflushed events, and a torn last line is the only damage a reader can meet.
+
+The queue is bounded (``max_queue`` events). A program that logs faster than the disk takes
+the lines waits in ``log()`` until the writer has made room (back-pressure) rather than
+growing without bound; if the writer cannot write at all (see below) a full queue makes
+``log()`` raise the writer's UserError instead of waiting forever.
 
 Writing can fail (disk full, a quota, an NFS server gone). The writer then keeps the encoded
 lines that did not reach the file, in order and with their ids, and tries again every
@@ -37,7 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from squeezr.dbx import jsonx
-from squeezr.dbx.errors import UserError
+from squeezr.dbx.errors import DbxWarning, UserError
+from squeezr.dbx.fileio import fsync_dir
 
 __all__ = ["LogWriter"]
 
@@ -60,14 +68,25 @@ class LogWriter:
     are unique within an experiment (each run has its own number) and deterministic.
     """
 
-    def __init__(self, path: Path, run: int, *, interval: float = 0.2, batch: int = 1000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        run: int,
+        *,
+        interval: float = 0.2,
+        batch: int = 1000,
+        max_queue: int = 100_000,
+    ) -> None:
         self.path = path
         self.run = run
         self.interval = interval
         self.batch = batch
+        self.max_queue = max(max_queue, batch)
         self._seq = 1
-        self._queue: collections.deque[Any] = collections.deque()
-        self._pending = b""  # encoded events that have not reached the file yet
+        self._queue: collections.deque[Any] = collections.deque()  # bytes lines and _Flush
+        self._log_lock = threading.Lock()  # numbering and queueing are one step
+        self._room = threading.Condition(threading.Lock())  # signalled after every write
+        self._pending = b""  # encoded events taken from the queue that have not reached the file
         self._error: BaseException | None = None  # the last write failure, until one succeeds
         self._wake = threading.Event()
         self._drain_lock = threading.Lock()  # the thread and a synchronous drain never overlap
@@ -76,10 +95,13 @@ class LogWriter:
         self._warned: set[str] = set()
         self.pid = os.getpid()  # the process that owns the log
         self._forked = False  # set in a forked child (see _disown_in_child)
+        created = not path.exists()
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         except OSError as exc:
             raise UserError(f"cannot open log {path}: {exc.strerror or exc}") from None
+        if created:  # a power loss must not lose the new file's directory entry
+            fsync_dir(path.parent)
         _writers.add(self)
         self._thread = threading.Thread(target=self._loop, name=f"dbx-log-{path}", daemon=True)
         self._thread.start()
@@ -90,17 +112,43 @@ class LogWriter:
         return not self._forked
 
     def log(self, name: str, data: dict[str, Any]) -> None:
-        """Queue one event; returns at once (serialisation happens in the writer thread).
-        A UserError in a forked child: the log is its parent's."""
+        """Encode and queue one event; returns at once unless the queue is full (then it
+        waits for the writer to make room). A UserError for data JSON cannot hold (nothing is
+        queued), when the queue is full and the writer cannot write, and in a forked child
+        (the log is its parent's)."""
         if self._forked:
             raise UserError(
                 f"cannot log to {self.path} from process {os.getpid()}: its run belongs to "
                 f"process {self.pid}, which forked this one; log from that process, or give "
                 "this one its own run with dbx.resume(...)"
             )
-        self._queue.append((name, time.time(), data))
+        if self._closed:
+            raise UserError(f"cannot log to {self.path}: the run is closed")
+        if len(self._queue) >= self.max_queue:
+            self._wait_for_room()
+        with self._log_lock:
+            line = self._line(name, time.time(), data)
+            self._seq += 1
+            self._queue.append(line)
         if len(self._queue) >= self.batch:
             self._wake.set()
+
+    def _wait_for_room(self) -> None:
+        """Block until the queue is below ``max_queue``; the writer's UserError if it is
+        failing (a full disk): waiting would hang the program, dropping would lose events."""
+        with self._room:
+            while len(self._queue) >= self.max_queue:
+                if self._error is not None:
+                    raise UserError(
+                        f"cannot log to {self.path}: {self.max_queue:,} events wait and the "
+                        f"log cannot be written ({_reason(self._error)}); the event was not "
+                        "recorded"
+                    )
+                if not self._thread.is_alive():
+                    self._drain()
+                    continue
+                self._wake.set()
+                self._room.wait(self.interval)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event logged so far is written and fsync'd; False on timeout.
@@ -154,7 +202,9 @@ class LogWriter:
         finally:
             os.close(self._fd)
         if self._error is not None:
-            lost = self._pending.count(b"\n")
+            lost = self._pending.count(b"\n") + sum(
+                1 for item in self._queue if isinstance(item, bytes)
+            )
             raise UserError(
                 f"cannot write log {self.path}: {_reason(self._error)}; "
                 f"the last {lost:,} events were not written"
@@ -172,23 +222,31 @@ class LogWriter:
                 return
 
     def _drain(self) -> None:
-        """Encode what is queued, write and fsync it, then release the flush markers it
-        passed: with success, or with the error when the file refused the bytes."""
+        """Write what is queued, at most ``batch`` events per write and ``fsync``, releasing
+        each flush marker once the events before it are durable (or with the error when the
+        file refused them). Stops at the first failure: the rest stays queued, in order."""
         with self._drain_lock:
-            markers: list[_Flush] = []
-            chunks = [self._pending]
             queue = self._queue
-            while queue:
-                item = queue.popleft()
-                if isinstance(item, _Flush):
-                    markers.append(item)
-                else:
-                    chunks.append(self._line(*item).encode("utf-8"))
-            self._pending = b"".join(chunks)
-            error = self._write() if (self._pending or markers) else None
-            for marker in markers:
-                marker.error = error
-                marker.done.set()
+            while True:
+                chunks = [self._pending]
+                markers: list[_Flush] = []
+                while queue and len(chunks) <= self.batch:
+                    item = queue.popleft()
+                    if isinstance(item, _Flush):
+                        markers.append(item)
+                    else:
+                        chunks.append(item)
+                self._pending = b"".join(chunks)
+                if not (self._pending or markers):
+                    return
+                error = self._write()
+                for marker in markers:
+                    marker.error = error
+                    marker.done.set()
+                with self._room:
+                    self._room.notify_all()
+                if error is not None or not queue:
+                    return
 
     def _write(self) -> OSError | None:
         """Append and fsync the pending bytes; keep what did not land. The error, or None."""
@@ -211,11 +269,12 @@ class LogWriter:
 
     def _release(self, error: BaseException) -> None:
         """Wake every flush waiting in the queue with ``error`` (the thread is ending)."""
-        while self._queue:
-            item = self._queue.popleft()
+        for item in list(self._queue):
             if isinstance(item, _Flush):
                 item.error = error
                 item.done.set()
+        with self._room:
+            self._room.notify_all()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -227,19 +286,29 @@ class LogWriter:
             "and retried; free space or fix the file system, then flush again"
         )
 
-    def _line(self, name: str, ts: float, data: dict[str, Any]) -> str:
+    def _line(self, name: str, ts: float, data: dict[str, Any]) -> bytes:
+        """The event as one encoded JSON line. A value of a type JSON lacks, or a cycle, is
+        stored as its text (with a warning once per event name); a value no JSON can hold
+        at all is a UserError naming the event."""
         event = {"name": name, "id": f"{self.run}-{self._seq}", "ts": ts, "run": self.run}
-        self._seq += 1
+        event["data"] = data
         try:
-            event["data"] = data
-            text = jsonx.encode(event)
-        except Exception as exc:  # a type JSON lacks, a cycle (ValueError, RecursionError)
-            if name not in self._warned:
-                self._warned.add(name)
-                warnings.warn(f"dbx: event {name!r} data stored as text: {exc}", stacklevel=1)
+            return (jsonx.encode(event) + "\n").encode("utf-8")
+        except jsonx.TooDeep as exc:
+            raise UserError(f"event {name!r} cannot be logged: {exc}") from None
+        except (TypeError, ValueError, UnicodeEncodeError) as exc:
+            reason = exc
+        try:
             event["data"] = {str(key): _lenient(value) for key, value in data.items()}
-            text = jsonx.encode(event)
-        return text + "\n"
+            text = (jsonx.encode(event) + "\n").encode("utf-8")
+        except (TypeError, ValueError, UnicodeEncodeError) as exc:
+            raise UserError(
+                f"event {name!r} cannot be logged: a value cannot be stored as JSON ({exc})"
+            ) from None
+        if name not in self._warned:
+            self._warned.add(name)
+            warnings.warn(f"event {name!r} data stored as text: {reason}", DbxWarning, stacklevel=4)
+        return text
 
 
 # The writers alive in this process, so that a forked child can disown the ones it inherited.
@@ -262,11 +331,18 @@ def _reason(error: BaseException) -> str:
 
 
 def _lenient(value: Any) -> Any:
-    """``value`` as JSON if it can be, else its text: one odd value never loses an event."""
+    """``value`` as JSON if it can be, else its text, so one odd value (an object, a cycle)
+    never loses an event. Nesting deeper than JSON may hold, and a value without a text (an
+    int beyond Python's digit limit) raise: the caller gets the error."""
     try:
+        jsonx.encode(value)
         return jsonx.to_jsonable(value)
-    except Exception:
+    except jsonx.TooDeep:
+        raise
+    except TypeError:
         try:
             return repr(value)
         except Exception:
             return f"<unprintable {type(value).__name__}>"
+    except ValueError:  # a cycle has a text; an int too long for one raises again here
+        return repr(value)

@@ -22,15 +22,24 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squeezr.dbx import expr, jsonx, lifecycle, records, runinfo
-from squeezr.dbx.errors import Ambiguous, NotFound, UserError
-from squeezr.dbx.fileio import atomic_path, atomic_write, file_matches, fsync_dir, locked
+from squeezr.dbx.errors import Ambiguous, DbxWarning, NotFound, UserError
+from squeezr.dbx.fileio import (
+    atomic_path,
+    atomic_write,
+    file_matches,
+    locked,
+    make_dirs,
+    os_error,
+)
 from squeezr.dbx.records import FORMAT_VERSION, ID_RE
 from squeezr.dbx.timeutil import now_iso, to_datetime
 from squeezr.dbx.views import Params, Results, check_keys
@@ -47,6 +56,27 @@ _KIND_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _RUN_FILE = re.compile(r"^run-(\d+)\.json$")
 _LOG_FILE = re.compile(r"^log-(\d+)\.jsonl$")
 LOCK = ".lock"
+NAME_MAX = 255  # bytes in one file name on every common file system
+# Re-attaching writes the new content beside the current one, under this folder of files/,
+# and switches the record to it (see Experiment.attach); no attachment name may start here.
+ALT_DIR = ".dbx-alt"
+
+
+def check_path_part(part: str, what: str, whole: str) -> None:
+    """UserError unless ``part`` can be one file name: UTF-8 encodable (no lone surrogates)
+    and at most NAME_MAX bytes. ``what`` and ``whole`` name it in the message."""
+    try:
+        size = len(part.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UserError(
+            f"{what} {whole!r} contains characters that are not valid Unicode (surrogates); "
+            "use valid UTF-8 text"
+        ) from None
+    if size > NAME_MAX:
+        raise UserError(
+            f"{what} {whole[:60]!r}...: part {part[:40]!r}... is {size} bytes; "
+            f"each part may be at most {NAME_MAX} bytes (a file-system limit)"
+        )
 
 
 def new_id() -> str:
@@ -61,6 +91,7 @@ def validate_name(name: str) -> str:
     if "\\" in name or "\0" in name:
         raise UserError(f"experiment name {name!r} contains a backslash or NUL; use '/' only")
     for segment in name.split("/"):
+        check_path_part(segment, "experiment name", name)
         if not segment:
             raise UserError(f"experiment name {name!r} has an empty part; remove the extra '/'")
         if segment.startswith("."):
@@ -81,11 +112,17 @@ def validate_kind(kind: str) -> str:
 
 
 def _attachment_name(name: str) -> str:
+    if not isinstance(name, str):
+        raise UserError(f"an attachment name must be text, not {type(name).__name__}")
     parts = name.replace("\\", "/").split("/")
     if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise UserError(
             f"attachment name {name!r} must be a relative path inside files/ without '..'"
         )
+    if parts[0] == ALT_DIR or "\0" in name:
+        raise UserError(f"attachment name {name!r}: {ALT_DIR}/ and NUL are reserved by dbx")
+    for part in parts:
+        check_path_part(part, "attachment name", name)
     return "/".join(parts)
 
 
@@ -124,10 +161,14 @@ class Repository:
         if root.exists() and not root.is_dir():
             raise UserError(f"cannot create a repository at {root}: it is a file")
         marker = root / MARKER_DIR
-        marker.mkdir(parents=True, exist_ok=True)
         info = marker / "format.json"
-        if not info.exists():
-            atomic_write(info, jsonx.encode({"format": "dbx", "version": FORMAT_VERSION}) + "\n")
+        try:
+            make_dirs(marker)
+            if not info.exists():
+                text = jsonx.encode({"format": "dbx", "version": FORMAT_VERSION}) + "\n"
+                atomic_write(info, text)
+        except OSError as exc:
+            raise UserError(f"cannot create a repository at {root}: {os_error(exc)}") from None
         return cls(root)
 
     @classmethod
@@ -154,7 +195,9 @@ class Repository:
     def _folders(self, prefix: str | None = None) -> Iterator[tuple[str, str]]:
         """``(name, folder)`` of every experiment folder, in name then id order, by walking
         the name folders with ``os.scandir`` (no ``stat``: directory entries carry their
-        type); subtrees that cannot hold a name starting with ``prefix`` are not entered."""
+        type); subtrees that cannot hold a name starting with ``prefix`` are not entered.
+        Symbolic links are never followed (a link to ``/`` or a loop would walk the file
+        system); a folder that cannot be read is skipped with a DbxWarning."""
         stack = [("", str(self.path))]
         while stack:
             name, folder = stack.pop()
@@ -163,10 +206,13 @@ class Repository:
                     [
                         (e.name, e.path)
                         for e in os.scandir(folder)
-                        if e.name[0] != "." and e.is_dir()
+                        if e.name[0] != "." and e.is_dir(follow_symlinks=False)
                     ]
                 )
             except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:  # unreadable: say so, list the rest
+                warnings.warn(f"skipping folder {os_error(exc)}", DbxWarning, stacklevel=3)
                 continue
             subdirs = []
             for entry_name, entry_path in entries:
@@ -184,11 +230,18 @@ class Repository:
     ) -> Iterator[Experiment]:
         """Read-only handles of the experiments whose name starts with ``prefix`` and whose
         kind is ``kind``, ordered by name, then id. Folders without ``meta.json`` (a create
-        interrupted by a crash) are skipped; ``verify`` reports them."""
+        interrupted by a crash) are skipped; ``verify`` reports them. A damaged ``meta.json``
+        is skipped with a :class:`~squeezr.dbx.errors.DbxWarning` naming it, so one bad file
+        never hides the rest (``warnings.simplefilter("error", DbxWarning)`` makes it
+        an error, as ``dbx ls --strict`` does)."""
         for name, folder in self._folders(prefix):
             if prefix and not name.startswith(prefix):
                 continue
-            meta = _read_meta(folder)
+            try:
+                meta = _read_meta(folder)
+            except UserError as exc:
+                warnings.warn(f"skipping an experiment: {exc}", DbxWarning, stacklevel=2)
+                continue
             if meta is not None and (kind is None or meta["kind"] == kind):
                 yield Experiment(self, folder, meta)
 
@@ -222,7 +275,6 @@ class Repository:
         params = {} if params is None else params
         if not isinstance(params, dict):
             raise UserError(f"params must be a JSON object (a dict), not {type(params).__name__}")
-        check_keys(params, "param")
         meta = {"format": FORMAT_VERSION, "id": "", "name": name, "kind": kind}
         meta.update(created=now_iso(), params=params)
         while True:  # encoded before the folder exists: bad params leave nothing behind
@@ -231,14 +283,21 @@ class Repository:
                 text = jsonx.encode(meta, indent=2) + "\n"
             except (TypeError, ValueError) as exc:
                 raise UserError(f"params of {name!r} cannot be stored as JSON: {exc}") from None
+            check_keys(params, "param")  # after encoding: that bounds the nesting
             folder = self.path.joinpath(*name.split("/"), meta["id"])
             try:
-                folder.mkdir(parents=True)
+                make_dirs(
+                    folder, exist_ok=False
+                )  # new name folders and the id folder, each fsynced
                 break
             except FileExistsError:  # an id drawn twice (48 random bits): draw again
                 continue
-        atomic_write(folder / "meta.json", text)
-        fsync_dir(folder.parent)
+            except OSError as exc:
+                raise UserError(f"cannot create experiment {name!r}: {os_error(exc)}") from None
+        try:
+            atomic_write(folder / "meta.json", text)
+        except OSError as exc:
+            raise UserError(f"cannot create experiment {name!r}: {os_error(exc)}") from None
         return folder
 
     def verify(self) -> Problems:
@@ -313,7 +372,8 @@ class Experiment:
         ``id``, ``name``, ``kind``, ``created`` (ISO text), ``params.<key>...`` and
         ``results.<key>...`` (list items by index: ``results.curve.0``; ``exp.<field>`` is an
         alias of the top-level fields). This is what ``--where``, ``--sort`` and
-        ``--columns`` read; it reads ``results.json`` only when asked for a result.
+        ``--columns`` read; it reads ``results.json`` only when asked for a result (a damaged
+        ``results.json`` reads as missing, with a DbxWarning).
 
         Nothing is copied or frozen: ``value("params")`` is the cheapest way to read all
         params (plain nested dicts and lists, shared with this handle, so do not change
@@ -325,7 +385,12 @@ class Experiment:
             params = self._meta.get("params")
             return expr.dig(params if params is not None else {}, rest)
         if head == "results":
-            return expr.dig(self.results.tree(), rest)
+            try:
+                tree = self.results.tree()
+            except UserError as exc:  # one damaged file must not stop a listing
+                warnings.warn(f"{exc}; its results are left out", DbxWarning, stacklevel=2)
+                return expr.MISSING
+            return expr.dig(tree, rest)
         if head in FIELDS and not rest:
             return self._meta.get(head, expr.MISSING)
         return expr.MISSING
@@ -396,13 +461,18 @@ class Experiment:
 
     def attach(self, source: Path | str, name: str | None = None) -> dict[str, Any]:
         """Copy ``source`` into ``files/<name>`` (default: its file name) and record its size
-        and sha256; returns ``{"path": "files/<name>", "size": n, "sha256": hex}``. Attaching
-        under an existing name replaces that attachment.
+        and sha256; returns ``{"path": "files/<name>", "size": n, "sha256": hex}``. The copy
+        keeps the source's permission bits (a 0600 file stays private). Attaching under an
+        existing name replaces that attachment.
 
-        The copy, its replacing the old file and the attachment list's update happen under
-        the experiment's lock, so two processes attaching under one name never leave the
-        checksum of one beside the file of the other (other writers of this experiment wait
-        for the copy: attach large files at the end of a run, not in its hot loop).
+        Crash-safe: the new content is written and fsynced at a path the record does not
+        name (the other of two slots, ``files/<name>`` and ``files/.dbx-alt/<name>``), then
+        ``attachments.json`` is switched to it atomically, then the old copy is removed. A
+        crash at any point leaves the old attachment intact or the new one complete. All of
+        it happens under the experiment's lock, so two processes attaching under one name
+        never leave the checksum of one beside the file of the other (other writers of this
+        experiment wait for the copy: attach large files at the end of a run, not in its
+        hot loop).
         """
         source = Path(source)
         if source.is_dir():
@@ -410,27 +480,37 @@ class Experiment:
         if not source.is_file():
             raise UserError(f"cannot attach {source}: no such file")
         name = _attachment_name(name if name is not None else source.name)
-        target = self.path / "files" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with locked(self.path / LOCK):
-            with atomic_path(target) as tmp:
-                size, digest = _copy(source, tmp)
-            info = {"path": f"files/{name}", "size": size, "sha256": digest}
-            manifest = self.attachments
-            manifest[name] = {**info, "run": self.run, "added": now_iso()}
-            atomic_write(self.path / "attachments.json", jsonx.encode(manifest, indent=2) + "\n")
+        try:
+            with locked(self.path / LOCK):
+                manifest = self.attachments
+                current = manifest.get(name, {}).get("path")
+                slot = f"files/{name}"
+                if current == slot:
+                    slot = f"files/{ALT_DIR}/{name}"
+                target = self.path / slot
+                make_dirs(target.parent)
+                with atomic_path(target) as tmp:
+                    size, digest = _copy(source, tmp)
+                info = {"path": slot, "size": size, "sha256": digest}
+                manifest[name] = {**info, "run": self.run, "added": now_iso()}
+                text = jsonx.encode(manifest, indent=2) + "\n"
+                atomic_write(self.path / "attachments.json", text)
+                if current and current != slot:
+                    (self.path / current).unlink(missing_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot attach {source} to {self.path}: {os_error(exc)}") from None
         return info
 
     def attachment_path(self, name: str) -> Path:
-        """Path of managed attachment ``name`` after checking its size and sha256."""
+        """Path of managed attachment ``name`` (exactly as attached) after checking its
+        size and sha256."""
         manifest = self.attachments
-        key = name.removeprefix("files/")
-        if key not in manifest:
+        if name not in manifest:
             known = ", ".join(sorted(manifest)) or "none"
-            raise UserError(
+            raise NotFound(
                 f"experiment {self.id} ({self.name}) has no attachment {name!r} (it has: {known})"
             )
-        info = manifest[key]
+        info = manifest[name]
         path = self.path / info["path"]
         if not path.is_file():
             raise UserError(f"attachment {path} is missing; run `dbx verify`")
@@ -595,11 +675,18 @@ class Experiment:
 def _check_text(text: Any) -> None:
     if not isinstance(text, str):
         raise UserError("notes must be text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UserError(
+            f"notes contain characters that are not valid Unicode (surrogates, at position "
+            f"{exc.start}); use valid UTF-8 text"
+        ) from None
 
 
 def _copy(source: Path, target: Path) -> tuple[int, str]:
-    """Copy ``source`` to ``target``; its size and sha256, computed while copying (the source
-    is read once)."""
+    """Copy ``source`` to ``target`` with its permission bits; its size and sha256, computed
+    while copying (the source is read once)."""
     digest = hashlib.sha256()
     size = 0
     with source.open("rb") as src, target.open("wb") as out:
@@ -607,6 +694,7 @@ def _copy(source: Path, target: Path) -> tuple[int, str]:
             digest.update(chunk)
             out.write(chunk)
             size += len(chunk)
+    shutil.copymode(source, target)
     return size, digest.hexdigest()
 
 

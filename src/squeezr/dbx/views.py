@@ -188,11 +188,11 @@ class Results(MutableMapping[str, Any]):
         with locked(self._lock):
             data = self._read()
             change(data)
-            check_keys(data, "result")
             try:
                 text = jsonx.encode(data, indent=2)
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:  # ValueError: a cycle, a huge int, TooDeep
                 raise UserError(f"cannot store results in {self._path}: {exc}") from None
+            check_keys(data, "result")  # after encoding, which bounds the nesting
             atomic_write(self._path, text + "\n")
             self._stamp = None
 

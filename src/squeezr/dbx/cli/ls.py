@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--columns", default=DEFAULT_COLUMNS, help=f"comma-separated (default: {DEFAULT_COLUMNS})"
     )
     parser.add_argument("--limit", type=int, help="show at most this many")
+    parser.add_argument(
+        "--strict", action="store_true", help="a damaged experiment is an error, not a warning"
+    )
     common.add_repo_option(parser)
     clikit.add_output_options(parser)
 
@@ -48,6 +51,8 @@ def main(args: argparse.Namespace) -> int:
     if not columns:
         raise UserError("--columns is empty; name at least one column, e.g. --columns id,name")
     check_paths(columns, "column")
+    if args.strict:
+        clikit.strict_warnings()
     experiments = select_experiments(
         common.repository(args), **common.selection(args), sort=args.sort, limit=args.limit
     )
