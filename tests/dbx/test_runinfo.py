@@ -114,7 +114,7 @@ def test_run_records_git_state_and_patch(
         pass
     git = exp.runs()[0]["git"]
     assert len(git["commit"]) == 40 and git["branch"] == "main"
-    assert git["remote"] == "https://<redacted>@example.org/code.git"  # no token in the record
+    assert git["remote"] == "https://me:<redacted>@example.org/code.git"  # no token in the record
     assert git["untracked"] == ["notes.txt"] and git["dirty"] is True
     assert git["patch"] == "run-1.patch"
     patch = (exp.path / "run-1.patch").read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import warnings
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ __all__ = [
     "iter_log",
     "loads",
     "read_json",
+    "tail_log",
     "to_jsonable",
 ]
 
@@ -196,11 +198,42 @@ def iter_log(path: Path | str) -> Iterator[dict[str, Any]]:
     crash can cause, so it is a UserError naming the file and line.
     """
     path = Path(path)
-    raw = _read_bytes(path, "log")
+    yield from _events(path, _read_bytes(path, "log"), 1)
+
+
+def tail_log(path: Path | str, count: int) -> list[dict[str, Any]]:
+    """The last ``count`` events of one log (fewer if it has fewer), read from its end in
+    blocks, so the cost does not grow with the log's size. Damage is judged as
+    :func:`iter_log` judges it (line numbers are counted from the end: ``line -3``)."""
+    path = Path(path)
+    if count <= 0:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            start, block = end, b""
+            # count + 2 newlines: count whole lines, a possibly torn tail, and the cut line
+            while start > 0 and block.count(b"\n") < count + 2:
+                step = min(start, max(1 << 16, len(block)))
+                start -= step
+                handle.seek(start)
+                block = handle.read(step) + block
+    except OSError:
+        _read_bytes(path, "log")  # the one-line FileError for a missing/unreadable file
+        raise
+    if start > 0:  # drop the partial first line
+        block = block[block.index(b"\n") + 1 :]
+    first_number = -block.count(b"\n") if start > 0 else 1
+    return list(_events(path, block, first_number))[-count:]
+
+
+def _events(path: Path, raw: bytes, first_number: int) -> Iterator[dict[str, Any]]:
+    """The events in ``raw`` (whole lines of ``path``, the first being line ``first_number``;
+    negative numbers count from the end)."""
     lines = raw.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    last = len(lines)  # 1-based number of the last complete line
-    for number, line in enumerate(lines, start=1):
+    tail = lines.pop()  # b"" when the text ends with a newline
+    last = len(lines) - 1  # index of the last complete line
+    for index, line in enumerate(lines):
         if not line.strip():
             continue
         try:
@@ -209,12 +242,13 @@ def iter_log(path: Path | str) -> Iterator[dict[str, Any]]:
             if problem is not None:
                 raise ValueError(f"not a valid event: {problem}")
         except ValueError as exc:
-            if number == last and not tail:
+            number = _line_number(first_number, index, len(lines))
+            if index == last and not tail:
                 warnings.warn(
                     f"{path}: skipping a corrupt last line {number} ({exc}); "
                     "`dbx verify --repair` removes it",
                     DbxWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
                 return
             raise UserError(
@@ -222,8 +256,16 @@ def iter_log(path: Path | str) -> Iterator[dict[str, Any]]:
             ) from None
         yield event
     if tail.strip():
+        number = _line_number(first_number, len(lines), len(lines))
         warnings.warn(
-            f"{path}: skipping a torn last line {last + 1} (no newline; a crash or a live writer)",
+            f"{path}: skipping a torn last line {number} (no newline; a crash or a live "
+            "writer; `dbx verify --repair` removes it)",
             DbxWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
+
+
+def _line_number(first: int, index: int, complete: int) -> int | str:
+    if first > 0:
+        return first + index
+    return f"{index - complete}" if index < complete else "at the end"

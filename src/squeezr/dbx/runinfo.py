@@ -7,8 +7,8 @@ version: git commit, branch, remote, the patch of uncommitted changes (``git dif
 be UTF-8) and the untracked files. Outside a git
 working tree, or without git installed, the git fields are null; capturing never fails a run.
 
-Secrets are redacted before anything is written: values of environment variables and of
-command-line options whose names look secret (see :func:`is_secret_name`).
+Secrets are redacted before anything is written, by one rule for the command line, the
+environment and the git remote (:mod:`squeezr.dbx.redact`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from __future__ import annotations
 import getpass
 import os
 import platform
-import re
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from squeezr.dbx.redact import REDACTED, is_secret_name, redact_argv, redact_env, redact_text
 from squeezr.dbx.timeutil import now_iso
 
 __all__ = [
@@ -36,60 +36,9 @@ __all__ = [
     "redact_env",
 ]
 
-REDACTED = "<redacted>"
-# A name is split into words at '_' and '-' (and lowercased): "HF_TOKEN" -> hf, token.
-_WORD_SPLIT = re.compile(r"[_\-]+")
-_SECRET_WORDS = {"key", "auth", "pass", "apikey", "privkey"}  # must be the whole word
-_SECRET_ENDINGS = ("token", "secret", "password", "passwd", "credential", "credentials")
-_LOCATOR_WORDS = {"path", "file", "dir", "sock", "socket"}  # HF_TOKEN_PATH names a file
-_URL_CREDENTIALS = re.compile(r"^(https?://)[^@/]+@", re.IGNORECASE)  # user:token@ in a URL
 _GIT_TIMEOUT_S = 20
 _TRACEBACK_LIMIT = 16_000  # characters; a RecursionError would otherwise store ~130 KB
 _MESSAGE_LIMIT = 2_000
-
-
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable or option name looks like it holds a secret.
-
-    The name is split into words at ``_`` and ``-``. It is secret when a word is KEY, AUTH,
-    PASS, APIKEY or PRIVKEY, or ends in TOKEN, SECRET, PASSWORD, PASSWD, CREDENTIAL(S)
-    (``PGPASSWORD``), unless its last word says it only locates one (PATH, FILE, DIR, SOCK,
-    SOCKET: ``HF_TOKEN_PATH``, ``SSH_AUTH_SOCK``). Words, not substrings, so ``MONKEY`` and
-    ``TOKENIZERS_PARALLELISM`` are kept.
-    """
-    words = [word for word in _WORD_SPLIT.split(name.lower()) if word]
-    if not words or words[-1] in _LOCATOR_WORDS:
-        return False
-    return any(word in _SECRET_WORDS or word.endswith(_SECRET_ENDINGS) for word in words)
-
-
-def redact_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment with the values of secret-looking variables replaced by ``<redacted>``."""
-    return {
-        name: REDACTED if is_secret_name(name) else value for name, value in sorted(env.items())
-    }
-
-
-def redact_argv(argv: list[str]) -> list[str]:
-    """``argv`` with the values of secret-looking long options replaced by ``<redacted>``:
-    ``--api-key=X`` becomes ``--api-key=<redacted>``, and in ``--token X`` the X."""
-    out: list[str] = []
-    hide_next = False
-    for arg in argv:
-        if hide_next and not arg.startswith("-"):
-            out.append(REDACTED)
-            hide_next = False
-            continue
-        hide_next = False
-        if arg.startswith("--") and len(arg) > 2:
-            option, sep, _ = arg.partition("=")
-            if is_secret_name(option[2:]):
-                if sep:
-                    arg = f"{option}={REDACTED}"
-                else:
-                    hide_next = True
-        out.append(arg)
-    return out
 
 
 def _git(cwd: Path, *argv: str) -> str | None:
@@ -135,7 +84,7 @@ def git_state(cwd: Path) -> tuple[dict[str, Any], bytes]:
     remote = None
     if remotes:
         name = "origin" if "origin" in remotes else remotes[0]
-        remote = _redact_url((_git(root, "remote", "get-url", name) or "").strip()) or None
+        remote = redact_text((_git(root, "remote", "get-url", name) or "").strip()) or None
     patch = _git_bytes(root, "diff", "HEAD", "--binary") or b""
     return {
         "commit": commit.strip(),
@@ -144,11 +93,6 @@ def git_state(cwd: Path) -> tuple[dict[str, Any], bytes]:
         "untracked": _untracked(root),
         "dirty": bool(patch),
     }, patch
-
-
-def _redact_url(url: str) -> str:
-    """A remote URL without credentials: ``https://user:token@host/x`` -> ``https://<redacted>@host/x``."""
-    return _URL_CREDENTIALS.sub(rf"\1{REDACTED}@", url)
 
 
 def _untracked(root: Path) -> list[str]:

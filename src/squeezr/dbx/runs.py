@@ -87,7 +87,7 @@ def _secrets(argv: list[str]) -> list[tuple[int, str]]:
     found = []
     for index, arg in enumerate(argv):
         option, sep, value = arg.partition("=")
-        if sep and value == REDACTED and option.startswith("--"):
+        if sep and value == REDACTED and option:  # --token=X, db.password=X
             found.append((index, _variable(option)))
         elif arg == REDACTED:
             previous = argv[index - 1] if index else ""

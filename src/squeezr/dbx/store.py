@@ -308,6 +308,19 @@ class Repository:
 
         return verify_repository(self.path, self._folders())
 
+    def repair_logs(self) -> list[str]:
+        """Cut crash-torn last lines off every log, keeping backups (``dbx verify
+        --repair``); one line per log repaired. See :func:`squeezr.dbx.verify.repair_log`."""
+        from squeezr.dbx.verify import repair_log
+
+        done = []
+        for _, folder in self._folders():
+            for path in log_paths(folder):
+                report = repair_log(path)
+                if report is not None:
+                    done.append(report)
+        return done
+
 
 class Experiment:
     """One experiment. From :func:`open` or :meth:`Repository.experiments` it is a read-only
@@ -583,6 +596,23 @@ class Experiment:
         events.sort(key=lambda e: (e["ts"], e["run"]))
         return events
 
+    def last_events(self, count: int) -> tuple[list[dict[str, Any]], int]:
+        """The last ``count`` events in time order and how many events the logs hold, read
+        from the end of each log: the cost does not grow with the logs' size (``dbx show``).
+        Each log is in time order, so the newest ``count`` overall are among the newest
+        ``count`` of each; the total is the sum of each log's last sequence number (event
+        ids are ``<run>-<seq>``, ``seq`` counting from 1)."""
+        self.flush()
+        events: list[dict[str, Any]] = []
+        total = 0
+        for path in log_paths(self._folder):
+            tail = jsonx.tail_log(path, max(count, 1))
+            if tail:
+                total += _sequence(tail[-1], path)
+            events.extend(tail)
+        events.sort(key=lambda e: (e["ts"], e["run"]))
+        return (events[-count:] if count else []), total
+
     def merged_events(self, prefix: str | None = None) -> dict[str, dict[str, Any]]:
         """Event name -> merged data: union of keys over same-named events, newest wins."""
         merged: dict[str, dict[str, Any]] = {}
@@ -710,6 +740,16 @@ def _read_meta(folder: str) -> dict[str, Any] | None:
         raise
     records.require(records.meta_problems(meta), path, "experiment metadata")
     return meta
+
+
+def _sequence(event: dict[str, Any], path: Path) -> int:
+    """The sequence number of ``event`` (its id ``<run>-<seq>``); the log's line count for an
+    id of another form (a hand-made log)."""
+    _, _, seq = event["id"].rpartition("-")
+    if seq.isdigit() and len(seq) < 19:
+        return int(seq)
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
 
 
 def log_paths(folder: str | os.PathLike[str]) -> list[Path]:

@@ -8,6 +8,8 @@ a valid file holds is defined once, in :mod:`squeezr.dbx.records`, for readers a
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,10 +17,10 @@ from typing import Any
 
 from squeezr.dbx import jsonx, records
 from squeezr.dbx.errors import UserError
-from squeezr.dbx.fileio import file_matches
+from squeezr.dbx.fileio import file_matches, fsync_dir
 from squeezr.dbx.timeutil import to_datetime
 
-__all__ = ["Problems", "verify_experiment", "verify_repository"]
+__all__ = ["Problems", "repair_log", "verify_experiment", "verify_repository"]
 
 
 class Problems(list[str]):
@@ -115,3 +117,65 @@ def _attachment(path: Path, info: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"{path}: attachment missing")
     elif not file_matches(path, info["size"], info["sha256"]):
         problems.append(f"{path}: attachment size or sha256 does not match attachments.json")
+
+
+def repair_log(path: Path) -> str | None:
+    """Cut a crash-torn last line off the log at ``path`` (no trailing newline, or a last
+    line that is not a valid event), keeping the whole file as ``<log>.bak`` (``.bak2``...)
+    first. Returns what was done, or None if the log needed nothing. Refuses (UserError)
+    while the run that writes the log is still alive on this host: its writer may be in
+    the middle of that line."""
+    raw = path.read_bytes()
+    cut = raw.rfind(b"\n", 0, len(raw) - 1) + 1 if raw.endswith(b"\n") else raw.rfind(b"\n") + 1
+    if raw.endswith(b"\n"):
+        line = raw[cut:-1]
+        if not line.strip() or _is_event(line):
+            return None
+    elif not raw[cut:].strip():
+        return None
+    _refuse_if_live(path)
+    backup = path.with_name(path.name + ".bak")
+    number = 1
+    while backup.exists():
+        number += 1
+        backup = path.with_name(f"{path.name}.bak{number}")
+    shutil.copy2(path, backup)
+    with open(backup, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.truncate(path, cut)
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+    fsync_dir(path.parent)
+    return f"{path}: removed a torn last line ({len(raw) - cut} bytes); the original is {backup}"
+
+
+def _is_event(line: bytes) -> bool:
+    try:
+        return records.event_problem(jsonx.loads(line)) is None
+    except ValueError:
+        return False
+
+
+def _refuse_if_live(log: Path) -> None:
+    """UserError if the run writing ``log`` (``log-N.jsonl`` -> ``run-N.json``) is recorded as
+    running by a process still alive on this host."""
+    number = log.name.removeprefix("log-").removesuffix(".jsonl")
+    try:
+        record = jsonx.read_json(log.with_name(f"run-{number}.json"))
+    except UserError:
+        return
+    if not isinstance(record, dict) or record.get("status") != "running":
+        return
+    pid = record.get("pid")
+    if record.get("hostname") != socket.gethostname() or type(pid) is not int or pid <= 0:
+        return
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return
+    except OSError:
+        pass
+    raise UserError(
+        f"{log}: not repaired: run {number} (process {pid}) is still writing it; "
+        "repair it after the run ends"
+    )

@@ -1,6 +1,10 @@
 """``dbx show EXP``: one experiment at a glance: meta, params, results, runs, attachments,
 notes and its last events. ``--json`` gives the same as one JSON object (Extended JSON for
-NaN/±Infinity, as in the repository's files)."""
+NaN/±Infinity, as in the repository's files).
+
+Only the ends of the logs are read (``Experiment.last_events``), so showing an experiment
+costs the same whatever its logs' size. Event data prints as ``key=value`` pairs, floats to
+6 significant digits, cut at 100 characters; ``--json`` keeps every value as it is."""
 
 from __future__ import annotations
 
@@ -16,6 +20,8 @@ from squeezr.dbx.runs import command_line, git_info, run_status
 from squeezr.dbx.store import Experiment
 from squeezr.dbx.timeutil import to_datetime
 from squeezr.dbx.views import flatten
+
+DATA_WIDTH = 100  # characters of an event's data that `show` prints (--json has it all)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
 
 def describe(exp: Experiment, last: int) -> dict[str, Any]:
     """Everything ``show`` prints, as plain data."""
-    events = exp.events()
+    events, total = exp.last_events(last)
     created = exp.created
     return {
         "id": exp.id,
@@ -59,8 +65,8 @@ def describe(exp: Experiment, last: int) -> dict[str, Any]:
             {"path": info["path"], "size": info["size"], "sha256": info["sha256"]}
             for _, info in sorted(exp.attachments.items())
         ],
-        "events_total": len(events),
-        "events": events[-last:] if last else [],
+        "events_total": total,
+        "events": events,
     }
 
 
@@ -105,13 +111,29 @@ def render(report: dict[str, Any]) -> str:
                 "time": _time(event["ts"]),
                 "run": event["run"],
                 "name": event["name"],
-                "data": event["data"],
+                "data": compact(event["data"]),
             }
             for event in shown
         ]
         title = f"last {len(shown)} of {report['events_total']} events:"
         lines += ["", title, *_indent(_table(rows))]
     return "\n".join(lines)
+
+
+def compact(data: dict[str, Any], width: int = DATA_WIDTH) -> str:
+    """An event's data as ``key=value`` pairs (nested keys dotted) at most ``width``
+    characters wide (cut with ``…``); floats to 6 significant digits, so a column of events
+    lines up however many digits a value carries."""
+    pairs = " ".join(f"{key}={_number(value)}" for key, value in flatten(data).items())
+    return pairs if len(pairs) <= width else pairs[: width - 1] + "…"
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        return value
+    return jsonx.encode(value)
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
