@@ -54,6 +54,8 @@ def parse_fields(fields: list[str]) -> dict[str, Any]:
             raise UserError(f"cannot read {field!r}; write event data as key=value, e.g. acc=0.9")
         try:
             value: Any = jsonx.loads(text)
+        except jsonx.TooDeep as exc:
+            raise UserError(f"cannot read {key}=...: {exc}") from None
         except ValueError:
             value = text
         if isinstance(expr.dig(data, key), dict):
