@@ -97,16 +97,14 @@ def encode(value: Any, indent: int | None = None) -> str:
     :func:`to_jsonable`); the fast path skips conversion when nothing needs it. Raises
     TypeError for values JSON cannot hold, ValueError for cycles and ints beyond Python's
     digit limit, and :class:`TooDeep` (a ValueError) for nesting deeper than MAX_DEPTH."""
-    separators = _separators(indent)
+    encoder = _COMPACT if indent is None else _encoder(indent)
     try:
-        text = json.dumps(value, allow_nan=False, indent=indent, separators=separators)
+        text = encoder.encode(value)
     except RecursionError:
         raise TooDeep() from None
     except (ValueError, TypeError) as first:
         try:
-            text = json.dumps(
-                to_jsonable(value), allow_nan=False, indent=indent, separators=separators
-            )
+            text = encoder.encode(to_jsonable(value))
         except RecursionError:  # a cycle (ValueError first) or nesting beyond the stack
             if isinstance(first, ValueError):
                 raise first from None
@@ -115,8 +113,13 @@ def encode(value: Any, indent: int | None = None) -> str:
     return text
 
 
-def _separators(indent: int | None) -> tuple[str, str]:
-    return (",", ": ") if indent is not None else (",", ":")
+# One encoder, made once: ``json.dumps`` with options builds a new one per call, which is
+# most of the cost of encoding a small event.
+_COMPACT = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _encoder(indent: int) -> json.JSONEncoder:
+    return json.JSONEncoder(allow_nan=False, indent=indent, separators=(",", ": "))
 
 
 def _hook(obj: dict[str, Any]) -> Any:
