@@ -70,7 +70,9 @@ def make_dirs(path: Path, *, exist_ok: bool = True) -> None:
         try:
             folder.mkdir()
         except FileExistsError:
-            if (folder == path and not exist_ok) or not folder.is_dir():
+            if not folder.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "it is a file", str(folder)) from None
+            if folder == path and not exist_ok:
                 raise
             continue  # made meanwhile by another process
         fsync_dir(folder.parent)
