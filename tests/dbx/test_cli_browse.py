@@ -237,7 +237,7 @@ def test_show_and_ls_print_text_as_written(repo: Path, capsys) -> None:
     code, out, _ = run(capsys, "show", "text/x")
     assert code == 0
     assert "  ratio  2.50" in out.splitlines() and "  seed   007" in out.splitlines()
-    assert '{"text":"1e3"}' in out
+    assert "note    text=1e3" in out  # event data as key=value, text as written
     code, out, _ = run(capsys, "ls", "text/", "--columns", "params.ratio,params.seed")
     assert out.splitlines()[2].split() == ["2.50", "007"]
 

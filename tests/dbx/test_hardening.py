@@ -378,3 +378,23 @@ def test_a_reattach_killed_before_its_record_keeps_the_old_attachment(
     exp.attach(old, name="m.bin")
     assert exp.attachment_path("m.bin").read_bytes() == b"old content"
     assert exp.repo.verify() == []
+
+
+def test_stored_text_that_is_not_valid_unicode_prints_escaped(env: Path, capfd) -> None:
+    with dbx.create("a", repo=env) as exp:
+        exp.log("odd\udc80name", note="\udcff")
+    assert main(["show", "a"]) == 0  # not a UnicodeEncodeError
+    out = capfd.readouterr().out
+    assert "odd" in out and "name" in out
+
+
+def test_show_prints_events_with_one_precision_and_a_bounded_width(env: Path, capsys) -> None:
+    with dbx.create("a", repo=env) as exp:
+        exp.log("e", loss=0.123456789, lr=1e-05, step=3, tag="x" * 300)
+        exp.log("e", loss=2.0, lr=0.1, step=4, tag="y")
+    code, out, _ = run(capsys, "show", "a")
+    assert code == 0
+    rows = out.split("last 2 of 2 events:")[1].strip().splitlines()[2:]
+    first, second = (row.split(None, 3)[3] for row in rows)
+    assert first.startswith("loss=0.123457 lr=1e-05 step=3 tag=xxx") and first.endswith("…")
+    assert len(first) == 100 and second == "loss=2 lr=0.1 step=4 tag=y"

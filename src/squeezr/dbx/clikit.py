@@ -85,6 +85,7 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     if func is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    _printable_output()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning(parser.prog)
         try:
@@ -99,6 +100,15 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
         except OSError as exc:
             print(f"{parser.prog}: error: {os_error(exc)}", file=sys.stderr)
     return EXIT_USER_ERROR
+
+
+def _printable_output() -> None:
+    """Print text that is not valid Unicode (a lone surrogate from a hand-edited file or a
+    non-UTF-8 command line) as a backslash escape instead of failing with a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
 
 
 def _one_line_warning(prog: str) -> Callable[..., None]:
