@@ -398,3 +398,18 @@ def test_show_prints_events_with_one_precision_and_a_bounded_width(env: Path, ca
     first, second = (row.split(None, 3)[3] for row in rows)
     assert first.startswith("loss=0.123457 lr=1e-05 step=3 tag=xxx") and first.endswith("…")
     assert len(first) == 100 and second == "loss=2 lr=0.1 step=4 tag=y"
+
+
+def test_verify_lists_an_unreadable_experiment_folder(env: Path, capsys, monkeypatch) -> None:
+    with dbx.create("a", repo=env) as exp:
+        pass
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == exp.path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, out, _ = run(capsys, "verify")
+    assert code == 1 and f"{exp.path}: cannot be read (Permission denied)" in out

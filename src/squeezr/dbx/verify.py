@@ -78,7 +78,11 @@ def verify_experiment(folder: Path, name: str | None = None) -> list[str]:
             problems.append(f"{meta_path}: name {meta['name']!r} does not match its path {name!r}")
         if to_datetime(meta.get("created")) is None:
             problems.append(f"{meta_path}: created {meta.get('created')!r} is not an ISO time")
-    names = sorted(entry.name for entry in os.scandir(folder))
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder))
+    except OSError as exc:
+        problems.append(f"{folder}: cannot be read ({exc.strerror or exc})")
+        return problems
     for entry in names:
         path = folder / entry
         if entry == "results.json":
