@@ -413,3 +413,16 @@ def test_verify_lists_an_unreadable_experiment_folder(env: Path, capsys, monkeyp
     monkeypatch.setattr(os, "scandir", scandir)
     code, out, _ = run(capsys, "verify")
     assert code == 1 and f"{exp.path}: cannot be read (Permission denied)" in out
+
+
+def test_a_full_queue_is_drained_by_the_caller_when_the_writer_thread_is_gone(
+    tmp_path: Path,
+) -> None:
+    writer = LogWriter(tmp_path / "log-1.jsonl", 1, interval=60, batch=10, max_queue=20)
+    writer._stopping = True  # the thread ends at its next wake-up
+    writer._wake.set()
+    writer._thread.join(10)
+    for i in range(100):
+        writer.log("step", {"i": i})
+    writer.close()
+    assert len((tmp_path / "log-1.jsonl").read_text().splitlines()) == 100

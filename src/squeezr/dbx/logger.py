@@ -136,19 +136,20 @@ class LogWriter:
     def _wait_for_room(self) -> None:
         """Block until the queue is below ``max_queue``; the writer's UserError if it is
         failing (a full disk): waiting would hang the program, dropping would lose events."""
-        with self._room:
-            while len(self._queue) >= self.max_queue:
-                if self._error is not None:
-                    raise UserError(
-                        f"cannot log to {self.path}: {self.max_queue:,} events wait and the "
-                        f"log cannot be written ({_reason(self._error)}); the event was not "
-                        "recorded"
-                    )
-                if not self._thread.is_alive():
-                    self._drain()
-                    continue
-                self._wake.set()
-                self._room.wait(self.interval)
+        while len(self._queue) >= self.max_queue:
+            if self._error is not None:
+                raise UserError(
+                    f"cannot log to {self.path}: {self.max_queue:,} events wait and the "
+                    f"log cannot be written ({_reason(self._error)}); the event was not "
+                    "recorded"
+                )
+            if not self._thread.is_alive():
+                self._drain()  # (outside the condition: draining notifies it)
+                continue
+            self._wake.set()
+            with self._room:
+                if len(self._queue) >= self.max_queue:
+                    self._room.wait(self.interval)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every event logged so far is written and fsync'd; False on timeout.
