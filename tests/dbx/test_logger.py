@@ -51,16 +51,25 @@ def test_full_batches_wake_the_writer(tmp_path: Path) -> None:
     writer.close()
 
 
-def test_log_returns_quickly(repo: dbx.Repository) -> None:
+def test_log_costs_the_caller_about_one_json_encoding(repo: dbx.Repository) -> None:
+    """``log()`` encodes the event (so a bad value is the caller's error) and queues it;
+    measured against that encoding in the same process, not against a clock: the test
+    machine is shared."""
+    from squeezr.dbx import jsonx
+
+    count = 20000
+    event = {"name": "train/step", "id": "1-1", "ts": 1.5, "run": 1}
+    start = time.perf_counter()
+    for i in range(count):
+        jsonx.encode({**event, "data": {"loss": 0.5, "step": i}})
+    encoding = time.perf_counter() - start
     with dbx.create("speed", repo=repo) as exp:
-        count = 20000
         start = time.perf_counter()
         for i in range(count):
             exp.log("train/step", loss=0.5, step=i)
-        per_call = (time.perf_counter() - start) / count
+        logging = time.perf_counter() - start
     assert len(exp.events()) == count
-    # Target is ~1-2 us; the bound is loose because the test machine is shared.
-    assert per_call < 50e-6
+    assert logging < 5 * encoding
 
 
 def test_values_json_cannot_hold_are_converted(repo: dbx.Repository) -> None:
