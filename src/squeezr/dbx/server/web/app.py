@@ -1,0 +1,213 @@
+"""The web UI as an ASGI application: ``create_app(source, token)``.
+
+Routes are thin: each reads its query string, calls one function of :mod:`pages` and renders
+the result as HTML, or as JSON when the path ends in ``.json``. ``dbx ui`` serves it over a
+local repository; ``dbx serve`` can mount the same app over its database by passing its own
+:class:`~squeezr.dbx.server.web.source.Source`. Errors (a malformed query, an unknown
+experiment, a missing token) become a page with the one-line message and the HTTP status
+the error carries; anything unexpected is logged and shown as a short message, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.responses import StreamingResponse
+
+from squeezr.dbx import jsonx
+from squeezr.dbx.errors import UserError
+from squeezr.dbx.server.web import auth, pages, render
+from squeezr.dbx.server.web.source import Source
+
+log = logging.getLogger("dbx.ui")
+JSON = "application/json"
+
+
+def create_app(source: Source, token: str | None) -> FastAPI:
+    """The UI over ``source``; every request but static files must carry ``token`` (None:
+    no check, for an app mounted behind a server that authenticates itself)."""
+    app = FastAPI(title="dbx", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.source = source
+    app.mount("/static", StaticFiles(directory=render.HERE / "static"), name="static")
+    if token is not None:
+        app.middleware("http")(auth.middleware(token, error_response))
+    app.add_exception_handler(UserError, _user_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    _routes(app, source)
+    return app
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.endswith(".json")
+
+
+def respond(request: Request, template: str, data: dict[str, Any]) -> Response:
+    """``data`` as JSON for a ``.json`` path, else rendered with ``template``."""
+    if wants_json(request):
+        return Response(jsonx.encode(data), media_type=JSON)
+    args = dict(request.query_params.multi_items())
+    html = render.page(template, request=request, data=data, args=args)
+    return HTMLResponse(html)
+
+
+def error_response(request: Request, error: UserError) -> Response:
+    status = getattr(error, "status", 400)
+    message = str(error)
+    if wants_json(request) or "text/event-stream" in request.headers.get("accept", ""):
+        return Response(
+            jsonx.encode({"error": message, "status": status}), status_code=status, media_type=JSON
+        )
+    html = render.page("error.html", request=request, status=status, message=message, args={})
+    return HTMLResponse(html, status_code=status)
+
+
+async def _user_error(request: Request, exc: Exception) -> Response:
+    return error_response(request, exc)  # type: ignore[arg-type]
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error = UserError(
+        f"no page {request.url.path}; start from the experiment list at /"
+        if exc.status_code == 404
+        else str(exc.detail)
+    )
+    error.status = exc.status_code
+    return error_response(request, error)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("dbx ui: error on %s", request.url.path)
+    error = UserError(f"internal error ({type(exc).__name__}: {exc}); the server log has details")
+    error.status = 500
+    return error_response(request, error)
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        raise UserError(f"{name} must be a whole number, not {text!r}") from None
+
+
+# --- routes -------------------------------------------------------------------------------
+
+
+def _routes(app: FastAPI, source: Source) -> None:
+    @app.get("/")
+    def home() -> Response:
+        return RedirectResponse("/experiments", 303)
+
+    @app.get("/experiments")
+    @app.get("/experiments.json")
+    def experiments(
+        request: Request,
+        prefix: str = "",
+        kind: str = "",
+        where: str = "",
+        sort: str = "",
+        columns: str = "",
+        offset: str = "",
+    ) -> Response:
+        data = pages.experiments_page(
+            source, prefix, kind, where, sort, columns, _int(offset, "offset")
+        )
+        return respond(request, "experiments.html", data)
+
+    @app.get("/e/{ref}")
+    @app.get("/e/{ref}.json")  # registered first (decorators apply bottom-up): ".json" wins
+    def experiment(request: Request, ref: str) -> Response:
+        return respond(request, "experiment.html", pages.experiment_page(source, ref))
+
+    @app.get("/e/{ref}/progress")
+    def progress(request: Request, ref: str) -> Response:
+        return respond(request, "_progress.html", pages.progress_part(source, ref))
+
+    @app.get("/e/{ref}/files/{name:path}")
+    def attachment(ref: str, name: str) -> Response:
+        path = source.attachment(ref, name)
+        return FileResponse(path, filename=path.name)
+
+    @app.post("/e/{ref}/notes")
+    def notes(request: Request, ref: str, text: str = Form("")) -> Response:
+        source.set_notes(ref, text.replace("\r\n", "\n"))
+        if request.headers.get("hx-request"):
+            data = source.experiment(ref)
+            return respond(request, "_notes.html", {"id": data["id"], "notes": data["notes"]})
+        return RedirectResponse(f"/e/{ref}#notes", 303)
+
+    @app.get("/compare")
+    @app.get("/compare.json")
+    def compare(request: Request) -> Response:
+        ids = [i for value in request.query_params.getlist("id") for i in value.split(",")]
+        return respond(request, "compare.html", pages.compare_page(source, ids))
+
+    @app.get("/like/{ref}")
+    @app.get("/like/{ref}.json")
+    def like(request: Request, ref: str) -> Response:
+        return respond(request, "like.html", pages.like_page(source, ref))
+
+    @app.get("/plot")
+    @app.get("/plot.json")
+    def plot(request: Request) -> Response:
+        return respond(request, "plot.html", pages.plot_page(source, **_plot_args(request)))
+
+    @app.get("/plot/stream")
+    async def stream(request: Request) -> Response:
+        args = _plot_args(request)
+        if not args["q"].strip():
+            raise UserError("give a query (?q=...) to follow")
+        pages.plot_page(source, **args)  # a bad query is an error page, not a broken stream
+        return StreamingResponse(
+            _follow(request, source, args),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+
+def _plot_args(request: Request) -> dict[str, Any]:
+    query = request.query_params
+    ids = [i for value in query.getlist("id") for i in value.split(",") if i]
+    fields = ("q", "x", "y", "group", "prefix", "kind", "where")
+    return {"ids": ids, **{name: query.get(name, "") for name in fields}}
+
+
+async def _follow(request: Request, source: Source, args: dict[str, Any]) -> AsyncIterator[str]:
+    """Server-sent events: the plot's data again each time the query's live listener
+    (``Source.follow``) reports new or changed rows; a comment line otherwise, so a closed
+    tab is noticed and the listener stops."""
+    stopped = threading.Event()
+    selection = {k: args[k] or None for k in ("prefix", "kind", "where")}
+    ids = args["ids"] or None
+    batches = source.follow(args["q"], ids, interval=1.0, stop=stopped.is_set, **selection)
+    try:
+        while not await request.is_disconnected():
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
+                return
+            if len(batch):
+                try:
+                    data = await asyncio.to_thread(pages.plot_page, source, **args)
+                    yield f"data: {jsonx.encode(data)}\n\n"
+                except UserError as exc:
+                    yield f"event: problem\ndata: {jsonx.encode({'error': str(exc)})}\n\n"
+            else:
+                yield ": waiting\n\n"
+    finally:
+        stopped.set()
+        with contextlib.suppress(ValueError):
+            batches.close()
