@@ -40,8 +40,7 @@ def main(args: argparse.Namespace) -> int:
         from squeezr.dbx.server.web.auth import new_token
     except ImportError as exc:
         raise UserError(
-            f"dbx ui needs the server extra ({exc.name} is missing): "
-            "pip install 'squeezr[server]'"
+            f"dbx ui needs the server extra ({exc.name} is missing): pip install 'squeezr[server]'"
         ) from None
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be 0..65535 (got {args.port})")

@@ -2,12 +2,20 @@
 the library the ``dbx`` commands use: ``select`` chooses, ``compare`` diffs and finds
 similar experiments, ``runs`` rebuilds commands, ``query`` and ``query.live`` read logs.
 
-Nothing is cached between requests except by the OS: every page reads the files as they
-are now, so experiments written while the UI runs show up on the next load.
+Listing keeps one entry per experiment folder (its handle, run statuses and summary),
+valid while the folder's modification time is unchanged: dbx writes meta, results, run
+records and notes by atomic rename inside the folder, which updates that time, so one
+``stat`` per experiment tells whether anything a summary shows has changed (logs are
+appended and do not show in a summary). A listing of 10,000 experiments then costs a walk
+of the name folders and 10,000 ``stat`` calls instead of 30,000 file reads
+(docs/performance.md). ``running`` states are re-checked on every listing (the process may
+have died), and the experiment page always reads the files afresh.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,10 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from squeezr.dbx import compare, jsonx, query
+from squeezr.dbx import compare, expr, jsonx, query
 from squeezr.dbx.errors import NotFound, UserError
 from squeezr.dbx.runs import command, command_line, git_info, patch_bytes, run_status
-from squeezr.dbx.select import select_experiments
+from squeezr.dbx.select import _sort_keys, check_paths, sort_experiments
 from squeezr.dbx.server.web.source import Source, Summary
 from squeezr.dbx.store import Experiment, Repository
 
@@ -36,20 +44,19 @@ _STATUS_OF_RUN = {
 }
 
 
-def experiment_status(exp: Experiment) -> str:
-    """``planned`` (no run yet), ``running`` (a run not ended whose process is alive or on
-    another host), else what the last run's ending means: ``done``, ``failed``,
-    ``interrupted``."""
-    numbers = exp.run_numbers()
-    if not numbers:
+def experiment_status(records: list[dict[str, Any]]) -> str:
+    """An experiment's state from its run records: ``planned`` (no run yet), ``running`` (a
+    run not ended whose process is alive or on another host), else what the last run's
+    ending means: ``done``, ``failed``, ``interrupted``."""
+    if not records:
         return "planned"
-    statuses = [run_status(exp.run_record(number)) for number in numbers]
+    statuses = [run_status(record) for record in records]
     if "running" in statuses:
         return "running"
     return _STATUS_OF_RUN.get(statuses[-1] or "", "failed")
 
 
-def summary(exp: Experiment) -> Summary:
+def summary(exp: Experiment, records: list[dict[str, Any]] | None = None) -> Summary:
     """The summary of one experiment (see :mod:`~squeezr.dbx.server.web.source`)."""
     created = exp.created
     return {
@@ -57,10 +64,30 @@ def summary(exp: Experiment) -> Summary:
         "name": exp.name,
         "kind": exp.kind,
         "created": created.isoformat(timespec="seconds") if created else None,
-        "status": experiment_status(exp),
+        "status": experiment_status(exp.runs() if records is None else records),
         "params": exp.value("params"),
         "results": exp.results.tree(),
     }
+
+
+class _Entry:
+    """What a listing remembers of one experiment folder, valid for one ``mtime``."""
+
+    __slots__ = ("exp", "mtime", "records", "summary")
+
+    def __init__(self, exp: Experiment, mtime: int) -> None:
+        self.exp = exp
+        self.mtime = mtime
+        # Only what the state needs: a record's status, pid and host.
+        self.records = [
+            {key: record.get(key) for key in ("status", "pid", "hostname")} for record in exp.runs()
+        ]
+        self.summary = summary(exp, self.records)
+
+    def current(self) -> Summary:
+        if self.summary["status"] == "running":  # its process may have ended since
+            self.summary = {**self.summary, "status": experiment_status(self.records)}
+        return self.summary
 
 
 class LocalSource(Source):
@@ -68,6 +95,8 @@ class LocalSource(Source):
 
     def __init__(self, path: Path | str | Repository) -> None:
         self.repo = Repository.find(path)
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalSource({str(self.repo.path)!r})"
@@ -82,8 +111,47 @@ class LocalSource(Source):
         where: str | None = None,
         sort: str | None = None,
     ) -> list[Summary]:
-        chosen = select_experiments(self.repo, prefix=prefix, kind=kind, where=where, sort=sort)
-        return [summary(exp) for exp in chosen]
+        condition = expr.parse(where) if where else None
+        if condition is not None:
+            check_paths(sorted(condition.paths()), "--where")
+        keys = _sort_keys(sort)  # the check dbx ls makes
+        chosen = [
+            entry
+            for entry in self._listing(prefix)
+            if (kind is None or entry.exp.kind == kind)
+            and (condition is None or condition.evaluate(entry.exp.value))
+        ]
+        if keys:
+            by_handle = {id(entry.exp): entry for entry in chosen}
+            ordered = sort_experiments([entry.exp for entry in chosen], keys)
+            chosen = [by_handle[id(exp)] for exp in ordered]
+        return [entry.current() for entry in chosen]
+
+    def _listing(self, prefix: str | None) -> list[_Entry]:
+        """An entry per experiment under ``prefix``, in name then id order; entries of
+        folders unchanged since the last listing are reused."""
+        entries = []
+        for name, folder in self.repo._folders(prefix):
+            if prefix and not name.startswith(prefix):
+                continue
+            try:
+                mtime = os.stat(folder).st_mtime_ns
+            except FileNotFoundError:
+                continue
+            entry = self._entries.get(folder)
+            if entry is None or entry.mtime != mtime:
+                if not os.path.isfile(os.path.join(folder, "meta.json")):
+                    continue  # a create interrupted by a crash: dbx verify reports it
+                entry = _Entry(Experiment(self.repo, folder), mtime)
+                with self._lock:
+                    self._entries[folder] = entry
+            entries.append(entry)
+        if not prefix:  # forget deleted experiments
+            seen = {entry.exp._folder for entry in entries}
+            with self._lock:
+                for folder in [f for f in self._entries if f not in seen]:
+                    del self._entries[folder]
+        return entries
 
     def experiment(self, ref: str) -> dict[str, Any]:
         exp = self._get(ref)

@@ -87,8 +87,7 @@ def _columns(asked: str, summaries: list[Summary]) -> list[str]:
         for column in columns:
             if not column.startswith(("params.", "results.")) or column.endswith("."):
                 raise UserError(
-                    f"column {column!r} is not a param or result; use params.<key> or "
-                    "results.<key>"
+                    f"column {column!r} is not a param or result; use params.<key> or results.<key>"
                 )
         return columns
     sample = summaries[:2000]
@@ -227,7 +226,9 @@ def compare_page(source: Source, ids: list[str]) -> dict[str, Any]:
         events.update(d["events"])
     return {
         "ids": full,
-        "experiments": [{k: d[k] for k in ("id", "name", "kind", "status", "created")} for d in details],
+        "experiments": [
+            {k: d[k] for k in ("id", "name", "kind", "status", "created")} for d in details
+        ],
         "diff": source.diff(full),
         "results": [{"key": k, "values": [flat.get(k) for flat in flats]} for k in keys],
         "plots": suggest_plots(dict(events)),

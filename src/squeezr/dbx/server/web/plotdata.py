@@ -34,8 +34,10 @@ def numeric_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def _is_number_or_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, int | float) and not isinstance(value, bool)) or (
-        isinstance(value, float) and math.isnan(value)
+    return (
+        value is None
+        or (isinstance(value, int | float) and not isinstance(value, bool))
+        or (isinstance(value, float) and math.isnan(value))
     )
 
 

@@ -5,7 +5,6 @@ templates use, and Markdown notes rendered safely (raw HTML in a note is shown a
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from squeezr.dbx import jsonx
+from squeezr.dbx.timeutil import to_datetime
 
 HERE = Path(__file__).parent
 VENDOR = {  # the vendored front-end files, versions in their names (static/vendor/)
@@ -80,15 +80,12 @@ def short_id(exp_id: str) -> str:
     return exp_id[:8]
 
 
-def when(iso: str | None) -> str:
-    """ISO time as ``2026-12-02 11:55`` (UTC)."""
-    if not iso:
-        return ""
-    try:
-        moment = datetime.fromisoformat(str(iso))
-    except ValueError:
-        return str(iso)
-    return moment.strftime("%Y-%m-%d %H:%M")
+def when(moment: str | float | None, seconds: bool = False) -> str:
+    """An ISO time or an event's epoch timestamp as ``2026-12-02 11:55`` (UTC)."""
+    parsed = to_datetime(moment)
+    if parsed is None:
+        return "" if moment is None else str(moment)
+    return parsed.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def size_text(n: int | None) -> str:

@@ -11,6 +11,10 @@ function alpha(hex, a) {
   return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
 }
 
+function integerSteps(data) {
+  return data.series.every((s) => s.x.every(Number.isInteger));
+}
+
 function chartOptions(data, width) {
   const series = [{label: data.x}];
   const bands = [];
@@ -28,7 +32,11 @@ function chartOptions(data, width) {
     series: series,
     bands: bands,
     scales: {x: {time: false}},
-    axes: [{label: data.x, stroke: "#444"}, {label: data.y, stroke: "#444", size: 60}],
+    axes: [
+      // whole-number x (epochs, steps) gets whole-number ticks
+      {label: data.x, stroke: "#444", incrs: integerSteps(data) ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 1e5, 2e5, 5e5, 1e6] : undefined},
+      {label: data.y, stroke: "#444", size: 60},
+    ],
     cursor: {drag: {x: true, y: false}},
   };
 }
@@ -56,6 +64,11 @@ function describe(figure, data) {
   note.textContent = `${data.y} against ${data.x}: ${data.points.toLocaleString()} points${down}` +
     ` · mean ± s.e.${live} · drag to zoom, double-click to reset`;
   figure.dataset.points = String(data.points);
+  const stats = document.querySelector(".plot-stats");
+  if (stats) {
+    stats.textContent = `${data.rows.toLocaleString()} rows · ${data.points.toLocaleString()} points` +
+      (data.truncated ? ` · ${data.truncated} more groups not drawn` : "");
+  }
 }
 
 function draw(figure, data) {
