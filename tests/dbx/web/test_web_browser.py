@@ -105,6 +105,7 @@ def ui(browser: Any, server: str, tmp_path: Path) -> Iterator[Any]:
     browser.get(f"{server}/?token={TOKEN}")
 
     def shot(name: str) -> None:
+        browser.execute_script("window.scrollTo(0, 0)")
         height = browser.execute_script("return document.body.scrollHeight")
         browser.set_window_size(1440, min(max(int(height) + 120, 900), 4000))
         browser.save_screenshot(str(tmp_path / f"{name}.png"))
@@ -273,6 +274,18 @@ def test_live_plot_gains_points(ui: Any, repo: dbx.Repository, tmp_path: Path) -
             what="the live plot to gain points",
         )
         ui.shot("08-live-plot")
+        exp = next(repo.experiments(prefix="live/run"))
+        ui.get(f"{ui.base}/e/{exp.id}")  # its page: running, with a live chart of its log
+        assert "running" in ui.find_element(By.CSS_SELECTOR, "h1 .pill").text
+        figure = chart_ready(ui)
+        assert figure.get_attribute("data-live")
+        first = int(figure.get_attribute("data-points"))
+        wait(
+            lambda: int(figure.get_attribute("data-points")) > first,
+            timeout=30,
+            what="the experiment page's chart to gain points",
+        )
+        ui.shot("09-live-experiment")
     finally:
         writer.kill()
         writer.wait()
@@ -282,13 +295,13 @@ def test_error_pages(ui: Any, server: str) -> None:
     ui.get(f"{server}/experiments?where=params.lr <")
     text = ui.find_element(By.CSS_SELECTOR, ".error-box").text
     assert "Cannot show this page" in text and "Traceback" not in ui.page_source
-    ui.shot("09-error-query")
+    ui.shot("10-error-query")
     ui.get(f"{server}/e/0123456789ab")
     assert "no experiment '0123456789ab'" in ui.find_element(By.CSS_SELECTOR, ".message").text
-    ui.shot("10-error-unknown")
+    ui.shot("11-error-unknown")
     ui.get(f"{server}/plot?q=train/epoch/:epoch | group (")
     assert "query syntax error" in ui.find_element(By.CSS_SELECTOR, ".message").text
     ui.delete_all_cookies()
     ui.get(f"{server}/experiments")
     assert "Access token needed" in ui.find_element(By.TAG_NAME, "h1").text
-    ui.shot("11-error-token")
+    ui.shot("12-error-token")

@@ -237,3 +237,29 @@ def test_dbx_ui_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixtur
         port = busy.getsockname()[1]
         assert dbx_main(["ui", "--repo", str(repo.path), "--port", str(port)]) == 2
     assert "cannot listen on 127.0.0.1" in capsys.readouterr().err
+
+
+def test_security_headers(client: TestClient, sample: dbx.Repository) -> None:
+    response = client.get("/experiments")
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    ref = exp_id(sample, "prune/oracle/s0")
+    download = client.get(f"/e/{ref}/files/model.txt")
+    assert download.headers["content-disposition"].startswith("attachment")
+
+
+def test_mounted_under_a_prefix(sample: dbx.Repository) -> None:
+    """``dbx serve`` may mount the UI below its API: every link then starts with the mount."""
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    outer = Starlette(routes=[Mount("/ui", app=create_app(LocalSource(sample.path), None))])
+    client = TestClient(outer)
+    html = client.get("/ui/experiments").text
+    ref = exp_id(sample, "prune/oracle/s0")
+    assert f'href="/ui/e/{ref}"' in html and 'src="/ui/static/app.js"' in html
+    assert 'href="/ui/experiments.json"' in html
+    assert client.get("/ui/static/app.js").status_code == 200
+    assert client.get("/ui/", follow_redirects=False).headers["location"] == "/ui/experiments"
+    page = client.get(f"/ui/e/{ref}").text
+    assert 'data-plot="/ui/plot.json?' in page

@@ -21,8 +21,10 @@ from typing import Any
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import StreamingResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import UserError
@@ -31,6 +33,37 @@ from squeezr.dbx.server.web.source import Source
 
 log = logging.getLogger("dbx.ui")
 JSON = "application/json"
+# Defence in depth: only this server's own scripts run, pages cannot be framed, attachments
+# are downloads that browsers must not sniff into HTML.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware adding :data:`SECURITY_HEADERS` to every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(source: Source, token: str | None) -> FastAPI:
@@ -41,6 +74,7 @@ def create_app(source: Source, token: str | None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=render.HERE / "static"), name="static")
     if token is not None:
         app.middleware("http")(auth.middleware(token, error_response))
+    app.add_middleware(SecurityHeaders)  # added last: outermost, so refusals get them too
     app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _internal_error)
@@ -55,13 +89,25 @@ def wants_json(request: Request) -> bool:
     return request.url.path.endswith(".json")
 
 
+def base(request: Request) -> str:
+    """The path the UI is mounted at ("" at the root): every link starts with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def html(request: Request, template: str, code: int = 200, **values: Any) -> HTMLResponse:
+    root = base(request)
+    path = request.url.path
+    here = path[len(root) :] if root and path.startswith(root) else path
+    text = render.page(template, request=request, base=root, here=here, **values)
+    return HTMLResponse(text, status_code=code)
+
+
 def respond(request: Request, template: str, data: dict[str, Any]) -> Response:
     """``data`` as JSON for a ``.json`` path, else rendered with ``template``."""
     if wants_json(request):
         return Response(jsonx.encode(data), media_type=JSON)
     args = dict(request.query_params.multi_items())
-    html = render.page(template, request=request, data=data, args=args)
-    return HTMLResponse(html)
+    return html(request, template, data=data, args=args)
 
 
 def error_response(request: Request, error: UserError) -> Response:
@@ -71,8 +117,7 @@ def error_response(request: Request, error: UserError) -> Response:
         return Response(
             jsonx.encode({"error": message, "status": status}), status_code=status, media_type=JSON
         )
-    html = render.page("error.html", request=request, status=status, message=message, args={})
-    return HTMLResponse(html, status_code=status)
+    return html(request, "error.html", status, status=status, message=message, args={})
 
 
 async def _user_error(request: Request, exc: Exception) -> Response:
@@ -109,8 +154,8 @@ def _int(text: str, name: str) -> int:
 
 def _routes(app: FastAPI, source: Source) -> None:
     @app.get("/")
-    def home() -> Response:
-        return RedirectResponse("/experiments", 303)
+    def home(request: Request) -> Response:
+        return RedirectResponse(f"{base(request)}/experiments", 303)
 
     @app.get("/experiments")
     @app.get("/experiments.json")
@@ -148,7 +193,7 @@ def _routes(app: FastAPI, source: Source) -> None:
         if request.headers.get("hx-request"):
             data = source.experiment(ref)
             return respond(request, "_notes.html", {"id": data["id"], "notes": data["notes"]})
-        return RedirectResponse(f"/e/{ref}#notes", 303)
+        return RedirectResponse(f"{base(request)}/e/{ref}#notes", 303)
 
     @app.get("/compare")
     @app.get("/compare.json")
