@@ -31,6 +31,7 @@ import os
 import random
 import statistics
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,17 @@ def median_time(call: Any, repeats: int = REPEATS) -> float:
     return statistics.median(times)
 
 
+def median_cpu(call: Any, repeats: int = REPEATS) -> float:
+    """CPU seconds of this process (all its threads) per call, median: what a call costs
+    when the machine is shared (wall time then also counts waiting for a core)."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        call()
+        times.append(time.process_time() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--dir", type=Path, help="where to build the repository (reused)")
@@ -120,6 +132,9 @@ def main() -> None:
     where = "params.method == 'oracle' and results.best_val_acc > 0.8"
     search_s = median_time(lambda: get("/experiments", where=where))
     ls_s = median_time(lambda: select_experiments(source.repo))
+    html_cpu = median_cpu(lambda: get("/experiments"))
+    ls_cpu = median_cpu(lambda: select_experiments(source.repo))
+    load = os.getloadavg()[0]
 
     q = "fit/step/:step"
     plot_bytes = get("/plot.json", q=q, id="long/curve")
@@ -129,13 +144,14 @@ def main() -> None:
         client.get("/plot.json", params={"q": q, "id": "long/curve"}).json()["series"][0]["x"]
     )
 
-    print(f"\nexperiment list of {n:,} experiments (warm, median of {REPEATS})")
+    print(f"\nexperiment list of {n:,} experiments (warm, median of {REPEATS}; load {load:.1f})")
     print(f"  GET /experiments (HTML, tree + 200 rows)  {html_s:.3f} s")
     print(f"  GET /experiments.json                    {json_s:.3f} s")
     print(f"  GET /experiments?where=...               {search_s:.3f} s")
     print(
         f"  select_experiments alone (dbx ls)        {ls_s:.3f} s  (UI {ratio(html_s, ls_s)} of it)"
     )
+    print(f"  CPU time: GET /experiments {html_cpu:.3f} s, select_experiments {ls_cpu:.3f} s")
     print(f"plot of {points:,} points")
     print(
         f"  GET /plot.json                           {plot_s:.3f} s, {plot_bytes:,} bytes, {drawn:,} points drawn"
@@ -149,6 +165,9 @@ def main() -> None:
         "list_json_s": round(json_s, 4),
         "search_html_s": round(search_s, 4),
         "select_only_s": round(ls_s, 4),
+        "list_html_cpu_s": round(html_cpu, 4),
+        "select_only_cpu_s": round(ls_cpu, 4),
+        "load_average": round(load, 1),
         "plot_points": points,
         "plot_json_s": round(plot_s, 4),
         "plot_json_bytes": plot_bytes,

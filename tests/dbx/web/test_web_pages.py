@@ -263,3 +263,22 @@ def test_mounted_under_a_prefix(sample: dbx.Repository) -> None:
     assert client.get("/ui/", follow_redirects=False).headers["location"] == "/ui/experiments"
     page = client.get(f"/ui/e/{ref}").text
     assert 'data-plot="/ui/plot.json?' in page
+
+
+def test_listing_sees_changes_made_while_it_runs(tmp_path: Path) -> None:
+    """The listing cache follows the files: new, changed, finished and deleted experiments."""
+    import shutil
+
+    repo = dbx.Repository.init(tmp_path / "r")
+    source = LocalSource(repo.path)
+    exp = dbx.create("a/one", "train", {"lr": 0.1}, repo=repo)
+    first = source.summaries()
+    assert [(s["name"], s["status"], s["results"]) for s in first] == [("a/one", "running", {})]
+    exp.results["acc"] = 0.5
+    exp.close()
+    assert [(s["status"], s["results"]) for s in source.summaries()] == [("done", {"acc": 0.5})]
+    other = repo.create_experiment("a/two", "train", {})
+    assert [s["status"] for s in source.summaries(prefix="a/")] == ["done", "planned"]
+    assert source.experiment(exp.id)["results"] == {"acc": 0.5}  # found by id
+    shutil.rmtree(other)
+    assert [s["name"] for s in source.summaries()] == ["a/one"]

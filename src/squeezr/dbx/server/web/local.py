@@ -96,12 +96,20 @@ class LocalSource(Source):
     def __init__(self, path: Path | str | Repository) -> None:
         self.repo = Repository.find(path)
         self._entries: dict[str, _Entry] = {}
+        self._by_id: dict[str, str] = {}  # id -> folder, from listings
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalSource({str(self.repo.path)!r})"
 
     def _get(self, ref: str) -> Experiment:
+        """The experiment ``ref`` names; a full id seen by an earlier listing is found without
+        walking the repository (the UI's links use full ids)."""
+        folder = self._by_id.get(ref)
+        if folder is not None and os.path.isfile(os.path.join(folder, "meta.json")):
+            exp = Experiment(self.repo, folder)
+            if exp.id == ref:
+                return exp
         return self.repo.get(ref)
 
     def summaries(
@@ -145,12 +153,13 @@ class LocalSource(Source):
                 entry = _Entry(Experiment(self.repo, folder), mtime)
                 with self._lock:
                     self._entries[folder] = entry
+                    self._by_id[entry.exp.id] = folder
             entries.append(entry)
         if not prefix:  # forget deleted experiments
             seen = {entry.exp._folder for entry in entries}
             with self._lock:
                 for folder in [f for f in self._entries if f not in seen]:
-                    del self._entries[folder]
+                    self._by_id.pop(self._entries.pop(folder).exp.id, None)
         return entries
 
     def experiment(self, ref: str) -> dict[str, Any]:

@@ -107,27 +107,34 @@ def tree(summaries: list[Summary], selected: str = "") -> list[dict[str, Any]]:
     "selected", "open", "leaf", "more"}`` in display order: the top level, and the children of
     the selected node and of its ancestors (at most TREE_CHILDREN each, ``more`` counting the
     rest on the last one shown), so 10,000 experiments give a tree a person can read."""
+    # Counted per full name first (names repeat across seeds), then into each ancestor; plain
+    # dicts, not Counters: 10,000 names make tens of thousands of nodes.
+    per_name: dict[str, dict[tuple[str, str], int]] = {}
+    for s in summaries:
+        counts = per_name.setdefault(s["name"], {})
+        key = (s["status"], s["kind"])
+        counts[key] = counts.get(key, 0) + 1
     nodes: dict[str, dict[str, Any]] = {}
     children: dict[str, list[str]] = {}
-    for s in summaries:
-        parts = s["name"].split("/")
+    for name, counts in per_name.items():
+        parts = name.split("/")
         for depth in range(1, len(parts) + 1):
             path = "/".join(parts[:depth])
             node = nodes.get(path)
             if node is None:
-                parent = "/".join(parts[: depth - 1])
                 node = nodes[path] = {
                     "path": path,
                     "label": parts[depth - 1],
                     "depth": depth - 1,
                     "count": 0,
-                    "states": Counter(),
-                    "kinds": Counter(),
+                    "states": {},
+                    "kinds": {},
                 }
-                children.setdefault(parent, []).append(path)
-            node["count"] += 1
-            node["states"][s["status"]] += 1
-            node["kinds"][s["kind"]] += 1
+                children.setdefault("/".join(parts[: depth - 1]), []).append(path)
+            for (state, kind), n in counts.items():
+                node["count"] += n
+                node["states"][state] = node["states"].get(state, 0) + n
+                node["kinds"][kind] = node["kinds"].get(kind, 0) + n
     open_paths = {""} | {
         "/".join(selected.split("/")[:n]) for n in range(1, selected.count("/") + 2) if selected
     }
@@ -141,8 +148,8 @@ def tree(summaries: list[Summary], selected: str = "") -> list[dict[str, Any]]:
             rows.append(
                 {
                     **node,
-                    "states": {k: node["states"][k] for k in STATUSES if node["states"][k]},
-                    "kinds": dict(node["kinds"].most_common()),
+                    "states": {k: node["states"][k] for k in STATUSES if k in node["states"]},
+                    "kinds": dict(sorted(node["kinds"].items(), key=lambda kv: -kv[1])),
                     "selected": path == selected,
                     "open": path in open_paths,
                     "leaf": path not in children,

@@ -24,21 +24,26 @@ _CAPTURE = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def numeric_columns(frame: pd.DataFrame) -> list[str]:
-    """The columns holding numbers (some values may be missing), in table order."""
+    """The columns holding numbers (some values may be missing), in table order: numeric
+    dtypes (not booleans), and object columns whose first 1,000 present values are all
+    numbers (a query result mixes types only when logs do)."""
     found = []
     for column in frame.columns:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        if values.notna().any() and frame[column].map(_is_number_or_missing).all():
+        values = frame[column]
+        if pd.api.types.is_bool_dtype(values):
+            continue
+        if pd.api.types.is_numeric_dtype(values):
+            if values.notna().any():
+                found.append(str(column))
+            continue
+        sample = values.dropna().head(1000).tolist()
+        if sample and all(_is_number(value) for value in sample):
             found.append(str(column))
     return found
 
 
-def _is_number_or_missing(value: Any) -> bool:
-    return (
-        value is None
-        or (isinstance(value, int | float) and not isinstance(value, bool))
-        or (isinstance(value, float) and math.isnan(value))
-    )
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def default_axes(query_text: str, frame: pd.DataFrame) -> tuple[str, str]:
@@ -72,8 +77,8 @@ def series(
         return {"series": [], "points": 0, "downsampled": False, "truncated": 0}
     data = pd.DataFrame(
         {
-            "x": pd.to_numeric(frame[x], errors="coerce"),
-            "y": pd.to_numeric(frame[y], errors="coerce"),
+            "x": _numbers(frame[x]),
+            "y": _numbers(frame[y]),
             "g": frame[group].astype(str) if group else "",
         }
     ).dropna(subset=["x", "y"])
@@ -107,6 +112,13 @@ def series(
         "downsampled": downsampled,
         "truncated": max(0, len(groups) - MAX_SERIES),
     }
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """A column as floats, anything not a number (text, booleans) missing."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype(float)
+    return pd.to_numeric(values.map(lambda v: v if _is_number(v) else None), errors="coerce")
 
 
 def _downsample(table: pd.DataFrame, bins: int) -> pd.DataFrame:
