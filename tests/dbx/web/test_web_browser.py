@@ -305,3 +305,8 @@ def test_error_pages(ui: Any, server: str) -> None:
     ui.get(f"{server}/experiments")
     assert "Access token needed" in ui.find_element(By.TAG_NAME, "h1").text
     ui.shot("12-error-token")
+    box = ui.find_element(By.NAME, "token")  # pasting the token opens the page
+    box.send_keys(TOKEN)
+    box.submit()
+    wait(lambda: ui.find_elements(By.CSS_SELECTOR, "table.list"), what="the list after login")
+    assert "token" not in ui.current_url

@@ -51,6 +51,7 @@ def experiments_page(
         "sort": sort,
         "columns": chosen,
         "total": len(listed),
+        "matching": len(everything),  # under any prefix: the tree's root
         "offset": offset,
         "limit": PAGE_SIZE,
         "states": _count_states(listed),
