@@ -11,11 +11,30 @@ function alpha(hex, a) {
   return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${a})`;
 }
 
+// Tick labels with as many decimals as the tick spacing needs (uPlot's default can print
+// the same rounded label on every tick of a narrow range, e.g. a loss near 0.0100).
+function tickLabels(u, splits, axis) {
+  if (axis === 1 && u.scales.y.distr === 3) {  // log scale: ticks are powers of ten and steps
+    return splits.map((v) => (v == null ? "" : String(Number(v.toPrecision(3)))));
+  }
+  const step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 1;
+  const decimals = step > 0 ? Math.max(0, Math.ceil(-Math.log10(step))) : 0;
+  return splits.map((v) => {
+    if (v == null) return "";
+    if (decimals > 8 || Math.abs(v) >= 1e9) return v.toExponential(2);
+    return v.toLocaleString(undefined, {minimumFractionDigits: decimals, maximumFractionDigits: decimals});
+  });
+}
+
 function integerSteps(data) {
   return data.series.every((s) => s.x.every(Number.isInteger));
 }
 
-function chartOptions(data, width) {
+function positive(data) {
+  return data.series.every((s) => s.lo.every((v) => v == null || v > 0));
+}
+
+function chartOptions(data, width, logy) {
   const series = [{label: data.x}];
   const bands = [];
   data.series.forEach((s, i) => {
@@ -31,11 +50,11 @@ function chartOptions(data, width) {
     height: 360,
     series: series,
     bands: bands,
-    scales: {x: {time: false}},
+    scales: {x: {time: false}, y: logy ? {distr: 3} : {}},
     axes: [
       // whole-number x (epochs, steps) gets whole-number ticks
-      {label: data.x, stroke: "#444", incrs: integerSteps(data) ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 1e5, 2e5, 5e5, 1e6] : undefined},
-      {label: data.y, stroke: "#444", size: 60},
+      {label: data.x, stroke: "#444", values: tickLabels, incrs: integerSteps(data) ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 1e5, 2e5, 5e5, 1e6] : undefined},
+      {label: data.y, stroke: "#444", size: 76, values: tickLabels},
     ],
     cursor: {drag: {x: true, y: false}},
   };
@@ -61,8 +80,9 @@ function describe(figure, data) {
   }
   const live = figure.dataset.live ? " · live" : "";
   const down = data.downsampled ? ", averaged for drawing" : "";
+  const log = figure.dataset.logy ? (positive(data) ? " · log y" : " · linear y (values ≤ 0)") : "";
   note.textContent = `${data.y} against ${data.x}: ${data.points.toLocaleString()} points${down}` +
-    ` · mean ± s.e.${live} · drag to zoom, double-click to reset`;
+    ` · mean ± s.e.${log}${live} · drag to zoom, double-click to reset`;
   figure.dataset.points = String(data.points);
   const stats = document.querySelector(".plot-stats");
   if (stats) {
@@ -81,7 +101,8 @@ function draw(figure, data) {
     if (figure._plot) figure._plot.destroy();
     area.textContent = "";
     if (data.series.length) {
-      figure._plot = new uPlot(chartOptions(data, width), chartData(data), area);
+      const logy = Boolean(figure.dataset.logy) && positive(data);
+      figure._plot = new uPlot(chartOptions(data, width, logy), chartData(data), area);
       hideBandLegend(figure._plot);
     } else {
       figure._plot = null;
