@@ -282,3 +282,46 @@ def test_listing_sees_changes_made_while_it_runs(tmp_path: Path) -> None:
     assert source.experiment(exp.id)["results"] == {"acc": 0.5}  # found by id
     shutil.rmtree(other)
     assert [s["name"] for s in source.summaries()] == ["a/one"]
+
+
+def test_closing_a_live_plot_stops_its_listener(sample: dbx.Repository) -> None:
+    """The server-sent event stream of a live plot ends its query listener when the browser
+    goes away, so closed tabs do not keep polling the logs."""
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+
+    stopped = threading.Event()
+
+    class Watched(LocalSource):
+        def follow(self, text, ids=None, *, interval=1.0, stop=None, **selection):  # type: ignore[no-untyped-def]
+            inner = super().follow(text, ids, interval=0.2, stop=stop, **selection)
+            try:
+                yield from inner
+            finally:
+                stopped.set()
+
+    app = create_app(Watched(sample.path), TOKEN)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{port}/plot/stream"
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        params = {"q": "train/epoch/:epoch/eval"}
+        with httpx.stream("GET", url, params=params, headers=headers, timeout=30) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            first = next(response.iter_lines())
+            assert first.startswith("data: ") and '"series"' in first
+        assert stopped.wait(20), "the listener kept running after the client left"
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -233,26 +233,58 @@ def _plot_args(request: Request) -> dict[str, Any]:
 
 async def _follow(request: Request, source: Source, args: dict[str, Any]) -> AsyncIterator[str]:
     """Server-sent events: the plot's data again each time the query's live listener
-    (``Source.follow``) reports new or changed rows; a comment line otherwise, so a closed
-    tab is noticed and the listener stops."""
+    (``Source.follow``) reports new or changed rows, a comment line otherwise.
+
+    The listener runs in its own thread, handing batches over through a queue. When the
+    browser goes away (this generator is cancelled or closed, or sees the disconnect), the
+    ``stop`` flag ends the listener at its next poll and the thread closes it.
+    """
     stopped = threading.Event()
+    loop = asyncio.get_running_loop()
+    batches: asyncio.Queue[Any] = asyncio.Queue()
     selection = {k: args[k] or None for k in ("prefix", "kind", "where")}
     ids = args["ids"] or None
-    batches = source.follow(args["q"], ids, interval=1.0, stop=stopped.is_set, **selection)
+
+    def hand_over(item: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop has closed
+            loop.call_soon_threadsafe(batches.put_nowait, item)
+
+    def listen() -> None:
+        listener = source.follow(args["q"], ids, interval=1.0, stop=stopped.is_set, **selection)
+        try:
+            for batch in listener:
+                if stopped.is_set():
+                    break
+                hand_over(batch)
+        except UserError as exc:  # reported to the page, not lost in a thread
+            hand_over(exc)
+        except Exception as exc:
+            log.exception("dbx ui: live listener failed")
+            hand_over(UserError(f"the live listener failed ({type(exc).__name__}: {exc})"))
+        finally:
+            listener.close()
+            hand_over(None)
+
+    threading.Thread(target=listen, name="dbx-ui-follow", daemon=True).start()
     try:
         while not await request.is_disconnected():
-            batch = await asyncio.to_thread(next, batches, None)
+            batch = await batches.get()
             if batch is None:
+                return
+            if isinstance(batch, Exception):
+                yield _event("problem", {"error": str(batch)})
                 return
             if len(batch):
                 try:
                     data = await asyncio.to_thread(pages.plot_page, source, **args)
                     yield f"data: {jsonx.encode(data)}\n\n"
                 except UserError as exc:
-                    yield f"event: problem\ndata: {jsonx.encode({'error': str(exc)})}\n\n"
+                    yield _event("problem", {"error": str(exc)})
             else:
                 yield ": waiting\n\n"
     finally:
         stopped.set()
-        with contextlib.suppress(ValueError):
-            batches.close()
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {jsonx.encode(data)}\n\n"
