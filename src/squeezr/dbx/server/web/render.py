@@ -36,7 +36,7 @@ def environment() -> Environment:
     env.filters.update(
         value=value_text, markdown=markdown, short=short_id, when=when, size=size_text
     )
-    env.globals.update(link=link, vendor=VENDOR, tojson_safe=tojson_safe)
+    env.globals.update(link=link, vendor=VENDOR)
     return env
 
 
@@ -100,17 +100,13 @@ def size_text(n: int | None) -> str:
 
 def link(path: str, params: dict[str, Any] | None = None, **changes: Any) -> str:
     """``path`` with the query string of ``params`` updated by ``changes``; empty values
-    are left out, lists repeat the key, so every view has a short shareable URL."""
+    (and ``offset=0``) are left out and lists repeat the key, so every view has a short
+    shareable URL."""
     merged = {**(params or {}), **changes}
     pairs = []
-    for key, val in merged.items():
-        for item in val if isinstance(val, list | tuple) else [val]:
-            if item not in (None, "", 0) or (item == 0 and key != "offset"):
-                pairs.append((key, item))
+    for key, value in merged.items():
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if item is None or item == "" or (key == "offset" and item == 0):
+                continue
+            pairs.append((key, item))
     return f"{path}?{urlencode(pairs)}" if pairs else path
-
-
-def tojson_safe(value: Any) -> Markup:
-    """JSON for a ``<script type="application/json">`` block (``</`` escaped)."""
-    text = jsonx.encode(value).replace("<", "\\u003c").replace(">", "\\u003e")
-    return Markup(text.replace("&", "\\u0026"))
