@@ -87,6 +87,8 @@ def test_experiment_json(client: TestClient, sample: dbx.Repository) -> None:
         data["attachments"]["model.txt"]["sha256"] == hashlib.sha256(b"weights " * 100).hexdigest()
     )
     assert data["progress"]["epoch"]["n"] == 5
+    assert data["events"]["patterns"]["train/epoch/*/eval"] == 5
+    assert data["last_events"][-1]["name"].startswith("progress/")
     assert data["plots"][0] == {"query": "train/epoch/:epoch/eval", "x": "epoch"}
 
 
@@ -325,3 +327,19 @@ def test_closing_a_live_plot_stops_its_listener(sample: dbx.Repository) -> None:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_event_summary_of_lines_written_by_other_tools(tmp_path: Path) -> None:
+    """The page reads event names without parsing lines dbx wrote; lines written otherwise
+    (another key order, escapes) are parsed."""
+    repo = dbx.Repository.init(tmp_path / "r")
+    folder = repo.create_experiment("x", "train", {})
+    lines = [
+        '{"name":"fit/step/1","id":"1-1","ts":1.0,"run":1,"data":{"loss":1}}',
+        '{"id":"1-2","name":"fit/step/2","ts":2.0,"run":1,"data":{"loss":0.5}}',
+        '{"name":"odd\\"name/3","id":"1-3","ts":3.0,"run":1,"data":{}}',
+    ]
+    (folder / "log-1.jsonl").write_text("\n".join(lines) + "\n")
+    data = LocalSource(repo.path).experiment(folder.name)
+    assert data["events"] == {"fit/step/1": 1, "fit/step/2": 1, 'odd"name/3': 1}
+    assert [e["id"] for e in data["last_events"]] == ["1-1", "1-2", "1-3"]

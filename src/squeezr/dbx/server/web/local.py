@@ -14,7 +14,9 @@ have died), and the experiment page always reads the files afresh.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,10 +27,11 @@ import pandas as pd
 
 from squeezr.dbx import compare, expr, jsonx, query
 from squeezr.dbx.errors import NotFound, UserError
+from squeezr.dbx.query.logs import complete_lines, parse_lines
 from squeezr.dbx.runs import command, command_line, git_info, patch_bytes, run_status
 from squeezr.dbx.select import _sort_keys, check_paths, sort_experiments
 from squeezr.dbx.server.web.source import Source, Summary
-from squeezr.dbx.store import Experiment, Repository
+from squeezr.dbx.store import Experiment, Repository, log_paths
 
 PATCH_LIMIT = 200_000  # characters of a run's patch shown in a page
 LAST_EVENTS = 20
@@ -164,11 +167,7 @@ class LocalSource(Source):
 
     def experiment(self, ref: str) -> dict[str, Any]:
         exp = self._get(ref)
-        events = exp.events()
-        progress: dict[str, dict[str, Any]] = {}
-        for event in events:
-            if event["name"].startswith("progress/"):
-                progress[event["name"].removeprefix("progress/")] = event["data"]
+        counts, progress, last = _log_digest(exp)
         attachments = {
             name: {key: info.get(key) for key in ("size", "sha256", "added", "run")}
             for name, info in sorted(exp.attachments.items())
@@ -180,8 +179,8 @@ class LocalSource(Source):
             "attachments": attachments,
             "notes": exp.notes,
             "progress": progress,
-            "events": dict(Counter(event["name"] for event in events)),
-            "last_events": events[-LAST_EVENTS:],
+            "events": counts,
+            "last_events": last,
         }
 
     def attachment(self, ref: str, name: str) -> Path:
@@ -219,6 +218,48 @@ class LocalSource(Source):
             full = [self._get(ref).id for ref in ids]
             selection = {"where": f"id in {jsonx.encode(full)}"}
         return query.follow(text, self.repo, interval=interval, stop=stop, **selection)
+
+
+# The name of an event line as dbx writes it (``{"name":"train/epoch/3",...``), read without
+# parsing the line; lines written otherwise are parsed.
+_NAME = re.compile(rb'^\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _log_digest(
+    exp: Experiment,
+) -> tuple[dict[str, int], dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """What the experiment page shows of the log: events per name, the latest data of each
+    ``progress/<desc>`` event, and the last LAST_EVENTS events. Only the progress events and
+    the last lines of each log are parsed, so a log of 100,000 events costs one scan for
+    names rather than 100,000 JSON parses."""
+    counts: Counter[str] = Counter()
+    progress: dict[str, dict[str, Any]] = {}
+    last: list[dict[str, Any]] = []
+    for path in log_paths(exp.path):
+        lines, _ = complete_lines(path.read_bytes(), str(path), warn_torn=False)
+        numbers = [i for i, line in enumerate(lines) if line.strip()]
+        names = [_event_name(lines[i]) for i in numbers]
+        counts.update(names)
+        wanted = [i for i, name in zip(numbers, names, strict=True) if name.startswith("progress/")]
+        wanted = sorted(set(wanted) | set(numbers[-LAST_EVENTS:]))
+        events = [e for _, e in parse_lines([lines[i] for i in wanted], str(path), wanted)]
+        for event in events:
+            if event["name"].startswith("progress/"):
+                progress[event["name"].removeprefix("progress/")] = event["data"]
+        last.extend(events[-LAST_EVENTS:])
+    last.sort(key=lambda e: (e["ts"], e["run"]))
+    return dict(counts), progress, last[-LAST_EVENTS:]
+
+
+def _event_name(line: bytes) -> str:
+    match = _NAME.match(line)
+    if match is None:
+        try:
+            return str(jsonx.loads(line).get("name", ""))
+        except (ValueError, AttributeError):
+            return ""  # a damaged line: dbx verify reports it
+    name = match.group(1)
+    return json.loads(b'"' + name + b'"') if b"\\" in name else name.decode("utf-8", "replace")
 
 
 def _run(exp: Experiment, record: dict[str, Any]) -> dict[str, Any]:

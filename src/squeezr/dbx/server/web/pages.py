@@ -19,7 +19,7 @@ from squeezr.dbx.views import flatten
 PAGE_SIZE = 200  # experiment rows per list page
 TREE_CHILDREN = 100  # children shown under an open tree node
 AUTO_COLUMNS = 6  # param and result columns picked when none are asked for
-_INT = re.compile(r"^\d+$")
+_NUMBER_PART = re.compile(r"/\d+(?=/|$)")  # a name part that is a number
 
 
 # --- the experiment list and tree -------------------------------------------------------------
@@ -176,12 +176,23 @@ def _natural(text: str) -> tuple[Any, ...]:
 def experiment_page(source: Source, ref: str) -> dict[str, Any]:
     """Everything about one experiment, plus suggested plots of its log."""
     data = source.experiment(ref)
+    events = event_summary(data["events"])
     return {
         **data,
+        "events": events,
         "flat_params": flatten(data["params"]),
         "flat_results": flatten(data["results"]),
-        "plots": suggest_plots(data["events"]),
+        "plots": suggest_plots(events["patterns"]),
     }
+
+
+def event_summary(counts: dict[str, int]) -> dict[str, Any]:
+    """Event counts by name pattern, numbers as ``*`` (``train/epoch/*/eval``: a log of
+    100,000 steps is one line, not 100,000), most frequent first, and the total."""
+    patterns: Counter[str] = Counter()
+    for name, count in counts.items():
+        patterns[_NUMBER_PART.sub("/*", "/" + name)[1:]] += count
+    return {"total": sum(counts.values()), "patterns": dict(patterns.most_common())}
 
 
 def progress_part(source: Source, ref: str) -> dict[str, Any]:
@@ -190,24 +201,21 @@ def progress_part(source: Source, ref: str) -> dict[str, Any]:
     return {"id": data["id"], "status": data["status"], "progress": data["progress"]}
 
 
-def suggest_plots(events: dict[str, int], limit: int = 8) -> list[dict[str, str]]:
-    """Queries worth plotting for a log with these event names (name -> count): every name
-    with a number in it, the number captured (``train/epoch/3/eval`` gives
+def suggest_plots(patterns: dict[str, int], limit: int = 8) -> list[dict[str, str]]:
+    """Queries worth plotting, from event counts by name pattern (:func:`event_summary`):
+    every pattern with a number part, the last one captured (``train/epoch/*/eval`` gives
     ``train/epoch/:epoch/eval`` with x ``epoch``), most frequent first."""
     found: Counter[tuple[str, str]] = Counter()
-    for name, count in events.items():
-        parts = name.split("/")
-        numbered = [i for i, part in enumerate(parts) if _INT.match(part)]
-        if not numbered or name.startswith("progress/"):
+    for shape, count in patterns.items():
+        parts = shape.split("/")
+        numbered = [i for i, part in enumerate(parts) if part == "*"]
+        if not numbered or shape.startswith("progress/"):
             continue
         last = numbered[-1]
         before = parts[last - 1] if last else ""
         var = before if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", before) else "step"
-        pattern = [
-            f":{var}" if i == last else ("*" if i in numbered else part)
-            for i, part in enumerate(parts)
-        ]
-        found["/".join(pattern), var] += count
+        parts[last] = f":{var}"
+        found["/".join(parts), var] += count
     return [{"query": q, "x": x} for (q, x), _ in found.most_common(limit)]
 
 
@@ -231,7 +239,7 @@ def compare_page(source: Source, ids: list[str]) -> dict[str, Any]:
     keys = sorted({k for flat in flats for k in flat})
     events: Counter[str] = Counter()
     for d in details:
-        events.update(d["events"])
+        events.update(event_summary(d["events"])["patterns"])
     return {
         "ids": full,
         "experiments": [
