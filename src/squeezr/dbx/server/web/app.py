@@ -189,10 +189,10 @@ def _routes(app: FastAPI, source: Source) -> None:
 
     @app.post("/e/{ref}/notes")
     def notes(request: Request, ref: str, text: str = Form("")) -> Response:
-        source.set_notes(ref, text.replace("\r\n", "\n"))
-        if request.headers.get("hx-request"):
-            data = source.experiment(ref)
-            return respond(request, "_notes.html", {"id": data["id"], "notes": data["notes"]})
+        text = text.replace("\r\n", "\n")
+        source.set_notes(ref, text)
+        if request.headers.get("hx-request"):  # htmx swaps in the saved notes
+            return respond(request, "_notes.html", {"id": ref, "notes": text})
         return RedirectResponse(f"{base(request)}/e/{ref}#notes", 303)
 
     @app.get("/compare")
