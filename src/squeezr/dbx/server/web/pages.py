@@ -19,7 +19,6 @@ from squeezr.dbx.views import flatten
 PAGE_SIZE = 200  # experiment rows per list page
 TREE_CHILDREN = 100  # children shown under an open tree node
 AUTO_COLUMNS = 6  # param and result columns picked when none are asked for
-_NUMBER_PART = re.compile(r"/\d+(?=/|$)")  # a name part that is a number
 
 
 # --- the experiment list and tree -------------------------------------------------------------
@@ -176,23 +175,12 @@ def _natural(text: str) -> tuple[Any, ...]:
 def experiment_page(source: Source, ref: str) -> dict[str, Any]:
     """Everything about one experiment, plus suggested plots of its log."""
     data = source.experiment(ref)
-    events = event_summary(data["events"])
     return {
         **data,
-        "events": events,
         "flat_params": flatten(data["params"]),
         "flat_results": flatten(data["results"]),
-        "plots": suggest_plots(events["patterns"]),
+        "plots": suggest_plots(data["events"]["patterns"]),
     }
-
-
-def event_summary(counts: dict[str, int]) -> dict[str, Any]:
-    """Event counts by name pattern, numbers as ``*`` (``train/epoch/*/eval``: a log of
-    100,000 steps is one line, not 100,000), most frequent first, and the total."""
-    patterns: Counter[str] = Counter()
-    for name, count in counts.items():
-        patterns[_NUMBER_PART.sub("/*", "/" + name)[1:]] += count
-    return {"total": sum(counts.values()), "patterns": dict(patterns.most_common())}
 
 
 def progress_part(source: Source, ref: str) -> dict[str, Any]:
@@ -202,7 +190,7 @@ def progress_part(source: Source, ref: str) -> dict[str, Any]:
 
 
 def suggest_plots(patterns: dict[str, int], limit: int = 8) -> list[dict[str, str]]:
-    """Queries worth plotting, from event counts by name pattern (:func:`event_summary`):
+    """Queries worth plotting, from event counts by name pattern (numbers as ``*``):
     every pattern with a number part, the last one captured (``train/epoch/*/eval`` gives
     ``train/epoch/:epoch/eval`` with x ``epoch``), most frequent first."""
     found: Counter[tuple[str, str]] = Counter()
@@ -239,7 +227,7 @@ def compare_page(source: Source, ids: list[str]) -> dict[str, Any]:
     keys = sorted({k for flat in flats for k in flat})
     events: Counter[str] = Counter()
     for d in details:
-        events.update(event_summary(d["events"])["patterns"])
+        events.update(d["events"]["patterns"])
     return {
         "ids": full,
         "experiments": [

@@ -48,7 +48,8 @@ class Source(ABC):
         ``environment`` (name -> value, secrets already redacted), ``python``),
         ``attachments`` (name -> ``{"size", "sha256", "added", "run"}``), ``notes``
         (Markdown text), ``progress`` (the latest ``progress/<desc>`` event data per desc),
-        ``events`` (count of events per event name) and ``last_events``."""
+        ``events`` (``{"total": n, "patterns": {name pattern: count}}``, number parts of
+        names as ``*``: ``train/epoch/*/eval``) and ``last_events``."""
 
     @abstractmethod
     def attachment(self, ref: str, name: str) -> Path:
