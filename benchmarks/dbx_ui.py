@@ -157,8 +157,9 @@ def main() -> None:
         f"  GET /plot.json                           {plot_s:.3f} s, {plot_bytes:,} bytes, {drawn:,} points drawn"
     )
     print(
-        f"  query.run alone                          {query_s:.3f} s  (UI {ratio(plot_s, query_s)} of it)\n"
+        f"  query.run alone                          {query_s:.3f} s  (UI {ratio(plot_s, query_s)} of it)"
     )
+    print(f"  GET /e/ID (that experiment's page)       {page_s:.3f} s\n")
     figures = {
         "experiments": n,
         "list_html_s": round(html_s, 4),
