@@ -215,8 +215,17 @@ class Repository:
                 raise Ambiguous(f"{ref!r} matches {len(found)} experiments ({ids}); give an id")
         raise NotFound(f"no experiment {ref!r} in {self.path}; list them with `dbx ls`")
 
-    def create_experiment(self, name: str, kind: str, params: dict[str, Any] | None) -> Path:
-        """Make the folder and ``meta.json`` of a new experiment; returns the folder."""
+    def create_experiment(
+        self,
+        name: str,
+        kind: str,
+        params: dict[str, Any] | None,
+        extra: dict[str, Any] | None = None,
+        durable: bool = True,
+    ) -> Path:
+        """Make the folder and ``meta.json`` of a new experiment; returns the folder.
+        ``extra`` adds fields to ``meta.json`` (a study's planned experiments carry
+        ``study``); ``durable=False`` skips the fsyncs, for records that can be rebuilt."""
         validate_name(name)
         validate_kind(kind)
         params = {} if params is None else params
@@ -224,7 +233,7 @@ class Repository:
             raise UserError(f"params must be a JSON object (a dict), not {type(params).__name__}")
         check_keys(params, "param")
         meta = {"format": FORMAT_VERSION, "id": "", "name": name, "kind": kind}
-        meta.update(created=now_iso(), params=params)
+        meta.update(created=now_iso(), params=params, **(extra or {}))
         while True:  # encoded before the folder exists: bad params leave nothing behind
             meta["id"] = new_id()
             try:
@@ -237,8 +246,10 @@ class Repository:
                 break
             except FileExistsError:  # an id drawn twice (48 random bits): draw again
                 continue
-        atomic_write(folder / "meta.json", text)
-        fsync_dir(folder.parent)
+        with atomic_path(folder / "meta.json", durable=durable) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        if durable:
+            fsync_dir(folder.parent)
         return folder
 
     def verify(self) -> Problems:
@@ -666,9 +677,14 @@ def create(
     recorded). ``repo`` is created if missing. Without it, the experiment goes where
     :func:`open`, :func:`resume` and ``dbx ls`` look (``$DBX_REPO``, else the nearest
     enclosing repository, see :meth:`Repository.find`); if there is none, a new
-    ``./experiments`` is created."""
+    ``./experiments`` is created. Under a study's runner (``$DBX_EXPERIMENT`` set) the
+    planned experiment is used instead of a new one (:mod:`squeezr.dbx.adopt`)."""
     repository = _repository(repo, create=True)
-    exp = Experiment(repository, repository.create_experiment(name, kind, params))
+    from squeezr.dbx.adopt import adopt_planned  # $DBX_EXPERIMENT: a study's runner started us
+
+    exp = adopt_planned(repository, kind, params)
+    if exp is None:
+        exp = Experiment(repository, repository.create_experiment(name, kind, params))
     exp._start_run()
     return exp
 

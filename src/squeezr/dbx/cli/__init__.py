@@ -26,6 +26,7 @@ COMMANDS: list[str] = [
     "notes",
     "verify",
     "query",
+    "study",
 ]
 
 
