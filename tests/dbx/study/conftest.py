@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,4 +49,6 @@ def study_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dbx.Repositor
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DBX_REPO", str(repo.path))
     monkeypatch.delenv("DBX_EXPERIMENT", raising=False)
+    # the experiments' processes import this squeezr, not another installed one
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(path for path in sys.path if path))
     return repo
