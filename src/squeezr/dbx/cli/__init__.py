@@ -27,6 +27,7 @@ COMMANDS: list[str] = [
     "verify",
     "query",
     "study",
+    "tune",
 ]
 
 

@@ -65,6 +65,8 @@ _TUNE_KEYS = {
     "sampler",
     "pruner",
     "seed",
+    "startup",
+    "warmup",
 }
 
 
@@ -120,6 +122,8 @@ class Tune:
     sampler: str
     pruner: str
     seed: int | None
+    startup: int = 5
+    warmup: int = 0
 
 
 @dataclass(frozen=True)
@@ -325,6 +329,9 @@ def _tune(table: Any, study: Study, where: str) -> Tune:
     seed = table.get("seed")
     if seed is not None and type(seed) is not int:
         raise UserError(f"{where}: seed must be an integer")
+    for key in ("startup", "warmup"):
+        if type(table.get(key, 0)) is not int or table.get(key, 0) < 0:
+            raise UserError(f"{where}: {key} must be a number of trials/steps (0 or more)")
     return Tune(
         stage=stage.name,
         experiment=str(table.get("experiment", f"{study.name}/tune/{{trial}}")),
@@ -337,6 +344,8 @@ def _tune(table: Any, study: Study, where: str) -> Tune:
         sampler=sampler,
         pruner=pruner,
         seed=seed,
+        startup=table.get("startup", 5),
+        warmup=table.get("warmup", 0),
     )
 
 
