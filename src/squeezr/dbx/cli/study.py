@@ -22,7 +22,7 @@ from squeezr.dbx.fileio import atomic_write
 from squeezr.dbx.store import Repository
 from squeezr.dbx.study import render, slurm
 from squeezr.dbx.study.check import Finding, check
-from squeezr.dbx.study.plan import Change, plan, study_dir
+from squeezr.dbx.study.plan import Change, plan, study_dir, with_commands
 from squeezr.dbx.study.runner import Runner, make_slots
 from squeezr.dbx.study.spec import Study, load
 
@@ -99,6 +99,13 @@ def _changes(
     return repo, study, plan(repo, study, dry_run=dry_run)
 
 
+def _planned(changes: list[Change], study: Study) -> list[Change]:
+    """The changes of the items still in the study, their commands filled in."""
+    kept = [c for c in changes if not c.change.startswith("removed")]
+    with_commands(study, [c.item for c in kept])
+    return kept
+
+
 def plan_main(args: argparse.Namespace) -> int:
     repo, study, changes = _changes(args, dry_run=args.dry_run)
     rows = [
@@ -127,9 +134,8 @@ def plan_main(args: argparse.Namespace) -> int:
 
 def generate_main(args: argparse.Namespace) -> int:
     repo, study, changes = _changes(args)
-    items = [c.item for c in changes if c.change not in ("removed", "removed, ran")]
-    if args.pending:
-        items = [c.item for c in changes if c.status != "done" and c.item in items]
+    kept = _planned(changes, study)
+    items = [c.item for c in kept if not args.pending or c.status != "done"]
     command = render.regenerate_command(
         args.file,
         args.target,
@@ -162,14 +168,15 @@ def generate_main(args: argparse.Namespace) -> int:
 
 def run_main(args: argparse.Namespace) -> int:
     repo, study, changes = _changes(args)
-    items = [c.item for c in changes if c.change not in ("removed", "removed, ran")]
+    kept = _planned(changes, study)
+    items = [c.item for c in kept]
     if not args.slurm:
         if args.sbatch or args.limit is not None:
             raise UserError("--limit and sbatch options are for --slurm")
         slots = make_slots(args.slots, args.gpus, args.per_gpu)
         runner = Runner(repo, study, items, slots, retries=args.retries, poll=args.poll or 0.5)
         return runner.run()
-    pending = [c.item for c in changes if c.status != "done" and c.item in items]
+    pending = [c.item for c in kept if c.status != "done"]
     if not pending:
         print("dbx study run: every experiment is done", file=sys.stderr)
         return 0

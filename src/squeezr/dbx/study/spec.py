@@ -16,8 +16,10 @@ then fills in the commands with :func:`render_command`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
+import json
 import re
 import shlex
 import tomllib
@@ -137,6 +139,7 @@ class Study:
     slurm: dict[str, Any]
     stages: list[Stage]
     tune: Tune | None
+    expanded: list[Item] = field(default_factory=list, compare=False, repr=False)
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -208,8 +211,10 @@ def load(path: Path | str) -> Study:
     by_key = {item.key: item for item in items}
     for item in items:
         item.id = "0" * 12
-    for item in items:
-        render_command(study, item, by_key)
+    for stage in study.stages:  # a stage's items all have the same fields: try one
+        first = next((item for item in items if item.stage == stage.name), None)
+        if first is not None:
+            render_command(study, first, by_key)
     return study
 
 
@@ -392,15 +397,22 @@ def combinations(stage: Stage) -> list[dict[str, Any]]:
 
 
 def expand(study: Study) -> list[Item]:
-    """Every experiment of ``study``, stage by stage; UserError for a template naming an
-    unknown field, two experiments with one name, or a dependency that is not one experiment."""
+    """Every experiment of ``study``, stage by stage (fresh copies: callers fill in ids and
+    commands); UserError for a template naming an unknown field, two experiments with one
+    name, or a dependency that is not one experiment."""
+    if not study.expanded:
+        study.expanded.extend(_expand(study))
+    return [copy.copy(item) for item in study.expanded]
+
+
+def _expand(study: Study) -> list[Item]:
     items: list[Item] = []
     names: dict[str, str] = {}
     for stage in study.stages:
-        earlier = [item for item in items if item.stage == stage.after]
+        sources = _sources(stage, [item for item in items if item.stage == stage.after])
         for values in combinations(stage):
             flat = {**stage.params, **values}
-            key = stage.name + ":" + jsonx.encode(dict(sorted(values.items())))
+            key = stage.name + ":" + json.dumps(values, sort_keys=True)
             item = Item(
                 stage=stage.name,
                 key=key,
@@ -410,10 +422,10 @@ def expand(study: Study) -> list[Item]:
                 values=values,
             )
             fields = {**flat, "stage": stage.name}
-            if stage.after is not None:
-                dep = _dependency(stage, values, earlier)
+            if sources is not None:
+                dep = _dependency(stage, values, *sources)
                 item.depends = dep.key
-                fields.update(_dependency_fields(stage.after, dep))
+                fields.update(_dependency_fields(stage.after or "", dep))
             item.name = validate_name(
                 fill(stage.experiment, fields, f"stage {stage.name!r}: experiment", quote=False)
             )
@@ -428,17 +440,28 @@ def expand(study: Study) -> list[Item]:
     return items
 
 
-def _dependency(stage: Stage, values: dict[str, Any], earlier: list[Item]) -> Item:
+def _sources(
+    stage: Stage, earlier: list[Item]
+) -> tuple[tuple[str, ...], dict[str, list[Item]]] | None:
+    """The params that pick a stage's source experiment, and the earlier stage's items by
+    their values of those params; None for a stage that runs after nothing."""
+    if stage.after is None:
+        return None
     match = stage.match
     if match is None:  # default: the rotated params both stages have
         shared = set(earlier[0].values) if earlier else set()
-        match = tuple(key for key in values if key in shared)
-    found = [
-        item
-        for item in earlier
-        if all(key in item.values or key in item.params for key in match)
-        and all(_lookup(item, key) == _value(values, stage, key) for key in match)
-    ]
+        match = tuple(key for key in stage.rotated if key in shared)
+    index: dict[str, list[Item]] = {}
+    for item in earlier:
+        wanted = [_lookup(item, key) for key in match]
+        index.setdefault(json.dumps(wanted), []).append(item)
+    return match, index
+
+
+def _dependency(
+    stage: Stage, values: dict[str, Any], match: tuple[str, ...], index: dict[str, list[Item]]
+) -> Item:
+    found = index.get(json.dumps([_value(values, stage, key) for key in match]), [])
     if len(found) != 1:
         shown = ", ".join(f"{k}={_value(values, stage, k)!r}" for k in match) or "nothing"
         raise UserError(
