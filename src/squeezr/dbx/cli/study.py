@@ -22,7 +22,7 @@ from squeezr.dbx.fileio import atomic_write
 from squeezr.dbx.store import Repository
 from squeezr.dbx.study import render, slurm
 from squeezr.dbx.study.check import Finding, check
-from squeezr.dbx.study.plan import Change, plan, study_dir, with_commands
+from squeezr.dbx.study.plan import PLACEHOLDER_ID, Change, plan, study_dir, with_commands
 from squeezr.dbx.study.runner import Runner, make_slots
 from squeezr.dbx.study.spec import Study, load
 
@@ -112,7 +112,9 @@ def plan_main(args: argparse.Namespace) -> int:
         {
             "stage": c.item.stage,
             "name": c.item.name,
-            "id": common.short_id(c.item.id or "", args.fmt),
+            "id": "-"
+            if c.item.id == PLACEHOLDER_ID
+            else common.short_id(c.item.id or "", args.fmt),
             "status": c.status,
             "change": c.change,
             "detail": c.detail,

@@ -2,7 +2,7 @@
 
 The study file's ``[tune]`` table picks a stage (its command and fixed params), a search
 space (``[tune.space]``; by default the stage's rotated params, each a choice among its
-listed values), the objective (an event pattern and a field, e.g.
+listed values; rotated params outside the space keep their first value), the objective (an event pattern and a field, e.g.
 ``"train/epoch/:epoch/eval val_acc"``), the sampler (TPE, random, grid) and the pruner
 (median, successive halving, none). Optuna does the searching; dbx does the rest:
 
@@ -39,7 +39,7 @@ from squeezr.dbx.adopt import ENV
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import Experiment, Repository
 from squeezr.dbx.study.plan import study_dir
-from squeezr.dbx.study.spec import Item, Stage, Study, fill, nest, render_command
+from squeezr.dbx.study.spec import Item, Stage, Study, combinations, fill, nest, render_command
 
 __all__ = ["search_space", "tune"]
 
@@ -249,7 +249,8 @@ def _start(
     assert study.tune is not None
     trial = search.ask()
     values = _suggest(trial, space)
-    flat = {**stage.params, **values}
+    first = combinations(stage)[0]  # rotated params outside the space keep their first value
+    flat = {**stage.params, **first, **values}
     fields = {**flat, "trial": trial.number, "stage": stage.name}
     name = fill(study.tune.experiment, fields, "[tune]: experiment", quote=False)
     item = Item(
