@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 
 from _common import parser, print_targets, ratio, report, timer
-
 from squeezr.dbx import jsonx
 from squeezr.dbx.cli import main as dbx
 from squeezr.dbx.store import Repository
