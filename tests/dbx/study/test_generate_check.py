@@ -14,8 +14,9 @@ import pytest
 from squeezr import dbx
 from squeezr.dbx.cli import main
 from squeezr.dbx.study import render
+from squeezr.dbx.study.expand import expand, render_command
 from squeezr.dbx.study.plan import plan
-from squeezr.dbx.study.spec import expand, load, render_command
+from squeezr.dbx.study.spec import load
 
 from .conftest import write_study
 

@@ -10,8 +10,9 @@ import pytest
 from squeezr import dbx
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.runs import experiment_status
+from squeezr.dbx.study.expand import expand
 from squeezr.dbx.study.plan import plan
-from squeezr.dbx.study.spec import expand, load
+from squeezr.dbx.study.spec import load
 
 from .conftest import write_study
 

@@ -23,8 +23,9 @@ from squeezr.dbx.compare import same
 from squeezr.dbx.runs import experiment_status
 from squeezr.dbx.select import missing
 from squeezr.dbx.store import Experiment, Repository
+from squeezr.dbx.study.expand import expand, expected_params
 from squeezr.dbx.study.plan import prefixes
-from squeezr.dbx.study.spec import Item, Study, expand, expected_params
+from squeezr.dbx.study.spec import Item, Study
 
 __all__ = ["Finding", "check"]
 

@@ -25,7 +25,8 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import locked
 from squeezr.dbx.runs import experiment_status
 from squeezr.dbx.store import LOCK, MARKER_DIR, Experiment, Repository
-from squeezr.dbx.study.spec import Item, Study, expand, render_command
+from squeezr.dbx.study.expand import expand, render_command
+from squeezr.dbx.study.spec import Item, Study
 
 __all__ = ["Change", "existing", "plan", "prefixes", "study_dir", "tag_of", "with_commands"]
 

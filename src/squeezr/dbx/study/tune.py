@@ -38,8 +38,9 @@ from squeezr.dbx import jsonx
 from squeezr.dbx.adopt import ENV
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import Experiment, Repository
+from squeezr.dbx.study.expand import combinations, fill, nest, render_command
 from squeezr.dbx.study.plan import study_dir
-from squeezr.dbx.study.spec import Item, Stage, Study, combinations, fill, nest, render_command
+from squeezr.dbx.study.spec import Item, Stage, Study
 
 __all__ = ["search_space", "tune"]
 
