@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 
 from squeezr import dbx
@@ -62,7 +63,20 @@ def test_median_pruner_stops_bad_trials_early_and_the_search_resumes(
             assert trial["value"] == pytest.approx(trial["params.x"])
     best = max(t["params.x"] for t in complete)
     assert all(t["params.x"] < best for t in pruned)
-    # resumable: asking for 9 runs two more trials and keeps the first seven
+    # a tuner killed mid-trial leaves that trial running in the journal
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(
+            str(study_repo.path / ".dbx/studies/toy/optuna.journal")
+        )
+    )
+    search = optuna.load_study(study_name="toy", storage=storage)
+    search.enqueue_trial({"x": 0.99})
+    search.ask().suggest_float("x", 0.0, 1.0)  # started: its params are drawn
+    # resumable: asking for 9 runs two more trials and keeps the first seven; the stale
+    # trial is marked failed and its params are tried again
     assert main(["tune", str(path), "--trials", "9", "--poll", "0.05", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)
-    assert len(again) == 9 and again[:7] == trials
+    assert again[:7] == trials
+    assert again[7]["state"] == "fail" and again[7]["params.x"] == 0.99
+    assert again[8]["params.x"] == 0.99 and again[8]["state"] == "complete"
+    assert len([t for t in again if t["state"] in ("complete", "pruned")]) == 9
