@@ -34,7 +34,7 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import atomic_path
 from squeezr.dbx.runs import experiment_status
 from squeezr.dbx.store import Experiment, Repository
-from squeezr.dbx.study.plan import study_dir
+from squeezr.dbx.study.plan import prefixes, study_dir
 from squeezr.dbx.study.spec import Item, Study
 
 __all__ = ["Runner", "Slot", "make_slots"]
@@ -117,6 +117,11 @@ class Runner:
         self.running: dict[str, _Process] = {}
         self.gave_up: set[str] = set()
         self.unrecorded: dict[str, int] = {}  # launches that ended without a run recorded
+        self.folders = {  # found once: Repository.get would walk the whole repository
+            exp.id: exp.path
+            for prefix in prefixes(study)
+            for exp in repo.experiments(prefix or None)
+        }
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self) -> int:
@@ -200,7 +205,8 @@ class Runner:
         return experiment_status(self._experiment(item))
 
     def _experiment(self, item: Item) -> Experiment:
-        return self.repo.get(item.id or "")
+        folder = self.folders.get(item.id or "")
+        return Experiment(self.repo, folder) if folder else self.repo.get(item.id or "")
 
     def _progress(self, statuses: dict[str | None, str], what: str) -> None:
         counts = {s: 0 for s in ("done", "running", "failed")}

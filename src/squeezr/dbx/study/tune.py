@@ -290,7 +290,8 @@ def _start(
             start_new_session=True,
         )
     exp = repo.get(item.id)
-    listener = follow(query, repo, where=f"id == {jsonx.encode(item.id)}", interval=0)
+    where = f"id == {jsonx.encode(item.id)}"
+    listener = follow(query, repo, prefix=name, where=where, interval=0)
     return _Trial(trial, exp, popen, listener, {})
 
 
