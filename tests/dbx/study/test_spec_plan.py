@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from squeezr import dbx
+from squeezr.dbx.cli import main
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.runs import experiment_status
 from squeezr.dbx.study.expand import expand
@@ -145,3 +146,20 @@ def test_create_adopts_the_planned_experiment(
     monkeypatch.setenv("DBX_EXPERIMENT", "0123456789ab")
     with pytest.raises(UserError, match="names no experiment"):
         dbx.create("x", params={})
+
+
+STUDIES = Path(__file__).resolve().parents[3] / "studies"
+
+
+def test_shipped_study_files(
+    study_repo: dbx.Repository, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """squeezr's own grids load, expand as documented and generate SLURM arrays."""
+    digits = expand(load(STUDIES / "digits.toml"))
+    assert len(digits) == 2 + 2 * 2 * 2
+    cifar = expand(load(STUDIES / "cifar10.toml"))
+    assert len(cifar) == 6 + 6 * 8 * 4
+    assert main(["study", "generate", str(STUDIES / "cifar10.toml"), "--slurm"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-191%8" in script and "#SBATCH --gres=gpu:1" in script
+    assert "--from " + dbx.open("cifar10/resnet110/s3").id in script
