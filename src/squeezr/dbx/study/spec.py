@@ -185,6 +185,9 @@ def load(path: Path | str) -> Study:
     slurm = data.get("slurm", {})
     if not isinstance(slurm, dict):
         raise UserError(f"{where}: slurm must be a table of sbatch options")
+    limit = slurm.get("limit", 1)
+    if type(limit) is not int or limit < 1:
+        raise UserError(f"{where}: slurm.limit must be a positive number of array tasks")
     study = Study(
         name=name,
         path=path,
