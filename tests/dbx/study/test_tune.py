@@ -80,3 +80,4 @@ def test_median_pruner_stops_bad_trials_early_and_the_search_resumes(
     assert again[7]["state"] == "fail" and again[7]["params.x"] == 0.99
     assert again[8]["params.x"] == 0.99 and again[8]["state"] == "complete"
     assert len([t for t in again if t["state"] in ("complete", "pruned")]) == 9
+    assert again[9]["params.x"] not in [t["params.x"] for t in trials]  # new points drawn

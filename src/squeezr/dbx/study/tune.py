@@ -100,11 +100,14 @@ def _suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return values
 
 
-def _sampler(optuna: Any, study: Study, space: dict[str, dict[str, Any]]) -> Any:
+def _sampler(optuna: Any, study: Study, space: dict[str, dict[str, Any]], done: int) -> Any:
+    """The configured sampler. Its seed is offset by the ``done`` trials so far, so a resumed
+    search draws new points instead of repeating the first run's."""
     tune = study.tune
     assert tune is not None
+    seed = None if tune.seed is None else tune.seed + done
     if tune.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=tune.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "grid":
         grid = {}
         for key, spec in space.items():
@@ -115,8 +118,8 @@ def _sampler(optuna: Any, study: Study, space: dict[str, dict[str, Any]]) -> Any
                 grid[key] = [spec["low"] + i * spec["step"] for i in range(count)]
             else:
                 raise UserError(f'sampler = "grid" needs choices or a step for {key!r}')
-        return optuna.samplers.GridSampler(grid, seed=tune.seed)
-    return optuna.samplers.TPESampler(seed=tune.seed)
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def _pruner(optuna: Any, study: Study) -> Any:
@@ -173,11 +176,11 @@ def tune(
     search = optuna.create_study(
         study_name=study.name,
         storage=storage,
-        sampler=_sampler(optuna, study, space),
         pruner=_pruner(optuna, study),
         direction=config.direction,
         load_if_exists=True,
     )
+    search.sampler = _sampler(optuna, study, space, len(search.get_trials(deepcopy=False)))
     _recover(optuna, search, say)
     wanted = trials if trials is not None else config.trials
     running: list[_Trial] = []
