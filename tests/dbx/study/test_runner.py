@@ -113,3 +113,27 @@ def test_slots() -> None:
     assert [s.gpu for s in make_slots(3, None)] == [None] * 3
     with pytest.raises(Exception, match="not both"):
         make_slots(2, "0")
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_experiments_and_the_next_run_finishes_them(
+    tmp_path: Path, study_repo: dbx.Repository
+) -> None:
+    path = write_study(tmp_path, seeds=2, command=SLOW)
+    first = _runner(path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if sum(experiment_status(e) == "running" for e in study_repo.experiments("toy/")) == 2:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGTERM)
+    output, _ = first.communicate(timeout=60)
+    assert first.returncode != 0 and "run it again to continue" in output
+    statuses = {e.name: [r["status"] for r in e.runs()] for e in study_repo.experiments("toy/")}
+    assert statuses == {"toy/s0": ["terminated"], "toy/s1": ["terminated"]}
+    second = _runner(path)
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, output
+    for exp in study_repo.experiments("toy/"):
+        assert [r["status"] for r in exp.runs()] == ["terminated", "finished"]
+    assert main(["study", "test", str(path)]) == 0
