@@ -181,7 +181,7 @@ def tune(
         load_if_exists=True,
     )
     search.sampler = _sampler(optuna, study, space, len(search.get_trials(deepcopy=False)))
-    _recover(optuna, search, say)
+    _recover(optuna, storage, search, say)
     wanted = trials if trials is not None else config.trials
     running: list[_Trial] = []
     states = optuna.trial.TrialState
@@ -229,10 +229,12 @@ def tune(
     return search
 
 
-def _recover(optuna: Any, search: Any, say: Callable[[str], None]) -> None:
-    """Trials a killed tuner left running: failed, and their params tried again."""
+def _recover(optuna: Any, storage: Any, search: Any, say: Callable[[str], None]) -> None:
+    """Trials a killed tuner left running: failed, and their params tried again. (Optuna's
+    own stale-trial handling needs heartbeats, which a journal file does not keep; a frozen
+    trial's storage id is only available as ``_trial_id``.)"""
     for trial in search.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        search._storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
+        storage.set_trial_state_values(trial._trial_id, state=optuna.trial.TrialState.FAIL)
         search.enqueue_trial(trial.params, skip_if_exists=False)
         say(
             f"dbx tune: trial {trial.number} was left running by an earlier tuner; trying its params again"
