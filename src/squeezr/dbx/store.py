@@ -268,15 +268,24 @@ class Repository:
                 raise Ambiguous(f"{ref!r} matches {len(found)} experiments ({ids}); give an id")
         raise NotFound(f"no experiment {ref!r} in {self.path}; list them with `dbx ls`")
 
-    def create_experiment(self, name: str, kind: str, params: dict[str, Any] | None) -> Path:
-        """Make the folder and ``meta.json`` of a new experiment; returns the folder."""
+    def create_experiment(
+        self,
+        name: str,
+        kind: str,
+        params: dict[str, Any] | None,
+        extra: dict[str, Any] | None = None,
+        durable: bool = True,
+    ) -> Path:
+        """Make the folder and ``meta.json`` of a new experiment; returns the folder.
+        ``extra`` adds fields to ``meta.json`` (a study's planned experiments carry
+        ``study``); ``durable=False`` skips the fsyncs, for records that can be rebuilt."""
         validate_name(name)
         validate_kind(kind)
         params = {} if params is None else params
         if not isinstance(params, dict):
             raise UserError(f"params must be a JSON object (a dict), not {type(params).__name__}")
         meta = {"format": FORMAT_VERSION, "id": "", "name": name, "kind": kind}
-        meta.update(created=now_iso(), params=params)
+        meta.update(created=now_iso(), params=params, **(extra or {}))
         while True:  # encoded before the folder exists: bad params leave nothing behind
             meta["id"] = new_id()
             try:
@@ -286,16 +295,18 @@ class Repository:
             check_keys(params, "param")  # after encoding: that bounds the nesting
             folder = self.path.joinpath(*name.split("/"), meta["id"])
             try:
-                make_dirs(
-                    folder, exist_ok=False
-                )  # new name folders and the id folder, each fsynced
+                if durable:  # new name folders and the id folder, each fsynced
+                    make_dirs(folder, exist_ok=False)
+                else:
+                    folder.mkdir(parents=True)
                 break
             except FileExistsError:  # an id drawn twice (48 random bits): draw again
                 continue
             except OSError as exc:
                 raise UserError(f"cannot create experiment {name!r}: {os_error(exc)}") from None
         try:
-            atomic_write(folder / "meta.json", text)
+            with atomic_path(folder / "meta.json", durable=durable) as tmp:
+                tmp.write_text(text, encoding="utf-8")
         except OSError as exc:
             raise UserError(f"cannot create experiment {name!r}: {os_error(exc)}") from None
         return folder
@@ -794,9 +805,14 @@ def create(
     recorded). ``repo`` is created if missing. Without it, the experiment goes where
     :func:`open`, :func:`resume` and ``dbx ls`` look (``$DBX_REPO``, else the nearest
     enclosing repository, see :meth:`Repository.find`); if there is none, a new
-    ``./experiments`` is created."""
+    ``./experiments`` is created. Under a study's runner (``$DBX_EXPERIMENT`` set) the
+    planned experiment is used instead of a new one (:mod:`squeezr.dbx.adopt`)."""
     repository = _repository(repo, create=True)
-    exp = Experiment(repository, repository.create_experiment(name, kind, params))
+    from squeezr.dbx.adopt import adopt_planned  # $DBX_EXPERIMENT: a study's runner started us
+
+    exp = adopt_planned(repository, kind, params)
+    if exp is None:
+        exp = Experiment(repository, repository.create_experiment(name, kind, params))
     exp._start_run()
     return exp
 
