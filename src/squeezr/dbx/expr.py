@@ -15,11 +15,12 @@ identifier (``val-acc``) or is a keyword is written in backticks: ```val-acc` > 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from squeezr.dbx.errors import UserError
+from squeezr.dbx.regex import compile_regex
 from squeezr.dbx.tokens import ExpressionError, Token, Tokenizer, TokenStream
 
 __all__ = ["MISSING", "Expr", "ExpressionError", "dig", "equal", "mapping_lookup", "parse"]
@@ -184,7 +185,7 @@ def _getter(operand: _Operand) -> Callable[[Lookup], Any]:
     return lambda lookup: value
 
 
-def _regex_match(op: str, left: _Operand, pattern: re.Pattern[str]) -> _Node:
+def _regex_match(op: str, left: _Operand, pattern: Any) -> _Node:
     wanted = op == "=~"
     search = pattern.search
 
@@ -304,14 +305,16 @@ class _Parser(TokenStream):
     def parse_not(self) -> _Node:
         if self.at("not", "!"):
             self.advance()
-            return _negate(self.parse_not())
+            with self.nested():
+                return _negate(self.parse_not())
         return self.parse_primary()
 
     def parse_primary(self) -> _Node:
         token = self.token
         if self.at("("):
             self.advance()
-            node = self.parse_or()
+            with self.nested():
+                node = self.parse_or()
             self.expect(")", f"to close the '(' at column {token.column}")
             return node
         if self.at("exists"):
@@ -366,7 +369,8 @@ class _Parser(TokenStream):
             self.advance()
             return _CONSTANTS[token.text]
         if self.at("["):
-            return self.parse_list()
+            with self.nested():
+                return self.parse_list()
         raise ExpressionError(token.column, message)
 
     def parse_list(self) -> list[Any]:
@@ -383,7 +387,7 @@ class _Parser(TokenStream):
         self.advance()
         return items
 
-    def parse_regex(self, op: str) -> re.Pattern[str]:
+    def parse_regex(self, op: str) -> Any:
         token = self.token
         if token.kind != "str":
             raise ExpressionError(
@@ -392,8 +396,8 @@ class _Parser(TokenStream):
             )
         self.advance()
         try:
-            return re.compile(token.value)
-        except re.error as exc:
+            return compile_regex(token.value)
+        except UserError as exc:
             raise ExpressionError(
                 token.column, f"invalid regular expression {token.text}: {exc}"
             ) from None

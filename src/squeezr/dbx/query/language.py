@@ -20,6 +20,7 @@ from squeezr.dbx.query.pattern import Pattern, compile_pattern
 KEYWORDS = ("match", "where", "select", "before", "after", "first", "last", "sort", "group")
 AGGREGATES = ("count", "mean", "std", "se", "min", "max", "first", "last", "sum")
 
+MAX_ROWS = 2**62  # what first/last take for "all": a count beyond any table's length
 _PATH = re.compile(tokens.NAME)
 _QUOTED_PATH = re.compile(tokens.QUOTED_NAME)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
@@ -224,12 +225,19 @@ def _stage(text: str, piece: str, offset: int) -> Stage:
     if word in ("before", "after"):
         return _near(text, word, rest, rest_offset)
     if word in ("first", "last"):
-        if not rest.isdigit() or int(rest) < 1:
-            raise _error(text, rest_offset + 1, f"{word} needs a positive whole number")
-        return Take(word, int(rest))
+        return Take(word, _count(text, word, rest, rest_offset))
     if word == "sort":
         return Sort(tuple(_sort_key(text, p, o) for p, o in _list(text, rest, rest_offset)))
     return _group(text, rest, rest_offset)
+
+
+def _count(text: str, word: str, rest: str, offset: int) -> int:
+    """The N of ``first N`` / ``last N``: ASCII digits (``²`` is a digit to Python, not a
+    count); a count beyond any table's length is as good as the largest one."""
+    digits = rest.lstrip("0")
+    if not (rest.isascii() and rest.isdigit()) or not digits:
+        raise _error(text, offset + 1, f"{word} needs a positive whole number, such as {word} 5")
+    return int(digits) if len(digits) <= 18 else MAX_ROWS
 
 
 def _head(piece: str) -> tuple[str, str]:
