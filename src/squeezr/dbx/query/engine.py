@@ -68,16 +68,17 @@ class Source:
     events: list[tuple[int, Event]] | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     tables: dict[tuple[str, str], Table] | None = None
+    timed: bool = False  # in-memory events of a log, to take in (ts, run, seq) order (live)
 
     def table(self, pattern: Pattern, mode: str, cache_dir: Path | None) -> Table:
         """The columns of the events matching ``pattern`` (cached where possible)."""
         if self.events is None:
             return _CACHE.table(Path(self.experiment.path), pattern, mode, cache_dir)
         if self.tables is None:
-            return extract(self.events, pattern, mode)
+            return extract(self.events, pattern, mode, timed=self.timed)
         key = (pattern.text, mode)
         if key not in self.tables:
-            self.tables[key] = extract(self.events, pattern, mode)
+            self.tables[key] = extract(self.events, pattern, mode, timed=self.timed)
         return self.tables[key]
 
     @property
@@ -112,6 +113,23 @@ def _objects(values: list[Any]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array
+
+
+def _places(frame: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of two tables as ranks in one order, (log, time, position): the (ts, run,
+    seq) order of each log's events (``table.time_ordered``); the same event gets the same
+    rank in both."""
+    columns = [np.concatenate([f[c].to_numpy() for f in (frame, other)]) for c in HIDDEN]
+    exp, pos, ts = columns
+    order = np.lexsort((pos, ts, exp))
+    changed = np.zeros(len(order), dtype=bool)
+    changed[:1] = True
+    for values in (exp, ts, pos):
+        ordered = values[order]
+        changed[1:] |= ordered[1:] != ordered[:-1]
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.cumsum(changed) - 1
+    return ranks[: len(frame)], ranks[len(frame) :]
 
 
 def needed_columns(query: Query) -> set[str] | None:
@@ -173,19 +191,20 @@ class Engine:
 
     def _frame(self, pattern: Pattern, keep: set[str] | None, mode: str) -> pd.DataFrame:
         tables = [source.table(pattern, mode, self.cache_dir) for source in self.sources]
-        names: dict[str, None] = {"_pos": None, "name": None}
+        names: dict[str, None] = {"_pos": None, "_ts": None, "name": None}
         for variable in pattern.variables:
             names[variable] = None
         for table in tables:
             names.update(dict.fromkeys(table.names))
         if keep is not None:
-            self._dropped = [n for n in names if n not in keep and n != "_pos"]
-            names = {n: None for n in names if n in keep or n == "_pos"}
+            self._dropped = [n for n in names if n not in keep and n not in HIDDEN]
+            names = {n: None for n in names if n in keep or n in HIDDEN}
         lengths = [table.length for table in tables]
         data = {name: _concat([t.column(name) for t in tables], lengths) for name in names}
         data["_exp"] = np.repeat(np.arange(len(tables)), lengths)
         frame = pd.DataFrame(data)
         frame["_pos"] = frame["_pos"].astype("int64")
+        frame["_ts"] = frame["_ts"].astype("float64")
         return frame
 
     def _add_experiment_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -360,7 +379,7 @@ class Engine:
 
     def _select(self, stage: Select, frame: pd.DataFrame) -> pd.DataFrame:
         out = {column.name: self.compute(frame, column).to_numpy() for column in stage.columns}
-        for internal in ("_exp", "_pos"):
+        for internal in HIDDEN:
             if internal in frame.columns:
                 out[internal] = frame[internal].to_numpy()
         return pd.DataFrame(out, index=frame.index)
@@ -373,12 +392,9 @@ class Engine:
         other = self._frame(stage.pattern, None, OCCURRENCES if self.merge else RAW)
         if other.empty:
             self._unmatched.add(stage.prefix)
-        highest = [f["_pos"].to_numpy().max(initial=0) for f in (frame, other)]
-        span = int(max(highest)) + 2
-        keys = other["_exp"].to_numpy() * span + other["_pos"].to_numpy()
+        rows, keys = _places(frame, other)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
-        rows = frame["_exp"].to_numpy() * span + frame["_pos"].to_numpy()
         side = "left" if stage.direction == "before" else "right"
         index = np.searchsorted(keys, rows, side=side) - (1 if side == "left" else 0)
         valid = (index >= 0) & (index < len(keys))

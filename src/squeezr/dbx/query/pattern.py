@@ -44,6 +44,7 @@ class _Memos:
 
 
 _MEMOS = _Memos()
+_UNSEEN = object()  # a memo's answer for a name it has not seen (None means "no match")
 
 
 def numeric(text: str) -> Any:
@@ -126,12 +127,11 @@ class Pattern:
 
     def match(self, name: str) -> tuple[Any, ...] | None:
         """The captured values (numeric-looking ones converted) if ``name`` matches, else None."""
-        try:
-            return self._memo[name]
-        except KeyError:
-            pass
+        result = self._memo.get(name, _UNSEEN)
+        if result is not _UNSEEN:
+            return result
         found = self._regex.fullmatch(name)
-        result = None if found is None else tuple(numeric(v) for v in found.groups())
+        result = None if found is None else tuple([numeric(v) for v in found.groups()])
         _MEMOS.spend()
         self._memo[name] = result
         return result
