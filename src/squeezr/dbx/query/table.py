@@ -165,11 +165,12 @@ class _Rows:
         self.fixed = {key: Column() for key in ("_pos", "_ts", "name", "ts", "run", "id")}
         self.captures = [Column() for _ in pattern.variables]
         self.data: dict[str, Column] = {}  # data key -> values (padded with None at the end)
-        self.latest: dict[str, tuple[int, Any]] = {}  # name -> (its row, the row's first run)
+        self.latest: dict[str, int] = {}  # name -> its row (merged) or latest occurrence
+        self.first_runs: dict[int, Any] = {}  # occurrences: row -> the run of its first event
 
     def add(self, events: list[tuple[int, Event]]) -> None:
         """Feed the next events (later in time than every event fed before)."""
-        match, latest, start = self.match, self.latest, self.length
+        match, latest, start, first_runs = self.match, self.latest, self.length, self.first_runs
         new: list[tuple[int, tuple[Any, ...], Event]] = []
         amend: list[tuple[int, Event]] = []  # applied after the new rows exist
         if self.mode == RAW:
@@ -180,13 +181,13 @@ class _Rows:
         elif self.mode == MERGED:  # one row per name: later events amend it
             for position, event in events:
                 name = event["name"]
-                found = latest.get(name)
-                if found is not None:
-                    amend.append((found[0], event))
+                row = latest.get(name)
+                if row is not None:
+                    amend.append((row, event))
                     continue
                 captures = match(name)
                 if captures is not None:
-                    latest[name] = (start + len(new), None)
+                    latest[name] = start + len(new)
                     new.append((position, captures, event))
         else:  # OCCURRENCES: an event of another run amends the latest occurrence
             for position, event in events:
@@ -194,11 +195,12 @@ class _Rows:
                 captures = match(name)
                 if captures is None:
                     continue
-                run = event.get("run")
-                if _later_run(latest.get(name), run):
-                    amend.append((latest[name][0], event))
+                run, row = event.get("run"), latest.get(name)
+                if row is not None and _other_run(first_runs[row], run):
+                    amend.append((row, event))
                     continue
-                latest[name] = (start + len(new), run)
+                latest[name] = start + len(new)
+                first_runs[start + len(new)] = run
                 new.append((position, captures, event))
         self._append(new)
         for row, event in amend:
@@ -236,6 +238,9 @@ class _Rows:
             column.set(row, value)
 
     def table(self) -> Table:
+        """The rows as a Table (the builder is spent)."""
+        self.latest.clear()
+        self.first_runs.clear()
         columns: dict[str, Column] = dict(self.fixed)
         for variable, values in zip(self.variables, self.captures, strict=True):
             columns[variable] = values
@@ -247,10 +252,9 @@ class _Rows:
         return Table(compacted, self.length)
 
 
-def _later_run(latest: tuple[int, Any] | None, run: Any) -> bool:
-    """Whether an event of run ``run`` comes from another run than the first event of the
-    latest occurrence of its name (both runs known)."""
-    return latest is not None and None not in (run, latest[1]) and run != latest[1]
+def _other_run(first: Any, run: Any) -> bool:
+    """Whether an event of run ``run`` comes from another run than ``first`` (both known)."""
+    return None not in (first, run) and run != first
 
 
 def _stamp(files: list[Path]) -> list[list[Any]]:
