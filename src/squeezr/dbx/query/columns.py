@@ -71,11 +71,14 @@ class Column:
         chunk[offset] = value
 
     def values(self) -> Any:
-        """All rows, as ``compact`` would give them for one list of the values."""
-        chunks = self.chunks
+        """All rows, as ``compact`` would give them for one list of the values; the column
+        is emptied (its chunks are released as they are copied)."""
+        chunks, self.chunks, self.starts, self.length = self.chunks, [], [], 0
         if chunks and all(isinstance(chunk, np.ndarray) for chunk in chunks):
             return np.concatenate(chunks)
         values: list[Any] = []
-        for chunk in chunks:
+        chunks.reverse()
+        while chunks:
+            chunk = chunks.pop()
             values.extend(chunk.tolist() if isinstance(chunk, np.ndarray) else chunk)
         return compact(values)

@@ -247,7 +247,9 @@ class _Rows:
         for key, values in self.data.items():
             values.pad(self.length)
             columns[f"data.{key}" if key in columns or key in HIDDEN else key] = values
-        compacted = {name: column.values() for name, column in columns.items()}
+        compacted = {}
+        for name in list(columns):  # one at a time: each column's chunks go as it is built
+            compacted[name] = columns.pop(name).values()
         compacted["_ts"] = np.asarray(compacted["_ts"], dtype=np.float64)
         return Table(compacted, self.length)
 
