@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from squeezr.dbx import expr, jsonx
+from squeezr.dbx import expr
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.query import grouping
 from squeezr.dbx.query.language import (
@@ -49,7 +49,7 @@ from squeezr.dbx.query.table import (
     TableCache,
     extract,
 )
-from squeezr.dbx.query.values import is_missing, numbers, sorted_order
+from squeezr.dbx.query.values import is_missing, numbers, sorted_order, warn_type_mismatches
 from squeezr.dbx.select import check_paths
 
 
@@ -154,34 +154,6 @@ def _places(frame: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np.nd
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.cumsum(changed) - 1
     return ranks[: len(frame)], ranks[len(frame) :]
-
-
-def _warn_type_mismatches(condition: expr.Expr, values: dict[str, list[Any]]) -> None:
-    """Warn about ``path OP literal`` where no row holds a value of the literal's type, which
-    therefore matches nothing (``params.lr > '0.1'`` on numbers), or everything with ``!=``."""
-    for path, op, literal in condition.literal_comparisons():
-        if op in ("in", "not in") or literal is None:
-            continue
-        kinds = {_kind_name(v) for v in values.get(path, []) if v is not expr.MISSING}
-        wanted = _kind_name(literal)
-        if kinds and wanted not in kinds:
-            held = " and ".join(sorted(kinds))
-            hint = " (drop the quotes)" if wanted == "text" and "numbers" in kinds else ""
-            warnings.warn(
-                f"where: {path} holds {held}, not {wanted}, so `{path} {op} "
-                f"{jsonx.encode(literal)}` is {'true' if op == '!=' else 'false'} for every "
-                f"row{hint}",
-                stacklevel=4,
-            )
-
-
-def _kind_name(value: Any) -> str:
-    """How ``_warn_type_mismatches`` names the type of a value."""
-    if isinstance(value, bool):
-        return "booleans"
-    if isinstance(value, int | float):
-        return "numbers"
-    return "text" if isinstance(value, str) else "lists or objects"
 
 
 def needed_columns(query: Query) -> set[str] | None:
@@ -471,7 +443,7 @@ class Engine:
         def lookup(path: str) -> Any:
             return values[path][row]
 
-        _warn_type_mismatches(condition, values)
+        warn_type_mismatches(condition, values)
         keep = np.zeros(len(frame), dtype=bool)
         for row in range(len(frame)):  # lookup reads the current row
             keep[row] = condition.evaluate(lookup)
