@@ -184,10 +184,11 @@ def test_an_add_on_run_amends_the_latest_occurrence_unless_raw() -> None:
 
 
 def test_before_with_no_matching_event_gives_empty_columns() -> None:
-    table = query.run(
-        "prune/step/:k | before nothing/:z as b | select k, b.z, b.name, b.val_acc",
-        events=pruning_log(),
-    )
+    with pytest.warns(query.NoMatch, match="matches 'nothing/:z'"):
+        table = query.run(
+            "prune/step/:k | before nothing/:z as b | select k, b.z, b.name, b.val_acc",
+            events=pruning_log(),
+        )
     assert table["k"].tolist() == [0, 1, 2, 3]
     assert table[["b.z", "b.name", "b.val_acc"]].isna().all().all()
     with pytest.raises(UserError, match=r"unknown column 'ft\.nope'"):  # matched: a typo
@@ -327,7 +328,8 @@ def test_pipe_stages_compose() -> None:
 
 
 def test_empty_result_keeps_selected_columns() -> None:
-    table = query.run("nothing/:k | select k, acc | group k: mean(acc)", events=pruning_log())
+    with pytest.warns(query.NoMatch, match="no event of the 1 experiment read matches"):
+        table = query.run("nothing/:k | select k, acc | group k: mean(acc)", events=pruning_log())
     assert table.empty and list(table.columns) == ["k", "mean_acc"]
 
 

@@ -107,7 +107,7 @@ def test_patterns_lists_what_the_query_reads() -> None:
     [
         ("", None, "empty query"),
         ("a | | b", 5, "empty stage"),
-        ("a || b", 1, "'a' is not a stage"),
+        ("a || b", 3, "'||' means 'or' inside a where condition"),
         ("a | selec k", 5, "'selec' is not a stage"),
         ("a | select k,", 14, "empty item"),
         ("a | where x >", 14, "expected a value"),

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -290,7 +291,7 @@ def test_a_first_poll_answers_like_a_finished_read(tmp_path: Path) -> None:
         exp.log("finetune/epoch/0/eval", val_acc=0.9 - k / 10)
         exp.log(f"prune/step/{k}", test_acc=0.8 - k / 10)
     exp.close()
-    addon = {"name": "finetune/epoch/0/eval", "id": "2-1", "ts": 1.0, "run": 2}
+    addon = {"name": "finetune/epoch/0/eval", "id": "2-1", "ts": time.time(), "run": 2}
     addon["data"] = {"test_acc": 0.5}
     (exp.path / "log-2.jsonl").write_text(json.dumps(addon) + "\n\n")
     text = (

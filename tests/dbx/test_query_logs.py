@@ -160,7 +160,7 @@ def test_disk_cache_is_used_invalidated_and_safe_to_delete(
     assert run() == [{"k": 1, "v": 5, "tag": "a"}]
     (cached,) = cache.iterdir()
     with monkeypatch.context() as patch:  # answered from the cache, without reading the log
-        patch.setattr(table, "read_matching", lambda *a: pytest.fail("log was read"))
+        patch.setattr(table, "Matching", lambda *a: pytest.fail("log was read"))
         assert run() == [{"k": 1, "v": 5, "tag": "a"}]
     write_log(
         exp.path / "log-1.jsonl",

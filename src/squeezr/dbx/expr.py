@@ -15,11 +15,13 @@ identifier (``val-acc``) or is a keyword is written in backticks: ```val-acc` > 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from squeezr.dbx import scalar
+from squeezr.dbx.errors import UserError
+from squeezr.dbx.regex import compile_regex
 from squeezr.dbx.tokens import ExpressionError, Token, Tokenizer, TokenStream
 
 __all__ = ["MISSING", "Expr", "ExpressionError", "dig", "equal", "mapping_lookup", "parse"]
@@ -46,7 +48,8 @@ MISSING: Any = _Missing()
 
 Lookup = Callable[[str], Any]
 _Node = Callable[[Lookup], bool]
-_Operand = tuple[str, Any]  # ("path", dotted path) or ("literal", value)
+# ("path", dotted path), ("literal", value) or ("computed", a function of the lookup)
+_Operand = tuple[str, Any]
 
 
 def dig(value: Any, path: str) -> Any:
@@ -78,6 +81,7 @@ class Expr:
     _root: _Node
     _paths: frozenset[str]
     _compared: frozenset[str]
+    _literals: tuple[tuple[str, str, Any], ...] = ()
 
     def evaluate(self, lookup: Lookup) -> bool:
         """True if the expression holds; ``lookup(path)`` returns the value or ``MISSING``."""
@@ -91,6 +95,11 @@ class Expr:
         """The paths whose value is used, i.e. all but those only tested with ``exists()``
         (a caller may reject an unknown field in a comparison as a typo, not in ``exists``)."""
         return set(self._compared)
+
+    def literal_comparisons(self) -> list[tuple[str, str, Any]]:
+        """``(path, operator, literal)`` for each ``path OP literal`` comparison (a caller may
+        warn when a field holds values of another type than the literal it is compared to)."""
+        return list(self._literals)
 
     def __str__(self) -> str:
         return self.text
@@ -181,10 +190,44 @@ def _getter(operand: _Operand) -> Callable[[Lookup], Any]:
     kind, value = operand
     if kind == "path":
         return lambda lookup: lookup(value)
+    if kind == "computed":
+        return value
     return lambda lookup: value
 
 
-def _regex_match(op: str, left: _Operand, pattern: re.Pattern[str]) -> _Node:
+def _computed(value: Callable[[Lookup], Any]) -> _Operand:
+    """A computation as an operand: a result that is not a number (None) is missing."""
+
+    def get(lookup: Lookup) -> Any:
+        result = value(lookup)
+        return MISSING if result is None else result
+
+    return ("computed", get)
+
+
+def _arithmetic(first: _Operand, rest: list[tuple[str, _Operand]]) -> _Operand:
+    """``first op operand op operand ...``, left to right, flat (no recursion to evaluate)."""
+    get_first = _getter(first)
+    steps = [(scalar.BINARY[op], _getter(operand)) for op, operand in rest]
+
+    def value(lookup: Lookup) -> Any:
+        result = get_first(lookup)
+        for apply, get in steps:
+            if result is MISSING or result is None:
+                return None
+            operand = get(lookup)
+            result = None if operand is MISSING else apply(result, operand)
+        return result
+
+    return _computed(value)
+
+
+def _applied(function: Callable[[Any], Any], operand: _Operand) -> _Operand:
+    get = _getter(operand)
+    return _computed(lambda lookup: function(get(lookup)))
+
+
+def _regex_match(op: str, left: _Operand, pattern: Any) -> _Node:
     wanted = op == "=~"
     search = pattern.search
 
@@ -236,9 +279,11 @@ def _any(parts: list[_Node]) -> _Node:
 # -- tokens (squeezr.dbx.tokens, shared with computed columns) ----------------------------
 
 _TOKENIZER = Tokenizer(
-    ("==", "!=", "<=", ">=", "=~", "!~", "&&", "||", "<", ">", "!", "(", ")", "[", "]", ","),
+    (
+        *("==", "!=", "<=", ">=", "=~", "!~", "&&", "||", "<", ">", "!", "(", ")", "[", "]", ","),
+        *("**", "//", "+", "-", "*", "/", "%"),
+    ),
     unexpected="unexpected character {char!r}",
-    signed_numbers=True,
     strings=True,
     rejected={"=": "'=' is not an operator; use '==' to compare"},
 )
@@ -260,6 +305,7 @@ class _Parser(TokenStream):
         super().__init__(_TOKENIZER.tokenize(text))
         self.paths: set[str] = set()
         self.compared: set[str] = set()
+        self.comparisons: list[tuple[_Operand, str, Any]] = []  # (operand, op, literal)
 
     def expect(self, text: str, context: str) -> Token:
         if not self.at(text):
@@ -304,14 +350,19 @@ class _Parser(TokenStream):
     def parse_not(self) -> _Node:
         if self.at("not", "!"):
             self.advance()
-            return _negate(self.parse_not())
+            with self.nested():
+                return _negate(self.parse_not())
         return self.parse_primary()
 
     def parse_primary(self) -> _Node:
         token = self.token
         if self.at("("):
+            comparison = self.parse_grouped_comparison()
+            if comparison is not None:
+                return comparison
             self.advance()
-            node = self.parse_or()
+            with self.nested():
+                node = self.parse_or()
             self.expect(")", f"to close the '(' at column {token.column}")
             return node
         if self.at("exists"):
@@ -330,6 +381,24 @@ class _Parser(TokenStream):
         op = self.parse_operator()
         if op is None:
             return _truthy(left)
+        return self.parse_comparison(left, op)
+
+    def parse_grouped_comparison(self) -> _Node | None:
+        """``(1 - x) < 0.2``: a parenthesised computation compared; None (nothing read) if
+        the parentheses hold a condition instead, ``(a > 1 or b)``."""
+        start, paths, compared = self.index, set(self.paths), set(self.compared)
+        try:
+            left = self.parse_operand("")
+            op = self.parse_operator()
+        except ExpressionError:
+            op = None
+        if op is None:
+            self.index, self.paths, self.compared = start, paths, compared
+            return None
+        return self.parse_comparison(left, op)
+
+    def parse_comparison(self, left: _Operand, op: str) -> _Node:
+        """The rest of ``left op ...`` once the operator is read."""
         op_token = self.tokens[self.index - 1]
         if op in _REGEX_OPS:
             return _regex_match(op, left, self.parse_regex(op))
@@ -338,6 +407,8 @@ class _Parser(TokenStream):
         right = self.parse_operand(
             f"expected a value after {op_token.text!r} (got {_describe(self.token)})"
         )
+        if right[0] == "literal":
+            self.comparisons.append((left, op, right[1]))
         return _comparison(op, left, right)
 
     def parse_operator(self) -> str | None:
@@ -349,9 +420,56 @@ class _Parser(TokenStream):
         return None
 
     def parse_operand(self, message: str) -> _Operand:
+        """A value: a path, a literal, or arithmetic on them (as in computed query columns:
+        ``+ - * / // % **``, unary minus, parentheses, abs sqrt exp log log2 log10)."""
+        return self.parse_arithmetic(("+", "-"), self.parse_product, message)
+
+    def parse_product(self, message: str) -> _Operand:
+        return self.parse_arithmetic(("*", "/", "//", "%"), self.parse_unary, message)
+
+    def parse_arithmetic(
+        self, operators: tuple[str, ...], part: Callable[[str], _Operand], message: str
+    ) -> _Operand:
+        first = part(message)
+        rest: list[tuple[str, _Operand]] = []
+        while self.token.kind == "op" and self.token.text in operators:
+            op = self.advance().text
+            rest.append((op, part(f"expected a value after {op!r} (got {_describe(self.token)})")))
+        return _arithmetic(first, rest) if rest else first
+
+    def parse_unary(self, message: str) -> _Operand:
+        if self.token.kind == "op" and self.token.text in ("-", "+"):
+            sign = self.advance().text
+            with self.nested():
+                inner = self.parse_unary(message)
+            if inner[0] == "literal" and type(inner[1]) in (int, float):  # -1 is a number
+                return ("literal", -inner[1] if sign == "-" else inner[1])
+            return _applied(scalar.negate, inner) if sign == "-" else inner
+        base = self.parse_atom(message)
+        if self.token.kind == "op" and self.token.text == "**":
+            self.advance()
+            with self.nested():
+                exponent = self.parse_unary(message)
+            return _arithmetic(base, [("**", exponent)])
+        return base
+
+    def parse_atom(self, message: str) -> _Operand:
         token = self.token
+        if self.at("("):
+            self.advance()
+            with self.nested():
+                inner = self.parse_operand(message)
+            self.expect(")", f"to close the '(' at column {token.column}")
+            return inner
         if token.kind == "name" and token.text not in _KEYWORDS:
             self.advance()
+            function = scalar.FUNCTIONS.get(token.text)
+            if function is not None and not token.text.startswith("`") and self.at("("):
+                self.advance()
+                with self.nested():
+                    inner = self.parse_operand(message)
+                self.expect(")", f"to close {token.text}(")
+                return _applied(function, inner)
             self.paths.add(token.value)
             self.compared.add(token.value)
             return ("path", token.value)
@@ -359,6 +477,9 @@ class _Parser(TokenStream):
 
     def parse_literal(self, message: str) -> Any:
         token = self.token
+        if self.at("-") and self.tokens[self.index + 1].kind == "num":  # a negative number
+            self.advance()
+            return -self.advance().value
         if token.kind in ("num", "str"):
             self.advance()
             return token.value
@@ -366,7 +487,8 @@ class _Parser(TokenStream):
             self.advance()
             return _CONSTANTS[token.text]
         if self.at("["):
-            return self.parse_list()
+            with self.nested():
+                return self.parse_list()
         raise ExpressionError(token.column, message)
 
     def parse_list(self) -> list[Any]:
@@ -383,7 +505,7 @@ class _Parser(TokenStream):
         self.advance()
         return items
 
-    def parse_regex(self, op: str) -> re.Pattern[str]:
+    def parse_regex(self, op: str) -> Any:
         token = self.token
         if token.kind != "str":
             raise ExpressionError(
@@ -392,8 +514,8 @@ class _Parser(TokenStream):
             )
         self.advance()
         try:
-            return re.compile(token.value)
-        except re.error as exc:
+            return compile_regex(token.value)
+        except UserError as exc:
             raise ExpressionError(
                 token.column, f"invalid regular expression {token.text}: {exc}"
             ) from None
@@ -403,4 +525,7 @@ def parse(text: str) -> Expr:
     """Parse ``text`` into an :class:`Expr`; syntax errors are UserErrors naming the column."""
     parser = _Parser(text)
     root = parser.parse()
-    return Expr(text, root, frozenset(parser.paths), frozenset(parser.compared))
+    literals = tuple(
+        (left[1], op, value) for left, op, value in parser.comparisons if left[0] == "path"
+    )
+    return Expr(text, root, frozenset(parser.paths), frozenset(parser.compared), literals)

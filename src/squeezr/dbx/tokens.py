@@ -18,7 +18,23 @@ from typing import Any
 
 from squeezr.dbx.errors import UserError
 
-__all__ = ["NAME", "QUOTED_NAME", "ExpressionError", "Token", "TokenStream", "Tokenizer"]
+__all__ = [
+    "MAX_DEPTH",
+    "NAME",
+    "QUOTED_NAME",
+    "ExpressionError",
+    "Token",
+    "TokenStream",
+    "Tokenizer",
+]
+
+# How deeply parentheses, lists and prefix operators may nest. Both parsers recurse once per
+# level, so without a bound ~170 nested parentheses reach Python's recursion limit; no real
+# condition or computation comes near this.
+MAX_DEPTH = 64
+# The longest integer literal: Python refuses to convert longer digit strings (its 4,300-digit
+# guard against quadratic conversion), and no field holds such a number anyway.
+MAX_DIGITS = 300
 
 # A field path: a name, then dot-separated segments that may start with a digit (a list
 # index: results.curve.0). Any other field name is written in backticks, taken as written.
@@ -94,7 +110,7 @@ class Tokenizer:
             if kind == "space":
                 continue
             if kind == "num":
-                value: Any = float(raw) if any(c in raw for c in ".eE") else int(raw)
+                value: Any = _number(raw, column)
             elif kind == "str":
                 value = _UNESCAPE.sub(r"\1", raw[1:-1])
             elif kind == "quoted":
@@ -115,12 +131,28 @@ class Tokenizer:
         return self.unexpected.format(char=char)
 
 
+def _number(raw: str, column: int) -> int | float:
+    """A number token's value: int unless it has a point or an exponent."""
+    if any(c in raw for c in ".eE"):
+        return float(raw)
+    if len(raw.lstrip("-")) > MAX_DIGITS:
+        raise ExpressionError(column, f"a number of more than {MAX_DIGITS} digits is too long")
+    return int(raw)
+
+
 class TokenStream:
-    """The cursor of a recursive-descent parser over a list of tokens."""
+    """The cursor of a recursive-descent parser over a list of tokens, with the nesting
+    depth the parser has reached (see :meth:`nested`)."""
 
     def __init__(self, tokens: list[Token]) -> None:
         self.tokens = tokens
         self.index = 0
+        self.depth = 0
+
+    def nested(self) -> _Nesting:
+        """``with self.nested():`` around each recursive step: an ExpressionError at the
+        current token past ``MAX_DEPTH`` levels, instead of a RecursionError."""
+        return _Nesting(self)
 
     @property
     def token(self) -> Token:
@@ -137,3 +169,23 @@ class TokenStream:
         """Whether the next token is one of these operators or (unquoted) words."""
         token = self.token
         return token.kind in ("op", "name") and token.text in texts
+
+
+class _Nesting:
+    """One level of nesting of a :class:`TokenStream`, for a ``with`` block."""
+
+    def __init__(self, stream: TokenStream) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> None:
+        stream = self.stream
+        if stream.depth >= MAX_DEPTH:
+            raise ExpressionError(
+                stream.token.column,
+                f"nested too deeply (more than {MAX_DEPTH} levels of parentheses, lists or "
+                "prefix operators); simplify the expression",
+            )
+        stream.depth += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.stream.depth -= 1

@@ -18,9 +18,10 @@ from squeezr.dbx import clikit, jsonx
 from squeezr.dbx.cli import common
 
 EPILOG = """examples:
-  dbx query 'train/epoch/:epoch/eval | select epoch, val_acc' prune/oracle/
-  dbx query 'prune/step/:k | group k: mean(1 - test_acc) as err, se(1 - test_acc)' --kind prune
-  dbx query 'prune/step/:k | before finetune/epoch/:e/eval as ft' --follow --json
+  dbx query 'train/epoch/:epoch | select epoch, val_acc, test_acc' demo/train/
+  dbx query 'prune/step/:k | group k: mean(1 - test_acc_after) as err' --kind prune
+  dbx query 'prune/step/:k | sort test_acc_after desc | limit 5' --json
+  dbx query 'prune/step/:k/finetune/epoch/:e | select k, e, val_acc' --follow
 grammar: docs/dbx-query.md"""
 
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from squeezr.dbx.query.engine import Engine
+from squeezr.dbx.query.engine import Engine, NoMatch
 from squeezr.dbx.query.language import Query, parse
 from squeezr.dbx.query.live import follow
 from squeezr.dbx.query.sources import cache_dir, event_sources, experiment_sources
 
-__all__ = ["Query", "follow", "parse", "run"]
+__all__ = ["NoMatch", "Query", "follow", "parse", "run"]
 
 
 def run(

@@ -83,11 +83,23 @@ class _Parser(TokenStream):
         return node
 
     def binary(self, operators: tuple[str, ...], operand: Callable[[], _Node]) -> _Node:
-        node = operand()
+        """``operand (op operand)*``, left to right, as one flat node: a chain of thousands
+        of terms costs no recursion when it is evaluated."""
+        first = operand()
+        rest: list[tuple[Callable[[Any, Any], Any], _Node]] = []
         while self.at(*operators):
             apply = _BINARY[self.advance().text]
-            node = _combine(apply, node, operand())
-        return node
+            rest.append((apply, operand()))
+        if not rest:
+            return first
+
+        def chain(get: Getter) -> Any:
+            value = first(get)
+            for apply, right in rest:
+                value = apply(value, right(get))
+            return value
+
+        return chain
 
     def sum(self) -> _Node:
         return self.binary(("+", "-"), self.product)
@@ -98,7 +110,8 @@ class _Parser(TokenStream):
     def unary(self) -> _Node:
         if self.at("-", "+"):
             sign = self.advance().text
-            inner = self.unary()
+            with self.nested():
+                inner = self.unary()
             return (lambda get: -inner(get)) if sign == "-" else inner
         return self.power()
 
@@ -107,7 +120,8 @@ class _Parser(TokenStream):
         if self.at("**"):
             self.advance()
             # in floats, so that an integer column to a negative power is no error
-            return _combine(np.float_power, base, self.unary())
+            with self.nested():
+                return _combine(np.float_power, base, self.unary())
         return base
 
     def atom(self) -> _Node:
@@ -118,7 +132,8 @@ class _Parser(TokenStream):
             return lambda get: number
         if self.at("("):
             self.advance()
-            inner = self.sum()
+            with self.nested():
+                inner = self.sum()
             if not self.at(")"):
                 raise self.fail(f"')' to close the '(' at column {token.column}")
             self.advance()
@@ -138,7 +153,8 @@ class _Parser(TokenStream):
                 name.column, f"unknown function {name.text!r}; use {', '.join(FUNCTIONS)}"
             )
         self.advance()
-        inner = self.sum()
+        with self.nested():
+            inner = self.sum()
         if not self.at(")"):
             raise self.fail(f"')' to close {name.text}(")
         self.advance()

@@ -10,6 +10,9 @@ columns and to keep ``first``, ``last``, ``before`` and ``after`` within one exp
 
 from __future__ import annotations
 
+import difflib
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +23,14 @@ import pandas as pd
 
 from squeezr.dbx import expr
 from squeezr.dbx.errors import UserError
+from squeezr.dbx.query import grouping
 from squeezr.dbx.query.language import (
-    AGGREGATES,
-    Aggregate,
     Column,
     Group,
+    Limit,
     Match,
     Near,
+    Pivot,
     Query,
     Select,
     Sort,
@@ -35,7 +39,7 @@ from squeezr.dbx.query.language import (
     Where,
 )
 from squeezr.dbx.query.logs import Event
-from squeezr.dbx.query.pattern import Pattern
+from squeezr.dbx.query.pattern import Pattern, compile_pattern
 from squeezr.dbx.query.table import (
     HIDDEN,
     MERGED,
@@ -45,13 +49,17 @@ from squeezr.dbx.query.table import (
     TableCache,
     extract,
 )
-from squeezr.dbx.query.values import comparable, hashable, is_missing, numbers, sorted_order
+from squeezr.dbx.query.values import is_missing, numbers, sorted_order, warn_type_mismatches
 from squeezr.dbx.select import check_paths
 
+
+class NoMatch(UserWarning):
+    """A query's name pattern matched no event (``dbx query`` prints it as a one-line note)."""
+
+
 SHOWN_FIELDS = ("exp.id", "exp.name")  # the experiment columns a multi-experiment result leads with
-_PANDAS_FUNCS = {func: {"se": "sem"}.get(func, func) for func in AGGREGATES}
-_NUMERIC_FUNCS = ("mean", "std", "se", "sum")
 _LISTED = 30  # columns named in an "unknown column" message
+_HYPHENATED = re.compile(r"[A-Za-z_][\w.]*(?:-[A-Za-z_][\w.]*)+")  # val-acc: a name, or a - b?
 _CACHE = TableCache()
 
 
@@ -68,16 +76,17 @@ class Source:
     events: list[tuple[int, Event]] | None = None
     identity: dict[str, Any] = field(default_factory=dict)
     tables: dict[tuple[str, str], Table] | None = None
+    timed: bool = False  # in-memory events of a log, to take in (ts, run, seq) order (live)
 
     def table(self, pattern: Pattern, mode: str, cache_dir: Path | None) -> Table:
         """The columns of the events matching ``pattern`` (cached where possible)."""
         if self.events is None:
             return _CACHE.table(Path(self.experiment.path), pattern, mode, cache_dir)
         if self.tables is None:
-            return extract(self.events, pattern, mode)
+            return extract(self.events, pattern, mode, timed=self.timed)
         key = (pattern.text, mode)
         if key not in self.tables:
-            self.tables[key] = extract(self.events, pattern, mode)
+            self.tables[key] = extract(self.events, pattern, mode, timed=self.timed)
         return self.tables[key]
 
     @property
@@ -95,7 +104,10 @@ class Source:
 def _concat(pieces: list[Any], lengths: list[int]) -> Any:
     """One column from per-log pieces (numpy arrays, lists, or None where a log lacks it)."""
     present = [(piece, n) for piece, n in zip(pieces, lengths, strict=True) if n]
+    gaps = any(piece is None for piece, _ in present)
     if all(isinstance(piece, np.ndarray) or piece is None for piece, _ in present):
+        if gaps and all(piece is None or piece.dtype == np.int64 for piece, _ in present):
+            return _integers([None] * n if piece is None else piece for piece, n in present)
         arrays = [np.full(n, np.nan) if piece is None else piece for piece, n in present]
         return np.concatenate(arrays) if arrays else np.array([], dtype=float)
     values: list[Any] = []
@@ -104,7 +116,20 @@ def _concat(pieces: list[Any], lengths: list[int]) -> Any:
             values.extend([None] * n)
         else:
             values.extend(piece.tolist() if isinstance(piece, np.ndarray) else piece)
+    kinds = {type(value) for value in values}
+    if kinds == {int, type(None)}:
+        return _integers([values])
     return values
+
+
+def _integers(pieces: Any) -> Any:
+    """Integers with gaps as a nullable integer column, so that 9 stays 9 (not 9.0) beside
+    a missing value; ints beyond int64 stay a list."""
+    values = [value for piece in pieces for value in piece]
+    try:
+        return pd.array(values, dtype="Int64")
+    except (OverflowError, TypeError, ValueError):
+        return values
 
 
 def _objects(values: list[Any]) -> np.ndarray:
@@ -112,6 +137,23 @@ def _objects(values: list[Any]) -> np.ndarray:
     array = np.empty(len(values), dtype=object)
     array[:] = values
     return array
+
+
+def _places(frame: pd.DataFrame, other: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of two tables as ranks in one order, (log, time, position): the (ts, run,
+    seq) order of each log's events (``table.time_ordered``); the same event gets the same
+    rank in both."""
+    columns = [np.concatenate([f[c].to_numpy() for f in (frame, other)]) for c in HIDDEN]
+    exp, pos, ts = columns
+    order = np.lexsort((pos, ts, exp))
+    changed = np.zeros(len(order), dtype=bool)
+    changed[:1] = True
+    for values in (exp, ts, pos):
+        ordered = values[order]
+        changed[1:] |= ordered[1:] != ordered[:-1]
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.cumsum(changed) - 1
+    return ranks[: len(frame)], ranks[len(frame) :]
 
 
 def needed_columns(query: Query) -> set[str] | None:
@@ -131,11 +173,14 @@ def needed_columns(query: Query) -> set[str] | None:
             paths = {*stage.keys, *(path for a in arguments for path in a.paths())}
         elif isinstance(stage, Sort):
             paths = {key for key, _ in stage.keys}
+        elif isinstance(stage, Pivot):
+            argument = stage.value.argument
+            paths = {*stage.rows, stage.column, *(argument.paths() if argument else ())}
         for path in paths:
             parts = path.split(".")
             needed.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
             needed.add(path.removeprefix("data."))
-        if isinstance(stage, Select | Group):
+        if isinstance(stage, Select | Group | Pivot):
             return needed
     return None
 
@@ -173,19 +218,20 @@ class Engine:
 
     def _frame(self, pattern: Pattern, keep: set[str] | None, mode: str) -> pd.DataFrame:
         tables = [source.table(pattern, mode, self.cache_dir) for source in self.sources]
-        names: dict[str, None] = {"_pos": None, "name": None}
+        names: dict[str, None] = {"_pos": None, "_ts": None, "name": None}
         for variable in pattern.variables:
             names[variable] = None
         for table in tables:
             names.update(dict.fromkeys(table.names))
         if keep is not None:
-            self._dropped = [n for n in names if n not in keep and n != "_pos"]
-            names = {n: None for n in names if n in keep or n == "_pos"}
+            self._dropped = [n for n in names if n not in keep and n not in HIDDEN]
+            names = {n: None for n in names if n in keep or n in HIDDEN}
         lengths = [table.length for table in tables]
         data = {name: _concat([t.column(name) for t in tables], lengths) for name in names}
         data["_exp"] = np.repeat(np.arange(len(tables)), lengths)
         frame = pd.DataFrame(data)
         frame["_pos"] = frame["_pos"].astype("int64")
+        frame["_ts"] = frame["_ts"].astype("float64")
         return frame
 
     def _add_experiment_columns(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -233,9 +279,12 @@ class Engine:
         if frame.empty or unmatched or not self.strict:
             frame[path] = pd.Series(None, index=frame.index, dtype=object)
             return path
-        visible = [c for c in frame.columns if c not in HIDDEN] + self._dropped
+        visible = [c for c in frame.columns if c not in HIDDEN and not str(c).startswith("__")]
+        visible += self._dropped
         listed = ", ".join(visible[:_LISTED]) + (", ..." if len(visible) > _LISTED else "")
-        raise UserError(f"unknown column {path!r}; available: {listed}")
+        close = difflib.get_close_matches(path, [str(c) for c in visible], n=1, cutoff=0.7)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown column {path!r}{guess}; available: {listed}")
 
     def _resolve(self, frame: pd.DataFrame, path: str) -> str | None:
         """The column holding ``path``, adding experiment fields and nested data to ``frame``
@@ -271,7 +320,17 @@ class Engine:
         assert item.computed is not None  # a Column is one or the other
 
         def get(path: str) -> pd.Series:
-            return numbers(frame[self.column(frame, path)], repr(item.source))
+            try:
+                name = self.column(frame, path)
+            except UserError:
+                source = item.source.strip()
+                if _HYPHENATED.fullmatch(source):
+                    raise UserError(
+                        f"unknown column {path!r} in {source!r}, which reads as a subtraction; "
+                        f"write a column name holding '-' in backticks: `{source}`"
+                    ) from None
+                raise
+            return numbers(frame[name], repr(item.source))
 
         result = item.computed.evaluate(get)
         if not isinstance(result, pd.Series):
@@ -290,6 +349,8 @@ class Engine:
         frame = self._add_experiment_columns(
             self._frame(first.pattern, needed_columns(query), mode)
         )
+        if frame.empty and self.strict:
+            self._note_unmatched(first.pattern)
         # Event fields not shown unless selected: id; ts and run of merged rows (those of
         # their newest event), and of raw rows where no event has them. Decided here, once,
         # so that a select or group shows whatever it names.
@@ -298,13 +359,38 @@ class Engine:
         }
         for stage in stages:
             frame = self._apply(stage, frame)
-            if isinstance(stage, Select | Group):
+            if isinstance(stage, Select | Group | Pivot):
                 hidden = set()
                 self._dropped = []
         if not identity:
             frame = self._keep_identity(frame)
             hidden |= set(HIDDEN)
         return frame[[c for c in frame.columns if c not in hidden]].reset_index(drop=True)
+
+    def _note_unmatched(self, pattern: Pattern) -> None:
+        """Say that ``pattern`` matched no event (an empty table is otherwise silent), with
+        the closest event names that the logs do have."""
+        if not self.sources:
+            warnings.warn(
+                NoMatch("no experiment was read (none matches the selection)"), stacklevel=3
+            )
+            return
+        names = {
+            name
+            for source in self.sources
+            for name in source.table(compile_pattern("**"), MERGED, self.cache_dir).column("name")
+            or []
+        }
+        count = len(self.sources)
+        message = f"no event of the {count} experiment{'s' if count > 1 else ''} read matches {pattern.text!r}"
+        close = difflib.get_close_matches(pattern.text, sorted(names), n=3, cutoff=0.4)
+        if close:
+            message += f"; did you mean {', '.join(close)}?"
+        elif names:
+            message += f"; their events are named like {', '.join(sorted(names)[:3])}"
+        else:
+            message += " (they have no events)"
+        warnings.warn(NoMatch(message), stacklevel=3)
 
     def _apply(self, stage: Stage, frame: pd.DataFrame) -> pd.DataFrame:
         if isinstance(stage, Match):
@@ -317,9 +403,13 @@ class Engine:
             return self._near(stage, frame)
         if isinstance(stage, Take):
             return self._take(stage, frame)
+        if isinstance(stage, Limit):
+            return frame.head(stage.count)
+        if isinstance(stage, Pivot):
+            return grouping.pivot(self, stage, frame)
         if isinstance(stage, Sort):
             return self._sort(stage, frame)
-        return self._group(stage, frame)
+        return grouping.group(self, stage, frame)
 
     def _match(self, pattern: Pattern, frame: pd.DataFrame) -> pd.DataFrame:
         if "name" not in frame.columns:
@@ -353,14 +443,15 @@ class Engine:
         def lookup(path: str) -> Any:
             return values[path][row]
 
+        warn_type_mismatches(condition, values)
         keep = np.zeros(len(frame), dtype=bool)
         for row in range(len(frame)):  # lookup reads the current row
             keep[row] = condition.evaluate(lookup)
         return frame[keep]
 
     def _select(self, stage: Select, frame: pd.DataFrame) -> pd.DataFrame:
-        out = {column.name: self.compute(frame, column).to_numpy() for column in stage.columns}
-        for internal in ("_exp", "_pos"):
+        out = {column.name: self.compute(frame, column).array for column in stage.columns}
+        for internal in HIDDEN:
             if internal in frame.columns:
                 out[internal] = frame[internal].to_numpy()
         return pd.DataFrame(out, index=frame.index)
@@ -373,12 +464,11 @@ class Engine:
         other = self._frame(stage.pattern, None, OCCURRENCES if self.merge else RAW)
         if other.empty:
             self._unmatched.add(stage.prefix)
-        highest = [f["_pos"].to_numpy().max(initial=0) for f in (frame, other)]
-        span = int(max(highest)) + 2
-        keys = other["_exp"].to_numpy() * span + other["_pos"].to_numpy()
+            if self.strict and not frame.empty:
+                self._note_unmatched(stage.pattern)
+        rows, keys = _places(frame, other)
         order = np.argsort(keys, kind="stable")
         keys = keys[order]
-        rows = frame["_exp"].to_numpy() * span + frame["_pos"].to_numpy()
         side = "left" if stage.direction == "before" else "right"
         index = np.searchsorted(keys, rows, side=side) - (1 if side == "left" else 0)
         valid = (index >= 0) & (index < len(keys))
@@ -404,30 +494,3 @@ class Engine:
         work = frame.copy(deep=False)  # sorting by a field does not add it as a column
         columns = [self.column(work, key) for key, _ in stage.keys]
         return frame.iloc[sorted_order(work, columns, [asc for _, asc in stage.keys])]
-
-    def _group(self, stage: Group, frame: pd.DataFrame) -> pd.DataFrame:
-        keys = [self.column(frame, key) for key in stage.keys]
-        for key in keys:  # lists and objects cannot be hashed: group them by their JSON text
-            if frame[key].dtype == object:
-                frame[key] = frame[key].map(hashable)
-        spec: dict[str, tuple[str, str]] = {}
-        for index, aggregate in enumerate(stage.aggregates):
-            spec[aggregate.name] = self._aggregate_column(frame, aggregate, index, keys[0])
-        grouped = frame.groupby(keys, dropna=False, sort=False, observed=True).agg(**spec)
-        grouped = grouped.reset_index()
-        return grouped.iloc[sorted_order(grouped, keys, [True] * len(keys))]
-
-    def _aggregate_column(
-        self, frame: pd.DataFrame, aggregate: Aggregate, index: int, any_key: str
-    ) -> tuple[str, str]:
-        if aggregate.argument is None:
-            return any_key, "size"
-        column = f"__agg{index}"
-        values = self.compute(frame, aggregate.argument)
-        what = f"{aggregate.func}({aggregate.argument.source})"
-        if aggregate.func in _NUMERIC_FUNCS:
-            values = numbers(values, what)
-        elif aggregate.func in ("min", "max") and values.dtype == object:
-            values = comparable(values, what)
-        frame[column] = values.to_numpy()
-        return column, _PANDAS_FUNCS[aggregate.func]

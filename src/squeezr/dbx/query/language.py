@@ -9,6 +9,7 @@ here, so a mistake is reported before any log is read.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
@@ -17,9 +18,16 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.query import arithmetic
 from squeezr.dbx.query.pattern import Pattern, compile_pattern
 
-KEYWORDS = ("match", "where", "select", "before", "after", "first", "last", "sort", "group")
-AGGREGATES = ("count", "mean", "std", "se", "min", "max", "first", "last", "sum")
+KEYWORDS = (
+    *("match", "where", "select", "before", "after", "first", "last", "limit", "sort"),
+    *("group", "pivot"),
+)
+AGGREGATES = (
+    *("count", "count_distinct", "mean", "median", "quantile", "std", "se", "min", "max"),
+    *("first", "last", "sum"),
+)
 
+MAX_ROWS = 2**62  # what first/last take for "all": a count beyond any table's length
 _PATH = re.compile(tokens.NAME)
 _QUOTED_PATH = re.compile(tokens.QUOTED_NAME)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
@@ -89,6 +97,13 @@ class Take:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """The first ``count`` rows of the whole table (``first`` counts per experiment)."""
+
+    count: int
+
+
+@dataclass(frozen=True)
 class Sort:
     """Order rows by columns (``desc`` per key), stably."""
 
@@ -97,22 +112,36 @@ class Sort:
 
 @dataclass(frozen=True)
 class Aggregate:
-    """``func(argument) as name``; ``argument`` is None for ``count()``."""
+    """``func(argument) as name``; ``argument`` is None for ``count()``; ``q`` is the
+    quantile of ``quantile(argument, q)``."""
 
     func: str
     argument: Column | None
     name: str
+    q: float | None = None
 
 
 @dataclass(frozen=True)
 class Group:
-    """One row per distinct key tuple, with aggregates over the rows (across experiments)."""
+    """One row per distinct key tuple, with aggregates over the rows (across experiments);
+    no keys: one row over all rows."""
 
     keys: tuple[str, ...]
     aggregates: tuple[Aggregate, ...]
 
 
-Stage = Match | Where | Select | Near | Take | Sort | Group
+@dataclass(frozen=True)
+class Pivot:
+    """A wide table: one row per ``rows`` key tuple, one column per value of ``column``,
+    holding ``value`` (one row's value, or an aggregate of the rows in the cell)."""
+
+    rows: tuple[str, ...]
+    column: str
+    value: Aggregate
+    single: bool  # value is a plain column: a cell of several rows is an error
+
+
+Stage = Match | Where | Select | Near | Take | Limit | Sort | Group | Pivot
 
 
 @dataclass(frozen=True)
@@ -204,6 +233,8 @@ def parse(text: str) -> Query:
 
 def _stage(text: str, piece: str, offset: int) -> Stage:
     word, rest = _head(piece)
+    if word.startswith("group:"):  # "group: mean(x)" aggregates over all rows
+        word, rest = "group", piece[len("group") :].strip()
     rest_offset = offset + len(piece) - len(rest)
     if word not in KEYWORDS:
         return _match(text, piece, offset)
@@ -224,12 +255,23 @@ def _stage(text: str, piece: str, offset: int) -> Stage:
     if word in ("before", "after"):
         return _near(text, word, rest, rest_offset)
     if word in ("first", "last"):
-        if not rest.isdigit() or int(rest) < 1:
-            raise _error(text, rest_offset + 1, f"{word} needs a positive whole number")
-        return Take(word, int(rest))
+        return Take(word, _count(text, word, rest, rest_offset))
+    if word == "limit":
+        return Limit(_count(text, word, rest, rest_offset))
+    if word == "pivot":
+        return _pivot(text, rest, rest_offset)
     if word == "sort":
         return Sort(tuple(_sort_key(text, p, o) for p, o in _list(text, rest, rest_offset)))
     return _group(text, rest, rest_offset)
+
+
+def _count(text: str, word: str, rest: str, offset: int) -> int:
+    """The N of ``first N`` / ``last N``: ASCII digits (``²`` is a digit to Python, not a
+    count); a count beyond any table's length is as good as the largest one."""
+    digits = rest.lstrip("0")
+    if not (rest.isascii() and rest.isdigit()) or not digits:
+        raise _error(text, offset + 1, f"{word} needs a positive whole number, such as {word} 5")
+    return int(digits) if len(digits) <= 18 else MAX_ROWS
 
 
 def _head(piece: str) -> tuple[str, str]:
@@ -253,6 +295,23 @@ def _match(text: str, piece: str, offset: int) -> Match:
         raise _error(text, column, f"unexpected {tail!r} after the quoted name pattern")
     if tail:
         word = piece.split()[0]
+        column = offset + len(piece) - len(tail) + 1
+        if tail.startswith("||"):
+            raise _error(
+                text,
+                column,
+                "'||' means 'or' inside a where condition; stages are separated by one '|'",
+            )
+        close = difflib.get_close_matches(word, KEYWORDS, n=1, cutoff=0.6)
+        if close:
+            raise _error(text, offset + 1, f"{word!r} is not a stage; did you mean {close[0]!r}?")
+        if "/" in word or ":" in word or "*" in word:
+            raise _error(
+                text,
+                column,
+                f"unexpected {tail.split()[0]!r} after the name pattern {word!r}; separate "
+                "stages with '|' (a name pattern with spaces must be quoted)",
+            )
         raise _error(
             text,
             offset + 1,
@@ -354,9 +413,19 @@ def _group(text: str, rest: str, offset: int) -> Group:
     parts = split_top(rest, ":", offset)
     if len(parts) > 2:
         raise _error(text, parts[2][1], "group has one ':' between keys and aggregates")
+    if len(parts) == 1 and _AGG.match(rest) and not _plain_path(rest):
+        raise _error(
+            text,
+            offset + 1,
+            "aggregates follow a ':': 'group KEY: mean(x)' per key, or 'group: mean(x)' "
+            "over all rows",
+        )
     keys = []
     names = []
-    for key, column in _list(text, parts[0][0], parts[0][1]):
+    listed = _list(text, parts[0][0], parts[0][1]) if parts[0][0] else []
+    if not listed and (len(parts) == 1 or not parts[1][0]):
+        raise _error(text, offset + 1, "group needs keys, aggregates or both: group k: count()")
+    for key, column in listed:
         path = _plain_path(key)
         if path is None:
             raise _error(text, column + 1, f"{key!r} is not a column to group by")
@@ -389,6 +458,56 @@ def _aggregate(text: str, item: str, offset: int) -> Aggregate:
         return Aggregate(func, None, name or "count")
     inside = found.group(2)
     argument_offset = offset + found.start(2) + len(inside) - len(inside.lstrip())
+    q = None
+    if func == "quantile":
+        argument, q = _quantile_argument(text, argument, argument_offset)
     column = _operand(text, argument, argument_offset)
     default = f"{func}_{column.path}" if column.is_path else call
-    return Aggregate(func, column, name or default)
+    if q is not None and column.is_path:
+        default = f"p{q * 100:g}_{column.path}"
+    return Aggregate(func, column, name or default, q)
+
+
+def _quantile_argument(text: str, argument: str, offset: int) -> tuple[str, float]:
+    """``x, 0.9`` -> ("x", 0.9)."""
+    parts = split_top(argument, ",", offset)
+    usage = "quantile needs a column and a fraction between 0 and 1: quantile(loss, 0.9)"
+    if len(parts) != 2:
+        raise _error(text, offset + 1, usage)
+    (column, _), (fraction, at) = parts
+    try:
+        q = float(fraction)
+    except ValueError:
+        raise _error(text, at + 1, usage) from None
+    if not 0 <= q <= 1:
+        raise _error(text, at + 1, usage)
+    return column, q
+
+
+def _pivot(text: str, rest: str, offset: int) -> Pivot:
+    """``ROWKEY, ... by COLUMNKEY: VALUE`` (VALUE a column or an aggregate)."""
+    usage = "pivot looks like 'pivot k by exp.name: val_acc' or '... : mean(val_acc)'"
+    parts = split_top(rest, ":", offset)
+    if len(parts) != 2 or not parts[1][0]:
+        raise _error(text, offset + 1, usage)
+    (left, left_at), (value, value_at) = parts
+    words = split_top(_SPACE.sub(" ", left), " ", left_at)
+    cut = [i for i, (word, _) in enumerate(words) if word == "by"]
+    if len(cut) != 1 or cut[0] in (0, len(words) - 1):
+        raise _error(text, left_at + 1, usage)
+    rows_text = left[: words[cut[0]][1] - left_at].strip()
+    column_text, column_at = " ".join(w for w, _ in words[cut[0] + 1 :]), words[cut[0] + 1][1]
+    rows = []
+    for key, at in _list(text, rows_text, left_at):
+        path = _plain_path(key)
+        if path is None:
+            raise _error(text, at + 1, f"{key!r} is not a column to pivot by")
+        rows.append(path)
+    column = _plain_path(column_text)
+    if column is None:
+        raise _error(text, column_at + 1, f"{column_text!r} is not a column to pivot by")
+    if _AGG.match(value) and not _plain_path(value):
+        aggregate = _aggregate(text, value, value_at)
+        return Pivot(tuple(rows), column, aggregate, single=False)
+    source = _operand(text, value, value_at)
+    return Pivot(tuple(rows), column, Aggregate("first", source, source.name), single=True)

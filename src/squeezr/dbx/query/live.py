@@ -59,7 +59,7 @@ class _Follower:
         for path, tail in self.tails.items():
             log.extend((offset + line, event) for line, event in self.kept.get(path, []))
             offset += tail.lines
-        return Source(experiment=self.experiment, events=log, tables=self.tables)
+        return Source(experiment=self.experiment, events=log, tables=self.tables, timed=True)
 
     def _wanted(self, event: Event) -> bool:
         return any(pattern.match(event["name"]) is not None for pattern in self.patterns)

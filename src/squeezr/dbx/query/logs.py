@@ -1,8 +1,10 @@
-"""Reading ``log-<N>.jsonl`` files fast, for queries over thousands of logs.
+"""Reading ``log-<N>.jsonl`` files fast, for queries over thousands of logs and million-line logs.
 
 Parsing JSON is most of a query's cost, so lines that cannot hold a matching event name are
-skipped by a byte-substring test before any parsing, and the remaining lines of a file are
-parsed by one ``json.loads`` of a joined ``[...]`` array. Lines are held to the store's rules
+skipped by a byte-substring test before any parsing, and the remaining lines are parsed a
+chunk at a time (about ``CHUNK_BYTES``) by one ``orjson.loads`` of a joined ``[...]`` array;
+reading in chunks keeps memory at the size of the columns being built, not of the file and
+its parsed events. Lines are held to the store's rules
 (``jsonx.iter_log``): a line that is not JSON or not an event
 (:func:`squeezr.dbx.records.event_problem`) is corruption, a UserError naming the file and
 line, unless it is the file's last line, which a crash can leave damaged: that one is skipped
@@ -13,15 +15,29 @@ finished-log reads skip it with a warning, and ``Tail`` keeps it until its newli
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.records import event_problem
 
 Event = dict[str, Any]
+CHUNK_BYTES = 8 << 20  # lines parsed at a time by a finished-log read
+# What orjson reads differently from the json module: dbx's NaN/Infinity marker (decoded by
+# jsonx) and integers beyond 64 bits (orjson makes them floats); chunks holding either, which
+# are rare, are parsed by jsonx.
+_MARKER = jsonx.MARKER.encode()
+# Digits become "0", what may precede a float's digits "." and everything else " ", so that
+# an integer of 19 or more digits is the substring _LONG_INTEGER (a fast search; a false
+# alarm only costs the slower parser).
+_DIGIT_MAP = bytes(
+    ord("0") if 48 <= c <= 57 else ord(".") if chr(c) in ".eE" else ord(" ") for c in range(256)
+)
+_LONG_INTEGER = b" " + b"0" * 19
 # What an in-memory event may leave out (a log line has them all): checked with these
 # stand-ins, so that the fields it does give follow the rules of a log line.
 _OPTIONAL_FIELDS: Event = {"ts": 0.0, "id": "", "run": 0, "data": {}}
@@ -36,8 +52,8 @@ def parse_lines(
     if not lines:
         return []
     try:
-        joined = jsonx.loads(b"[" + b",".join(lines) + b"]")
-    except ValueError:
+        joined = _load_array(b"[" + b",".join(lines) + b"]")
+    except (ValueError, RecursionError):
         joined = None
     # A damaged line can still join into valid JSON (``{...}, {...}`` is two values), so
     # the fast path counts only if it gave one event per line.
@@ -50,7 +66,9 @@ def parse_lines(
             problem = event_problem(event)
             if problem is not None:
                 raise ValueError(f"not a valid event: {problem}")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            if isinstance(exc, RecursionError):
+                exc = ValueError("nested too deeply")
             if number != last:
                 raise UserError(
                     f"{where} line {number + 1} is corrupt ({exc}); repair or remove that line"
@@ -59,6 +77,12 @@ def parse_lines(
             continue
         events.append((number, event))
     return events
+
+
+def _load_array(joined: bytes) -> Any:
+    if _MARKER in joined or _LONG_INTEGER in joined.translate(_DIGIT_MAP):
+        return jsonx.loads(joined)
+    return orjson.loads(joined)
 
 
 def complete_lines(raw: bytes, where: str, *, warn_torn: bool) -> tuple[list[bytes], bytes]:
@@ -70,21 +94,52 @@ def complete_lines(raw: bytes, where: str, *, warn_torn: bool) -> tuple[list[byt
     return lines, tail
 
 
-def read_matching(path: Path, literal: str) -> tuple[list[tuple[int, Event]], int]:
-    """Events of a finished log whose line contains ``literal``, with their line numbers.
+class Matching:
+    """The events of a finished log whose line contains ``literal``, with their 0-based line
+    numbers, in chunks: iterate to get lists of ``(line_index, event)``; afterwards
+    ``lines`` is the number of complete lines. ``literal`` is a substring every wanted event
+    name contains ("" = all); blank lines and a damaged last line are left out (see
+    ``parse_lines``)."""
 
-    Returns ``([(line_index, event), ...], number_of_complete_lines)``; blank lines and a
-    damaged last line are left out (see ``parse_lines``). ``literal`` is a substring every
-    wanted event name contains ("" = all).
-    """
-    lines, tail = complete_lines(path.read_bytes(), str(path), warn_torn=True)
-    needle = literal.encode("utf-8") if literal.isascii() and '"' not in literal else b""
-    if needle and b"\\" not in needle:
-        picked = [i for i, line in enumerate(lines) if needle in line]
-    else:
-        picked = [i for i, line in enumerate(lines) if line.strip()]
-    last = len(lines) - 1 if not tail else None
-    return parse_lines([lines[i] for i in picked], str(path), picked, last), len(lines)
+    def __init__(self, path: Path, literal: str) -> None:
+        self.path = path
+        self.literal = literal
+        self.lines = 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, Event]]]:
+        literal = self.literal
+        needle = literal.encode("utf-8") if literal.isascii() and '"' not in literal else b""
+        if b"\\" in needle:
+            needle = b""
+        where = str(self.path)
+        self.lines = 0
+        with self.path.open("rb") as handle:
+            batch = handle.readlines(CHUNK_BYTES)
+            while batch:
+                following = handle.readlines(CHUNK_BYTES)
+                tail = b""
+                if not following and not batch[-1].endswith(b"\n"):
+                    tail = batch.pop()
+                    warnings.warn(
+                        f"{where}: skipping an unfinished last line (torn write)", stacklevel=2
+                    )
+                first = self.lines
+                if needle:
+                    picked = [i for i, line in enumerate(batch) if needle in line]
+                else:
+                    picked = [i for i, line in enumerate(batch) if line.strip()]
+                last = first + len(batch) - 1 if not following and not tail else None
+                numbers = [first + i for i in picked]
+                self.lines += len(batch)
+                yield parse_lines([batch[i] for i in picked], where, numbers, last)
+                batch = following
+
+
+def read_matching(path: Path, literal: str) -> tuple[list[tuple[int, Event]], int]:
+    """All of :class:`Matching` at once: ``([(line_index, event), ...], complete_lines)``."""
+    matching = Matching(path, literal)
+    events = [found for chunk in matching for found in chunk]
+    return events, matching.lines
 
 
 class Tail:

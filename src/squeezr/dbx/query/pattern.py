@@ -16,6 +16,8 @@ from functools import lru_cache
 from typing import Any
 
 from squeezr.dbx.errors import UserError
+from squeezr.dbx.regex import compile_regex
+from squeezr.dbx.tokens import MAX_DIGITS
 
 _VAR = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _INT = re.compile(r"[-+]?\d+")
@@ -42,12 +44,14 @@ class _Memos:
 
 
 _MEMOS = _Memos()
+_UNSEEN = object()  # a memo's answer for a name it has not seen (None means "no match")
 
 
 def numeric(text: str) -> Any:
-    """A captured level as int or float when it looks like a number, so it sorts and compares numerically."""
-    if _INT.fullmatch(text):
-        return int(text)
+    """A captured level as int or float when it looks like a number, so it sorts and compares
+    numerically; digits too many for an int (``MAX_DIGITS``) stay text."""
+    if (text.isascii() and text.isdigit()) or _INT.fullmatch(text):
+        return int(text) if len(text) <= MAX_DIGITS else text
     if _FLOAT.fullmatch(text):
         return float(text)
     return text
@@ -69,7 +73,11 @@ class Pattern:
         if not text or "" in segments:
             raise UserError(f"bad name pattern {text!r}: empty level; write levels like a/b/:k")
         self.variables: list[str] = []
-        self._regex = re.compile(self._build(segments))
+        regex = self._build(segments)
+        # A wildcard inside a level ("ep*ch*") can backtrack polynomially in Python's re;
+        # RE2 is linear but ten times slower a call, so it serves only those patterns.
+        inside = any("*" in seg and seg not in ("*", "**") for seg in segments)
+        self._regex = compile_regex(regex) if inside else re.compile(regex)
         self.literal: str = self._longest_literal(segments)
         self._memo: dict[str, tuple[Any, ...] | None] = {}
         _MEMOS.patterns.add(self)
@@ -119,12 +127,11 @@ class Pattern:
 
     def match(self, name: str) -> tuple[Any, ...] | None:
         """The captured values (numeric-looking ones converted) if ``name`` matches, else None."""
-        try:
-            return self._memo[name]
-        except KeyError:
-            pass
+        result = self._memo.get(name, _UNSEEN)
+        if result is not _UNSEEN:
+            return result
         found = self._regex.fullmatch(name)
-        result = None if found is None else tuple(numeric(v) for v in found.groups())
+        result = None if found is None else tuple([numeric(v) for v in found.groups()])
         _MEMOS.spend()
         self._memo[name] = result
         return result

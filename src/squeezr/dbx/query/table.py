@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import warnings
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -25,11 +27,12 @@ from typing import Any
 import numpy as np
 
 from squeezr.dbx.fileio import atomic_path
-from squeezr.dbx.query.logs import Event, read_matching
+from squeezr.dbx.query.columns import Column, compact
+from squeezr.dbx.query.logs import Event, Matching
 from squeezr.dbx.query.pattern import Pattern
 from squeezr.dbx.store import log_paths
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 # The in-memory cache holds at most this many rows over all its tables (a few hundred MB
 # at most: a million-event query fits twice); each table also counts ENTRY_ROWS for its
 # fixed overhead, so tables that matched nothing are bounded too.
@@ -43,7 +46,9 @@ RAW = "raw"  # one row per event
 # of its name instead (an add-on evaluation): the targets of before/after, which need real
 # positions, so repeats of a name within a run stay apart.
 OCCURRENCES = "occurrences"
-HIDDEN = ("_exp", "_pos")  # the engine's row bookkeeping (log, position): never a data column
+# The engine's row bookkeeping, never a data column: the log a row is from, the position of
+# its first event in that log, and that event's time.
+HIDDEN = ("_exp", "_pos", "_ts")
 
 
 class Table:
@@ -70,7 +75,7 @@ class Table:
         encoded = self._encoded.pop(name, None)
         if encoded is not None:  # checked when the cache file was loaded (TableCache._load)
             kind, raw = encoded
-            values = _compact(json.loads(raw)) if kind == "json" else np.frombuffer(raw, kind)
+            values = compact(json.loads(raw)) if kind == "json" else np.frombuffer(raw, kind)
             self._columns[name] = values
         return self._columns.get(name)
 
@@ -103,92 +108,155 @@ class Table:
         return cls({}, header["length"], encoded)
 
 
-def extract(events: Iterable[tuple[int, Event]], pattern: Pattern, mode: str) -> Table:
+def extract(
+    events: Iterable[tuple[int, Event]], pattern: Pattern, mode: str, *, timed: bool = False
+) -> Table:
     """Match, combine events into rows as ``mode`` says, and lay out as columns.
 
-    A row that combines several events (union of data, latest wins) sits at the position of
-    its first event (when it first happened); its ``ts`` and ``run`` are those of the latest
-    event that contributed to it, its ``id`` that of the first. ``events`` have been checked
+    ``timed``: the events are a log's, taken in (ts, run, seq) order; else (an in-memory log
+    without a time order of its own) in the order given. ``events`` have been checked
     (``logs.read_matching``, ``logs.numbered``): each has a str ``name``, and ``data`` if any
     is a dict.
     """
-    # Hot loop: one dict lookup per event; per-row work happens afterwards, per column.
-    match = pattern.match
-    entries: list[list[Any]] = []  # [position, captures, first event, *events merged into it]
-    if mode == MERGED:
-        by_name: dict[str, list[Any]] = {}
-        for position, event in events:
-            name = event["name"]
-            entry = by_name.get(name)
-            if entry is not None:
-                entry.append(event)
-                continue
-            captures = match(name)
-            if captures is not None:
-                by_name[name] = [position, captures, event]
-        entries = list(by_name.values())
-    elif mode == RAW:
-        for position, event in events:
-            captures = match(event["name"])
-            if captures is not None:
-                entries.append([position, captures, event])
-    else:
-        latest: dict[str, list[Any]] = {}  # name -> its latest occurrence
-        for position, event in events:
-            name = event["name"]
-            captures = match(name)
-            if captures is None:
-                continue
-            entry = latest.get(name)
-            if entry is not None and _later_run(event, entry[2]):
-                entry.append(event)
-                continue
-            entry = [position, captures, event]
-            entries.append(entry)
-            latest[name] = entry
-    firsts = [entry[2] for entry in entries]
-    lasts = [entry[-1] for entry in entries]
-    datas = [entry[2].get("data", {}) if len(entry) == 3 else _merged(entry) for entry in entries]
-    columns: dict[str, Any] = {
-        "_pos": [entry[0] for entry in entries],
-        "name": [event["name"] for event in firsts],
-        "ts": [event.get("ts") for event in lasts],
-        "run": [event.get("run") for event in lasts],
-        "id": [event.get("id") for event in firsts],
-    }
-    for index, variable in enumerate(pattern.variables):
-        columns[variable] = [entry[1][index] for entry in entries]
-    for key in dict.fromkeys(chain.from_iterable(datas)):
-        column = f"data.{key}" if key in columns or key in HIDDEN else key
-        columns[column] = [data.get(key) for data in datas]
-    return Table({name: _compact(values) for name, values in columns.items()}, len(entries))
+    events = list(events)
+    if timed and not in_time_order(events):
+        events = time_ordered(events)
+    rows = _Rows(pattern, mode, timed)
+    rows.add(events)
+    return rows.table()
 
 
-def _later_run(event: Event, first: Event) -> bool:
-    """Whether ``event`` comes from another run than the occurrence it may amend (both known)."""
-    run, first_run = event.get("run"), first.get("run")
-    return run is not None and first_run is not None and run != first_run
+def in_time_order(events: list[tuple[int, Event]], after: float = -math.inf) -> bool:
+    """Whether ``(position, event)`` pairs (in position order) are in time order, none before
+    ``after``."""
+    previous = after
+    for _, event in events:
+        ts = event["ts"]
+        if ts < previous:
+            return False
+        previous = ts
+    return True
 
 
-def _merged(entry: list[Any]) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for event in entry[2:]:
-        data.update(event.get("data", {}))
-    return data
+def time_ordered(events: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
+    """``events`` in (ts, run, seq) order. Positions number the runs' lines one run after the
+    other, so (ts, position) is that order: within a run it is the logging order, and of two
+    events of the same time the lower run comes first."""
+    return sorted(events, key=lambda found: (found[1]["ts"], found[0]))
 
 
-def _compact(values: list[Any]) -> Any:
-    """A column of plain numbers as a numpy array (cheap to concatenate and cache): int64 if
-    all are ints, float64 if ints and floats. Anything else stays the list, so that each value
-    keeps its type: booleans (``x == true`` must not match a 1), text, lists, gaps, and ints
-    beyond int64."""
-    kinds = set(map(type, values))
-    if kinds == {int}:
-        with suppress(OverflowError):
-            return np.array(values, dtype=np.int64)
-    elif kinds and kinds <= {int, float}:
-        return np.array(values, dtype=np.float64)
-    return values
+class _Rows:
+    """Rows built from events fed in (ts, run, seq) order, a chunk at a time, so that a
+    reader never holds more parsed events than one chunk.
+
+    A row that combines several events (union of data, latest wins) sits at the position of
+    its first event (when it first happened); its ``ts`` and ``run`` are those of the latest
+    event that contributed to it, its ``id`` that of the first; the hidden ``_ts`` is the
+    time of its first event (zero for untimed logs), which with ``_pos`` orders rows of
+    different tables (``before``/``after``).
+    """
+
+    def __init__(self, pattern: Pattern, mode: str, timed: bool) -> None:
+        self.match = pattern.match
+        self.variables = pattern.variables
+        self.mode = mode
+        self.timed = timed
+        self.length = 0
+        self.fixed = {key: Column() for key in ("_pos", "_ts", "name", "ts", "run", "id")}
+        self.captures = [Column() for _ in pattern.variables]
+        self.data: dict[str, Column] = {}  # data key -> values (padded with None at the end)
+        self.latest: dict[str, int] = {}  # name -> its row (merged) or latest occurrence
+        self.first_runs: dict[int, Any] = {}  # occurrences: row -> the run of its first event
+
+    def add(self, events: list[tuple[int, Event]]) -> None:
+        """Feed the next events (later in time than every event fed before)."""
+        match, latest, start, first_runs = self.match, self.latest, self.length, self.first_runs
+        new: list[tuple[int, tuple[Any, ...], Event]] = []
+        amend: list[tuple[int, Event]] = []  # applied after the new rows exist
+        if self.mode == RAW:
+            for position, event in events:
+                captures = match(event["name"])
+                if captures is not None:
+                    new.append((position, captures, event))
+        elif self.mode == MERGED:  # one row per name: later events amend it
+            for position, event in events:
+                name = event["name"]
+                row = latest.get(name)
+                if row is not None:
+                    amend.append((row, event))
+                    continue
+                captures = match(name)
+                if captures is not None:
+                    latest[name] = start + len(new)
+                    new.append((position, captures, event))
+        else:  # OCCURRENCES: an event of another run amends the latest occurrence
+            for position, event in events:
+                name = event["name"]
+                captures = match(name)
+                if captures is None:
+                    continue
+                run, row = event.get("run"), latest.get(name)
+                if row is not None and _other_run(first_runs[row], run):
+                    amend.append((row, event))
+                    continue
+                latest[name] = start + len(new)
+                first_runs[start + len(new)] = run
+                new.append((position, captures, event))
+        self._append(new)
+        for row, event in amend:
+            self._amend(row, event)
+
+    def _append(self, new: list[tuple[int, tuple[Any, ...], Event]]) -> None:
+        fixed, start = self.fixed, self.length
+        fixed["_pos"].extend([position for position, _, _ in new])
+        events = [event for _, _, event in new]
+        fixed["name"].extend([event["name"] for event in events])
+        ts = [event.get("ts") for event in events]
+        fixed["ts"].extend(ts)
+        fixed["_ts"].extend(ts if self.timed else [0.0] * len(ts))
+        fixed["run"].extend([event.get("run") for event in events])
+        fixed["id"].extend([event.get("id") for event in events])
+        for index, column in enumerate(self.captures):
+            column.extend([captures[index] for _, captures, _ in new])
+        datas = [event.get("data") or {} for event in events]
+        for key in dict.fromkeys(chain.from_iterable(datas)):
+            column = self.data.get(key)
+            if column is None:
+                column = self.data[key] = Column()
+            column.pad(start)
+            column.extend([data.get(key) for data in datas])
+        self.length += len(new)
+
+    def _amend(self, row: int, event: Event) -> None:
+        self.fixed["ts"].set(row, event.get("ts"))
+        self.fixed["run"].set(row, event.get("run"))
+        for key, value in (event.get("data") or {}).items():
+            column = self.data.get(key)
+            if column is None:
+                column = self.data[key] = Column()
+            column.pad(row + 1)
+            column.set(row, value)
+
+    def table(self) -> Table:
+        """The rows as a Table (the builder is spent)."""
+        self.latest.clear()
+        self.first_runs.clear()
+        columns: dict[str, Column] = dict(self.fixed)
+        for variable, values in zip(self.variables, self.captures, strict=True):
+            columns[variable] = values
+        for key, values in self.data.items():
+            values.pad(self.length)
+            columns[f"data.{key}" if key in columns or key in HIDDEN else key] = values
+        compacted = {}
+        for name in list(columns):  # one at a time: each column's chunks go as it is built
+            compacted[name] = columns.pop(name).values()
+        compacted["_ts"] = np.asarray(compacted["_ts"], dtype=np.float64)
+        return Table(compacted, self.length)
+
+
+def _other_run(first: Any, run: Any) -> bool:
+    """Whether an event of run ``run`` comes from another run than ``first`` (both known)."""
+    return None not in (first, run) and run != first
 
 
 def _stamp(files: list[Path]) -> list[list[Any]]:
@@ -272,10 +340,38 @@ class TableCache:
 
 
 def _read(files: list[Path], pattern: Pattern, mode: str) -> Table:
+    """Read the logs (in run order) a chunk at a time into rows. Runs that overlap in time
+    (an add-on evaluation while training still logs) are read again, whole, and put in time
+    order; the usual logs, already in order, are read once."""
+    rows = _Rows(pattern, mode, timed=True)
+    with warnings.catch_warnings(record=True) as caught:  # said once, by the read that counts
+        warnings.simplefilter("always")
+        ordered = _read_in_order(files, pattern, rows)
+    if ordered:
+        for warning in caught:
+            warnings.warn(warning.message, stacklevel=2)
+        return rows.table()
     events: list[tuple[int, Event]] = []
     offset = 0
     for path in files:
-        found, count = read_matching(path, pattern.literal)
-        events.extend(((offset + line, event) for line, event in found) if offset else found)
-        offset += count
-    return extract(events, pattern, mode)
+        matching = Matching(path, pattern.literal)
+        for chunk in matching:
+            events.extend((offset + line, event) for line, event in chunk)
+        offset += matching.lines
+    return extract(events, pattern, mode, timed=True)
+
+
+def _read_in_order(files: list[Path], pattern: Pattern, rows: _Rows) -> bool:
+    """Feed the logs' matching events to ``rows``; False as soon as one is out of time order."""
+    latest = -math.inf
+    offset = 0
+    for path in files:
+        matching = Matching(path, pattern.literal)
+        for chunk in matching:
+            if not in_time_order(chunk, after=latest):
+                return False
+            if chunk:
+                latest = chunk[-1][1]["ts"]
+                rows.add([(offset + line, event) for line, event in chunk] if offset else chunk)
+        offset += matching.lines
+    return True

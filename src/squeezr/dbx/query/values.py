@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from squeezr.dbx import expr, jsonx
 from squeezr.dbx.errors import UserError
 
 _KINDS = ("number", "text", "other")  # the order in which sort puts them
@@ -89,3 +91,31 @@ def hashable(value: Any) -> Any:
     if isinstance(value, list | dict):
         return json.dumps(value, sort_keys=True, default=str)
     return value
+
+
+def warn_type_mismatches(condition: expr.Expr, values: dict[str, list[Any]]) -> None:
+    """Warn about ``path OP literal`` where no row holds a value of the literal's type, which
+    therefore matches nothing (``params.lr > '0.1'`` on numbers), or everything with ``!=``."""
+    for path, op, literal in condition.literal_comparisons():
+        if op in ("in", "not in") or literal is None:
+            continue
+        kinds = {_kind_name(v) for v in values.get(path, []) if v is not expr.MISSING}
+        wanted = _kind_name(literal)
+        if kinds and wanted not in kinds:
+            held = " and ".join(sorted(kinds))
+            hint = " (drop the quotes)" if wanted == "text" and "numbers" in kinds else ""
+            warnings.warn(
+                f"where: {path} holds {held}, not {wanted}, so `{path} {op} "
+                f"{jsonx.encode(literal)}` is {'true' if op == '!=' else 'false'} for every "
+                f"row{hint}",
+                stacklevel=4,
+            )
+
+
+def _kind_name(value: Any) -> str:
+    """How ``_warn_type_mismatches`` names the type of a value."""
+    if isinstance(value, bool):
+        return "booleans"
+    if isinstance(value, int | float):
+        return "numbers"
+    return "text" if isinstance(value, str) else "lists or objects"
