@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,22 +48,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from squeezr.dbx import query as dbxquery  # pandas: loaded only when a query runs
 
-    selection = common.selection(args)
-    with warnings.catch_warnings():
-        warnings.showwarning = _one_line_warning
-        if not args.follow:
-            table = dbxquery.run(args.query, args.repo, raw=args.raw, cache=args.cache, **selection)
-            clikit.emit(_missing_as_none(table), args.fmt)
-            return 0
-        batches = dbxquery.follow(
-            args.query, args.repo, raw=args.raw, interval=args.interval, **selection
-        )
-        _stream(batches, args.fmt)
+    selection = common.selection(args)  # warnings print as one line (clikit.run)
+    if not args.follow:
+        table = dbxquery.run(args.query, args.repo, raw=args.raw, cache=args.cache, **selection)
+        clikit.emit(_missing_as_none(table), args.fmt)
+        return 0
+    batches = dbxquery.follow(
+        args.query, args.repo, raw=args.raw, interval=args.interval, **selection
+    )
+    _stream(batches, args.fmt)
     return 0
-
-
-def _one_line_warning(message: Any, *_: Any, **__: Any) -> None:
-    print(f"dbx: warning: {message}", file=sys.stderr)
 
 
 def _missing_as_none(frame: Any) -> Any:
