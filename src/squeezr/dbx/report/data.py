@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
@@ -123,14 +123,23 @@ def check_numeric(table: pd.DataFrame, column: str, allow_empty: bool = False) -
         raise UserError(f"column {column!r} is not numeric (it holds {bad.iloc[0]!r})")
 
 
+def csv_text(table: pd.DataFrame) -> str:
+    """``table`` as CSV text: floats exactly (shortest round-trip repr), no index."""
+    return table.to_csv(index=False, lineterminator="\n")
+
+
 def write_csv(table: pd.DataFrame, path: str | Path) -> None:
-    """Write ``table`` atomically; floats exactly (shortest round-trip repr), no index."""
-    atomic_write(Path(path), table.to_csv(index=False, lineterminator="\n"))
+    """Write ``table`` atomically as :func:`csv_text`."""
+    atomic_write(Path(path), csv_text(table))
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:
+# pandas 3 parses floats exactly by default (and deprecates the option); pandas 2 needs it.
+_EXACT_FLOATS = {"float_precision": "round_trip"} if pd.__version__.startswith("2.") else {}
+
+
+def read_csv(path: str | Path | IO[str]) -> pd.DataFrame:
     """Read a CSV written by :func:`write_csv` back to the same numbers."""
     try:
-        return pd.read_csv(path, float_precision="round_trip", keep_default_na=True)
+        return pd.read_csv(path, **_EXACT_FLOATS)
     except FileNotFoundError as exc:
         raise UserError(f"no data file {path}; run with --refresh to fetch it") from exc

@@ -41,6 +41,7 @@ FORMATS: dict[str, dict[str, Any]] = {
     "svg": {"Date": None},
 }
 FIXED_RC = {"svg.hashsalt": "squeezr.dbx.report", "pdf.compression": 6}
+NUMERIC_X = ("line", "scatter")  # charts whose x axis is numeric (not categories)
 INSIDE_LEGEND_MAX = 4  # series; more go outside the axes (auto)
 ANNOTATE_MAX_CELLS = 150
 
@@ -92,7 +93,7 @@ def draw(data: pd.DataFrame, spec: FigureSpec) -> Figure:
             ax.set_title(spec.title)
         if spec.logx:
             ax.set_xscale("log")
-        elif spec.chart != "heatmap" and _integral(data[spec.x]):
+        elif spec.chart in NUMERIC_X and _integral(data[spec.x]):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if spec.logy:
             ax.set_yscale("log")

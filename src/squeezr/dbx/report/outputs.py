@@ -9,6 +9,7 @@ written deterministically: the same command on the same data gives the same byte
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -16,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import atomic_write
-from squeezr.dbx.report.data import aggregate, fetch, read_csv, write_csv
+from squeezr.dbx.report.data import aggregate, csv_text, fetch, read_csv, write_csv
 from squeezr.dbx.report.figures import FORMATS, draw, save
 from squeezr.dbx.report.script import render_script
 from squeezr.dbx.report.spec import FigureSpec, TableSpec
-from squeezr.dbx.report.tables import TABLE_FORMATS, write_table
+from squeezr.dbx.report.tables import TABLE_FORMATS, layout, write_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,15 +65,20 @@ def _write(
     base = outputs[0].with_suffix("")
     data_path = base.with_name(base.name + ".data.csv")
     script_path = base.with_name(base.name + ".py")
-    data_path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(fetch(source) if table is None else table, data_path)
-    data = read_csv(data_path)
+    # Draw from the CSV text before writing anything, so that bad input leaves no files.
+    text = csv_text(fetch(source) if table is None else table)
+    data = read_csv(io.StringIO(text))
     if isinstance(spec, FigureSpec):
         figure = draw(data, spec)
+    else:
+        layout(data, spec)
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(data_path, text)
+    if isinstance(spec, FigureSpec):
         save(figure, outputs)
     else:
         write_table(data, spec, outputs)
-    text = render_script(
+    script = render_script(
         command=command,
         source=source,
         spec=spec,
@@ -80,7 +86,7 @@ def _write(
         outputs=outputs,
         script=script_path,
     )
-    atomic_write(script_path, text)
+    atomic_write(script_path, script)
     script_path.chmod(0o755)
     return {"outputs": outputs, "data": data_path, "script": script_path, "rows": len(data)}
 
