@@ -134,8 +134,9 @@ def error_by_step(finetuning: str | None = FT, **selection: Any) -> pd.DataFrame
 
 
 def saliency_map(method: str, finetuning: str | None = None, **selection: Any) -> pd.DataFrame:
-    """Saliency of each block at each step for runs of ``method``, mean over initial
-    models: ``block``, ``step``, ``saliency`` (removed blocks have no row)."""
+    """Saliency of each block at each step in one run of ``method``: the run from the first
+    initial model (by id), as averaging would mix different removal orders. Columns
+    ``run``, ``model``, ``block``, ``step``, ``saliency``; removed blocks have no row."""
     from squeezr.dbx import query
 
     where = f"params.prune.method == {method!r}"
@@ -145,22 +146,30 @@ def saliency_map(method: str, finetuning: str | None = None, **selection: Any) -
     if selection.get("where"):
         where = f"({selection['where']}) and {where}"
     rows = query.run(
-        "prune/step/:k | select exp.id as run, k as step, saliency",
+        "prune/step/:k | select exp.id as run, params.source as source, k as step, saliency",
         selection.get("repo"),
         prefix=selection.get("prefix"),
         kind=selection.get("kind", "prune"),
         since=selection.get("since"),
         where=where,
     )
+    if rows.empty:
+        return pd.DataFrame(columns=["run", "model", "block", "step", "saliency"])
+    rows["model"] = rows["source"].map(_model)
+    first = rows.sort_values(["model", "run"], kind="stable").iloc[0]
+    chosen = rows[rows["run"] == first["run"]]
     cells = [
-        {"run": run, "step": step, "block": int(block), "saliency": float(score)}
-        for run, step, scores in zip(rows["run"], rows["step"], rows["saliency"], strict=True)
+        {
+            "run": first["run"],
+            "model": first["model"],
+            "block": int(block),
+            "step": step,
+            "saliency": float(score),
+        }
+        for step, scores in zip(chosen["step"], chosen["saliency"], strict=True)
         for block, score in scores.items()
     ]
-    if not cells:
-        return pd.DataFrame(columns=["block", "step", "saliency"])
-    table = pd.DataFrame(cells)
-    return table.groupby(["block", "step"], sort=True)["saliency"].mean().reset_index()
+    return pd.DataFrame(cells).sort_values(["block", "step"], kind="stable", ignore_index=True)
 
 
 def blocks_per_group(finetuning: str | None = FT, **selection: Any) -> pd.DataFrame:
@@ -329,8 +338,8 @@ def _figures(methods: list[str], finetuning: str) -> list[tuple[str, str, str, d
             (
                 f"saliency-{method}",
                 f"Saliency per block and step: {method}",
-                f"Block saliency computed by {method} at each step (mean over initial models; "
-                "removed blocks are blank).",
+                f"Block saliency computed by {method} at each step, in its run from the first "
+                "initial model (removed blocks are blank).",
                 {"function": "saliency_map", "method": method, "finetuning": finetuning},
                 {
                     "chart": "heatmap",
