@@ -10,7 +10,7 @@ are taken over the initial models of a method.
 
 from __future__ import annotations
 
-import html
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -372,6 +372,7 @@ def write_report(
     Kendall's tau) is listed in the index as left out, with the reason."""
     from squeezr import dbx
     from squeezr.dbx.report import FigureSpec, TableSpec, make_figure, make_table
+    from squeezr.dbx.report.index import Section, write_index
     from squeezr.dbx.report.tables import TABLE_FORMATS, layout
 
     folder = Path(out)
@@ -389,17 +390,19 @@ def write_report(
     }
     table = runs(**selection)
     finetuning = FT if (table["finetuning"] == FT).any() else NO_FT
-    entries = []
+    sections: list[Section] = []
     for name, title, caption, data_args, look in _figures(sorted(set(table["method"])), finetuning):
         function = data_args.pop("function")
         kwargs = {**selection, **data_args}
         data = globals()[function](**kwargs)
         if data.empty:
-            entries.append((title, None, _why_empty(function, data_args)))
+            sections.append(Section(title, _why_empty(function, data_args), missing=True))
             continue
         source = {"function": f"squeezr.report:{function}", "kwargs": kwargs}
         make_figure(source, FigureSpec(**look), folder / name, formats, command, table=data)
-        entries.append((title, name, caption))
+        labels = tuple(fmt.upper() for fmt in formats)
+        links = _links(name, labels, tuple(f".{fmt}" for fmt in formats))
+        sections.append(Section(title, caption, image=f"{name}.{formats[0]}", links=links))
     spec = TableSpec(
         rows=("method", "finetuning"),
         values=("blocks_removed", "params_removed_pct", "initial_error", "test_error", "cost"),
@@ -413,92 +416,29 @@ def write_report(
     data = results(**selection)
     make_table(source, spec, folder / "results", ("latex", "markdown", "csv"), command, table=data)
     grid = layout(data, spec)
-    return _write_index(
-        folder,
-        command,
-        entries,
-        TABLE_FORMATS["markdown"][1](grid),
-        TABLE_FORMATS["html"][1](grid),
-        formats,
+    sections.append(
+        Section(
+            "Results",
+            spec.caption or "",
+            links=_links("results", ("LaTeX", "Markdown", "CSV"), (".tex", ".md", ".csv")),
+            markdown=TABLE_FORMATS["markdown"][1](replace(grid, caption=None)),
+            html=TABLE_FORMATS["html"][1](replace(grid, caption=None)),
+        )
     )
+    intro = (
+        f"Made by {command}. Each figure has its data (.data.csv) and a script (.py) that "
+        "redraws it; python NAME.py --refresh fetches the data again."
+    )
+    return write_index(folder, "Pruning report", intro, sections)
+
+
+def _links(name: str, labels: tuple[str, ...], suffixes: tuple[str, ...]) -> tuple:
+    """(label, file) of each format, then of the data and the script."""
+    pairs = [(label, f"{name}{suffix}") for label, suffix in zip(labels, suffixes, strict=True)]
+    return (*pairs, ("data", f"{name}.data.csv"), ("script", f"{name}.py"))
 
 
 def _why_empty(function: str, args: dict[str, Any]) -> str:
     if function == "tau_between_methods":
         return "left out: it needs runs of two or more methods from the same initial model."
     return f"left out: the selection has no runs ({args.get('finetuning', 'any')})."
-
-
-def _write_index(
-    folder: Path,
-    command: str,
-    entries: list,
-    table_md: str,
-    table_html: str,
-    formats: tuple[str, ...],
-) -> Path:
-    from squeezr.dbx.fileio import atomic_write
-
-    md = [
-        "# Pruning report",
-        "",
-        f"Made by `{command}`. Each figure has its data "
-        "(`.data.csv`) and a script (`.py`) that redraws it; `python NAME.py --refresh` "
-        "fetches the data again.",
-        "",
-    ]
-    body = [
-        f"<h1>Pruning report</h1>\n<p>Made by <code>{html.escape(command)}</code>. "
-        "Each figure has its data (<code>.data.csv</code>) and a script (<code>.py</code>) "
-        "that redraws it.</p>"
-    ]
-    for title, name, caption in entries:
-        md += [f"## {title}", ""]
-        body.append(f"<h2>{html.escape(title)}</h2>")
-        if name is None:
-            md += [f"*{caption}*", ""]
-            body.append(f"<p><em>{html.escape(caption)}</em></p>")
-            continue
-        links = [f"{fmt.upper()}" for fmt in formats] + ["data", "script"]
-        files = [f"{name}.{fmt}" for fmt in formats] + [f"{name}.data.csv", f"{name}.py"]
-        md += [
-            caption,
-            "",
-            f"![{title}]({name}.{formats[0]})",
-            "",
-            " · ".join(f"[{a}]({f})" for a, f in zip(links, files, strict=True)),
-            "",
-        ]
-        body.append(
-            f'<figure><img src="{name}.{formats[0]}" alt="{html.escape(title)}">'
-            f"<figcaption>{html.escape(caption)}<br>"
-            + " · ".join(f'<a href="{f}">{a}</a>' for a, f in zip(links, files, strict=True))
-            + "</figcaption></figure>"
-        )
-    md += [
-        "## Results",
-        "",
-        table_md,
-        "",
-        "[LaTeX](results.tex) · [CSV](results.csv) · [data](results.data.csv) · "
-        "[script](results.py)",
-        "",
-    ]
-    body += [
-        "<h2>Results</h2>",
-        table_html,
-        '<p><a href="results.tex">LaTeX</a> · <a href="results.csv">CSV</a> · '
-        '<a href="results.data.csv">data</a> · <a href="results.py">script</a></p>',
-    ]
-    page = (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        "<title>Pruning report</title><style>body{font-family:sans-serif;max-width:60em;"
-        "margin:2em auto;padding:0 1em}img{max-width:100%}figure{margin:1em 0}"
-        "figcaption{color:#444;font-size:.9em}table{border-collapse:collapse}"
-        "th,td{padding:.2em .6em;border-bottom:1px solid #ccc}td.n{text-align:right}"
-        "</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
-    atomic_write(folder / "index.html", page)
-    index = folder / "index.md"
-    atomic_write(index, "\n".join(md))
-    return index

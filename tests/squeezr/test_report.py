@@ -156,3 +156,23 @@ def test_report_of_nothing_is_one_line(repo, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no experiments" in err or "no pruning runs" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_ends_with_its_report(tmp_path, capsys):
+    """A real (tiny) demo: its report shows the pruning run it just made."""
+    repo, folder = tmp_path / "experiments", tmp_path / "figs"
+    args = ["demo", "--repo", str(repo), "--train-epochs", "1", "--train-images", "64"]
+    args += ["--blocks", "2", "--finetune-epochs", "1", "--device", "cpu", "--no-progress"]
+    assert main([*args, "--report", str(folder)]) == 0
+    assert f"Figures and tables: {folder / 'index.md'}" in capsys.readouterr().out
+    run = next(dbx.Repository.find(repo).experiments(kind="prune"))
+    data = pd.read_csv(folder / "error-vs-blocks.data.csv")
+    steps = step_records(run)
+    assert data["step"].tolist() == [0, 1, 2]
+    assert data["test_error"].tolist()[1:] == pytest.approx(
+        [100 * (1 - s["test_acc_after"]) for s in steps]
+    )
+    assert (folder / "error-vs-blocks.png").stat().st_size > 10_000
+    assert (
+        "squeezr report demo/prune/resnet20/oracle" in (folder / "error-vs-blocks.py").read_text()
+    )
