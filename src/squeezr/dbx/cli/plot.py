@@ -17,10 +17,11 @@ from squeezr.dbx.errors import UserError
 EPILOG = """examples:
   dbx plot 'prune/step/:k | select params.prune.method as method, k, 100 * (1 - test_acc_after) as err' \\
       prune/ --x k --y err --group method --mean-se --xlabel 'blocks removed' \\
-      --ylabel 'test error (%)' --out figs/error --format png,pdf
-  dbx plot --experiments --kind train --x params.train.lr --y results.test_acc --chart scatter \\
-      --logx --out lr
-  dbx plot 'prune/step/:k | select k, saliency' --x k --y block --value score --chart heatmap ...
+      --ylabel 'test error (%)' --out figs/err --format png,pdf
+  dbx plot --experiments --kind prune --x results.params_removed_pct \\
+      --y results.final_test_acc --group params.prune.method --chart scatter --out size
+  dbx plot 'prune/step/:k | select params.prune.method as method, k, 100 * (1 - test_acc_after) as err' \\
+      --x k --y method --value err --chart heatmap --mean-se --out heat
 guide: docs/dbx-report.md"""
 
 CHARTS = ("line", "scatter", "bar", "heatmap")
