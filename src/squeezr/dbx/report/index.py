@@ -14,7 +14,7 @@ __all__ = ["Section", "write_index"]
 
 STYLE = (
     "body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
-    "img{max-width:100%}figure{margin:1em 0}figcaption{color:#444;font-size:.9em}"
+    "img{max-width:min(100%,36em)}figure{margin:1em 0}figcaption{color:#444;font-size:.9em}"
     "table{border-collapse:collapse}th,td{padding:.2em .6em;border-bottom:1px solid #ccc}"
     "td.n{text-align:right}"
 )

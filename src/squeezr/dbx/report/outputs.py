@@ -162,11 +162,9 @@ def plot(
 
 def figure_source(query: str | None, repo: Any, selection: dict[str, Any]) -> dict[str, Any]:
     """The source dict of a log query (or, for None, of the experiments' own table)."""
-    root = str(Path(repo).resolve()) if repo is not None else None
-    if root is None:
-        from squeezr.dbx.store import Repository
+    from squeezr.dbx.store import Repository
 
-        root = str(Path(Repository.find(None).path).resolve())
+    root = str(Path(Repository.find(repo).path).resolve())
     chosen = {k: v for k, v in selection.items() if v is not None}
     if query is None:
         return {"experiments": True, "repo": root, "selection": chosen}
