@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 FT, NO_FT = "fine-tuned", "no fine-tuning"
+FINISHED = "exists(results.blocks_removed)"
 STEP_QUERY = (
     "prune/step/:k | select exp.id as run, params.prune.method as method, "
     "params.prune.schedule as schedule, params.source as source, k as step, "
@@ -53,10 +54,11 @@ def runs(
     """One row per run and step, step 0 being the starting model: ``run``, ``method``,
     ``schedule``, ``finetuning`` (fine-tuned / no fine-tuning), ``model`` (the initial
     model), ``step``, ``blocks_removed``, ``test_error`` (%), ``params_removed_pct``,
-    ``cost`` (epoch-parameters so far) and ``config`` (blocks per group)."""
+    ``cost`` (epoch-parameters so far) and ``config`` (blocks per group). Only finished runs
+    count (a run still going, or killed, has fewer steps than it will have)."""
     from squeezr.dbx import query
 
-    selection = {"prefix": prefix, "kind": kind, "since": since, "where": where}
+    selection = {"prefix": prefix, "kind": kind, "since": since, "where": _finished(where)}
     try:
         steps = query.run(STEP_QUERY, repo, **selection)
         initial = query.run(INITIAL_QUERY, repo, **selection)
@@ -91,6 +93,11 @@ def runs(
         "config",
     ]
     return table[columns]
+
+
+def _finished(where: str | None) -> str:
+    """``where`` narrowed to finished pruning runs (they record their summary as results)."""
+    return FINISHED if not where else f"({where}) and {FINISHED}"
 
 
 def _model(source: Any) -> str:
@@ -143,8 +150,7 @@ def saliency_map(method: str, finetuning: str | None = None, **selection: Any) -
     if finetuning is not None:
         op = "==" if finetuning == NO_FT else "!="
         where += f" and params.prune.schedule {op} 'none'"
-    if selection.get("where"):
-        where = f"({selection['where']}) and {where}"
+    where = _finished(f"({selection['where']}) and {where}" if selection.get("where") else where)
     rows = query.run(
         "prune/step/:k | select exp.id as run, params.source as source, k as step, saliency",
         selection.get("repo"),
@@ -330,6 +336,8 @@ def _figures(methods: list[str], finetuning: str) -> list[tuple[str, str, str, d
                 "xlabel": "method",
                 "ylabel": "method",
                 "value_label": "Kendall's τ",
+                "value_range": (-1.0, 1.0),
+                "colormap": "RdBu_r",
             },
         ),
     ]
@@ -408,7 +416,7 @@ def write_report(
         values=("blocks_removed", "params_removed_pct", "initial_error", "test_error", "cost"),
         precision=2,
         digits={"blocks_removed": 1, "params_removed_pct": 1, "cost": 3},
-        best={"test_error": "min", "params_removed_pct": "max", "cost": "min"},
+        best={"test_error": "min", "params_removed_pct": "max"},
         labels={**LABELS, "cost": "cost (M epoch-params)"},
         caption="Results at the last step: mean ± s.e. over initial models; best in bold.",
     )

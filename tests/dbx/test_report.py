@@ -344,6 +344,11 @@ def test_table_layout_pivots_and_marks_each_columns_best():
         (["plot", "prune/step/:k", "--x", "k", "--y", "nope"], "no column 'nope'"),
         (["plot", "prune/step/:k", "--x", "k", "--y", "test_err", "--size", "x"], "--size"),
         (["plot", "prune/step/:k", "--x", "k", "--y", "test_err", "--format", "gif"], "gif"),
+        (
+            ["plot", "prune/step/:k", "--x", "k", "--y", "k", "--value", "test_err"]
+            + ["--chart", "heatmap", "--colormap", "nope"],
+            "unknown colormap",
+        ),
         (["plot", "--x", "k", "--y", "v"], "give a log QUERY"),
         (["plot", "prune/step/:k", "--x", "k", "--y", "test_err", "--chart", "heatmap"], "--value"),
         (["table", "prune/step/:k", "--rows", "k", "--values", "note"], "not numeric"),

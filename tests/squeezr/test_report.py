@@ -70,6 +70,10 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     params_removed_pct=10.0 * k,
                     cost=0 if schedule == "none" else 1_000_000 * k,
                 )
+            exp.results["blocks_removed"] = len(order)
+    with dbx.create("prune/oracle/every1/m2", kind="prune", params=params, repo=root) as exp:
+        exp.log("prune/initial", test_acc=0.5, config=[2, 2, 2])  # unfinished: left out
+        exp.log("prune/step/1", step=1, chosen=[0], blocks_removed=1, saliency={"0": 0.0})
     with dbx.create("train/m0", kind="train", repo=root):
         pass  # not a pruning run: left out by the default --kind prune
     return root

@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--xlabel", help="x axis label, with its unit (default: the column)")
     parser.add_argument("--ylabel", help="y axis label, with its unit (default: the column)")
     parser.add_argument("--value-label", help="heat map colour bar label")
+    parser.add_argument("--value-range", help="heat map: LOW,HIGH of the colour scale")
+    parser.add_argument("--colormap", help="heat map colours (default viridis; e.g. RdBu_r)")
     parser.add_argument("--title")
     parser.add_argument(
         "--legend",
@@ -83,7 +85,9 @@ def main(args: argparse.Namespace) -> int:
         legend=args.legend,
         legend_title=args.legend_title,
         value_label=args.value_label,
-        size=_size(args.size),
+        size=_pair(args.size, "--size", "width,height in inches (e.g. 4.5,3)"),
+        value_range=_pair(args.value_range, "--value-range", "LOW,HIGH (e.g. -1,1)"),
+        colormap=args.colormap,
     )
     source = reporting.source(args)
     if args.mean_se:
@@ -101,14 +105,14 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _size(text: str | None) -> tuple[float, float] | None:
+def _pair(text: str | None, option: str, what: str) -> tuple[float, float] | None:
     if text is None:
         return None
     try:
-        width, height = (float(part) for part in text.split(","))
+        first, second = (float(part) for part in text.split(","))
     except ValueError:
-        raise UserError(f"--size takes width,height in inches (e.g. 4.5,3), got {text!r}") from None
-    return width, height
+        raise UserError(f"{option} takes {what}, got {text!r}") from None
+    return first, second
 
 
 def _formats(text: str | None, out: str) -> list[str]:

@@ -275,7 +275,15 @@ def heatmap(data: pd.DataFrame, ax: Axes, spec: FigureSpec) -> Axes:
                 "a heat map needs one value per cell (aggregate them with --mean-se)"
             )
         grid[i, j] = np.nan if _missing(value) else float(value)
-    image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", interpolation="nearest")
+    low, high = spec.value_range or (None, None)
+    image = ax.imshow(
+        np.ma.masked_invalid(grid),
+        aspect="auto",
+        interpolation="nearest",
+        cmap=spec.colormap,
+        vmin=low,
+        vmax=high,
+    )
     ax.set_xticks(_ticks(len(xs)), [_label(xs[i]) for i in _ticks(len(xs))])
     ax.set_yticks(_ticks(len(ys)), [_label(ys[i]) for i in _ticks(len(ys))])
     ax.grid(False)

@@ -24,12 +24,14 @@ BEST = ("max", "min")
 class FigureSpec:
     """One plot: which columns go where, and how it looks.
 
-    ``chart`` is a name in :data:`squeezr.dbx.report.figures.FIGURES` (line, scatter, bar,
-    heatmap). ``x``/``y`` are columns; ``group`` splits rows into series (one line, colour and
-    marker each); ``err`` holds each point's standard error (a band around lines, error bars
-    on points and bars); a heat map colours cells by ``value``. Labels default to the column
-    names; ``legend`` is auto (inside at the best place for up to four series, else outside on
-    the right), best, outside or none; ``size`` is (width, height) in inches.
+        ``chart`` is a name in :data:`squeezr.dbx.report.figures.FIGURES` (line, scatter, bar,
+        heatmap). ``x``/``y`` are columns; ``group`` splits rows into series (one line, colour and
+        marker each); ``err`` holds each point's standard error (a band around lines, error bars
+        on points and bars); a heat map colours cells by ``value``. Labels default to the column
+        names; ``legend`` is auto (inside at the best place for up to four series, else outside on
+        the right), best, outside or none; ``size`` is (width, height) in inches. A heat map's
+    colours span ``value_range`` (default: the data's) in ``colormap`` (default viridis; a
+    diverging one such as RdBu_r suits values around zero, like correlations).
     """
 
     chart: str
@@ -48,6 +50,8 @@ class FigureSpec:
     value_label: str | None = None
     size: tuple[float, float] | None = None
     annotate: bool = True
+    value_range: tuple[float, float] | None = None
+    colormap: str | None = None
 
     def __post_init__(self) -> None:
         if self.legend not in LEGEND_PLACES:
@@ -59,6 +63,18 @@ class FigureSpec:
                     f"figure size must be two numbers of inches in (0, 50], got {self.size}"
                 )
             object.__setattr__(self, "size", (float(width), float(height)))
+        if self.colormap is not None:
+            from matplotlib import colormaps
+
+            if self.colormap not in colormaps:
+                raise UserError(f"unknown colormap {self.colormap!r}; e.g. viridis, RdBu_r, magma")
+        if self.value_range is not None:
+            low, high = map(float, self.value_range)
+            if not low < high:
+                raise UserError(
+                    f"the value range must be LOW,HIGH with LOW < HIGH, got {low},{high}"
+                )
+            object.__setattr__(self, "value_range", (low, high))
         if self.chart == "heatmap" and self.value is None:
             raise UserError("a heat map needs a value column to colour its cells (--value)")
 
