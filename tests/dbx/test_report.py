@@ -345,8 +345,20 @@ def test_table_layout_pivots_and_marks_each_columns_best():
         (["plot", "prune/step/:k", "--x", "k", "--y", "test_err", "--size", "x"], "--size"),
         (["plot", "prune/step/:k", "--x", "k", "--y", "test_err", "--format", "gif"], "gif"),
         (
-            ["plot", "prune/step/:k", "--x", "k", "--y", "k", "--value", "test_err"]
-            + ["--chart", "heatmap", "--colormap", "nope"],
+            [
+                "plot",
+                "prune/step/:k",
+                "--x",
+                "k",
+                "--y",
+                "k",
+                "--value",
+                "test_err",
+                "--chart",
+                "heatmap",
+                "--colormap",
+                "no",
+            ],
             "unknown colormap",
         ),
         (["plot", "--x", "k", "--y", "v"], "give a log QUERY"),
