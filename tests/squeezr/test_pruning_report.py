@@ -1,7 +1,7 @@
 """``squeezr report``: the thesis's figures from pruning runs, checked against the runs' logs.
 
 The runs are written with dbx's logging API in the shape ``squeezr prune`` logs them, so the
-numbers are known; ``test_demo`` covers the report of real runs (the demo ends with one)."""
+numbers are known; the last test checks the report of a real (tiny) demo run."""
 
 from __future__ import annotations
 
