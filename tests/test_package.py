@@ -1,15 +1,16 @@
-"""Packaging contracts: dbx imports without torch (and, for its command line, without pandas
-or numpy, which cost a third of a second to import); both CLIs answer --help."""
+"""Packaging contracts: dbx imports without torch (and, for its command line, without pandas,
+numpy or matplotlib, which cost a third of a second and more to import); matplotlib is used
+only inside ``squeezr.dbx.report``; both CLIs answer --help."""
 
 import subprocess
 import sys
 
 
-def test_dbx_imports_without_torch_pandas_or_numpy():
+def test_dbx_imports_without_torch_pandas_numpy_or_matplotlib():
     code = (
         "import sys, squeezr.dbx, squeezr.dbx.cli; "
         "import squeezr.dbx.cli as c; [__import__('squeezr.dbx.cli.' + m) for m in c.COMMANDS]; "
-        "heavy = ('torch', 'pandas', 'numpy'); "
+        "heavy = ('torch', 'pandas', 'numpy', 'matplotlib'); "
         "bad = [m for m in sys.modules if m.split('.')[0] in heavy]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -59,6 +60,29 @@ def test_dbx_imports_nothing_from_the_rest_of_squeezr():
         "[importlib.import_module(m.name) for m in pkgutil.walk_packages(d.__path__, 'squeezr.dbx.')]; "
         "bad = [m for m in sys.modules if m.startswith('squeezr.') and not m.startswith('squeezr.dbx')]; "
         "print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_matplotlib_is_imported_only_inside_dbx_report():
+    """Plotting lives in one place: no other module imports matplotlib, and ``dbx.plot`` is
+    loaded only when first used."""
+    import re
+    from pathlib import Path
+
+    imports = re.compile(r"^\s*(import|from)\s+matplotlib\b", re.MULTILINE)
+    src = Path(__file__).resolve().parents[1] / "src" / "squeezr"
+    report = src / "dbx" / "report"
+    users = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if report not in path.parents and imports.search(path.read_text())
+    ]
+    assert users == []
+    code = (
+        "import sys; from squeezr import dbx; assert 'matplotlib' not in sys.modules; "
+        "plot = dbx.plot; sys.exit(0 if 'matplotlib' in sys.modules else 1)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -9,7 +9,7 @@ from squeezr import __version__
 from squeezr.dbx.clikit import build_parser, run
 
 # Subcommand modules, in the order `squeezr --help` lists them.
-COMMANDS: list[str] = ["train", "prune", "compare", "demo"]
+COMMANDS: list[str] = ["train", "prune", "compare", "demo", "report"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -64,6 +64,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument(
+        "--report",
+        help="folder for the figures and tables of the runs (default: report beside --repo)",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -135,4 +139,20 @@ def run(args: argparse.Namespace) -> int:
             f"Next, e.g.: dbx query 'prune/step/:k | select k, chosen, val_acc_after, "
             f"test_acc_after, params_removed_pct' {exp.name} --repo {args.repo}"
         )
+    _write_report(args, exp.name)
     return 0
+
+
+def _write_report(args: argparse.Namespace, name: str) -> None:
+    """The demo's figures and results table (``squeezr report`` of its pruning run)."""
+    from pathlib import Path
+
+    from squeezr.report import write_report
+
+    folder = args.report or str(Path(args.repo).resolve().parent / "report")
+    command = f"squeezr report {name} --repo {args.repo} --out {folder}"
+    index = write_report(
+        folder, repo=args.repo, prefix=name, formats=("png", "pdf"), command=command
+    )
+    if args.fmt == "table":
+        print(f"Figures and tables: {index} (e.g. {Path(folder) / 'error-vs-blocks.png'})")

@@ -7,8 +7,11 @@ docs/dbx-format.md (on-disk format) and ../shared/spec/dbx.md.
 Writing: :func:`create`, :func:`resume`; reading: :func:`open`, :class:`Repository`;
 finding and comparing (the ``dbx`` command line's operations): :func:`find`,
 :func:`frame`, :func:`diff`, :func:`like`, :func:`missing`, :func:`command`,
-:func:`code_diff`, :func:`checkout_code`.
+:func:`code_diff`, :func:`checkout_code`; figures: :func:`plot` (a matplotlib Figure; loaded
+on first use, so matplotlib and pandas stay unimported until then; see docs/dbx-report.md).
 """
+
+from typing import Any
 
 from squeezr.dbx.code import checkout_code, code_diff
 from squeezr.dbx.compare import diff, like
@@ -30,5 +33,15 @@ __all__ = [
     "like",
     "missing",
     "open",
+    "plot",
     "resume",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``dbx.plot`` is imported on first use: it needs matplotlib and pandas."""
+    if name == "plot":
+        from squeezr.dbx.report import plot
+
+        return plot
+    raise AttributeError(f"module 'squeezr.dbx' has no attribute {name!r}")

@@ -26,6 +26,8 @@ COMMANDS: list[str] = [
     "notes",
     "verify",
     "query",
+    "plot",
+    "table",
     "study",
     "tune",
     "ui",
