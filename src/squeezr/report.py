@@ -10,6 +10,7 @@ are taken over the initial models of a method.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
@@ -60,8 +61,10 @@ def runs(
 
     selection = {"prefix": prefix, "kind": kind, "since": since, "where": _finished(where)}
     try:
-        steps = query.run(STEP_QUERY, repo, **selection)
-        initial = query.run(INITIAL_QUERY, repo, **selection)
+        with warnings.catch_warnings():  # an empty answer is reported below, in one line
+            warnings.simplefilter("ignore", query.NoMatch)
+            steps = query.run(STEP_QUERY, repo, **selection)
+            initial = query.run(INITIAL_QUERY, repo, **selection)
     except UserError as exc:
         if "no column" in str(exc) or "available" in str(exc):
             raise UserError(f"the selection holds no finished pruning runs ({exc})") from exc

@@ -338,7 +338,10 @@ def test_table_layout_pivots_and_marks_each_columns_best():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["plot", "nothing/:k", "--x", "k", "--y", "v"], "gave no rows"),
+        (
+            ["plot", "nothing/:k", "--x", "k", "--y", "v"],
+            "matches 'nothing/:k'; their events are named like",
+        ),
         (["plot", "prune/step/:k", "nomatch/", "--x", "k", "--y", "v"], "no experiments match"),
         (["plot", "prune/step/:k | select k, note", "--x", "k", "--y", "note"], "not numeric"),
         (["plot", "prune/step/:k", "--x", "k", "--y", "nope"], "no column 'nope'"),

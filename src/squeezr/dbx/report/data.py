@@ -20,6 +20,7 @@ round-tripping, so the command and its script draw from the same numbers.
 from __future__ import annotations
 
 import importlib
+import warnings
 from pathlib import Path
 from typing import IO, Any
 
@@ -72,7 +73,14 @@ def _from_repository(source: dict[str, Any]) -> pd.DataFrame:
         return frame(chosen, columns=source.get("columns"))
     from squeezr.dbx import query
 
-    table = query.run(source["query"], repository, experiments=chosen)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = query.run(source["query"], repository, experiments=chosen)
+    unmatched = [w.message for w in caught if issubclass(w.category, query.NoMatch)]
+    if table.empty and unmatched:  # say why there are no rows, in the error's one line
+        raise UserError(f"{unmatched[0]}; nothing to draw")
+    for caught_warning in caught:
+        warnings.warn(caught_warning.message, stacklevel=2)
     return table.astype(object).where(table.notna(), None).infer_objects()
 
 
