@@ -588,6 +588,10 @@ class Experiment:
             failure = failure or UserError(
                 f"cannot record the end of run {self.run} in {self.path}: {exc.strerror or exc}"
             )
+        shipper = getattr(self, "_shipper", None)
+        if shipper is not None:  # streaming to a server: a last, bounded delivery
+            self._shipper = None
+            shipper.close()
         if failure is not None:
             raise failure
 
@@ -661,23 +665,38 @@ def create(
     kind: str = "train",
     params: dict[str, Any] | None = None,
     repo: Repository | Path | str | None = None,
+    server: str | None = None,
 ) -> Experiment:
     """A new experiment with run 1 started (command line, git state and environment
     recorded). ``repo`` is created if missing. Without it, the experiment goes where
     :func:`open`, :func:`resume` and ``dbx ls`` look (``$DBX_REPO``, else the nearest
     enclosing repository, see :meth:`Repository.find`); if there is none, a new
-    ``./experiments`` is created."""
+    ``./experiments`` is created. ``server`` (else ``$DBX_SERVER``), a dbx server URL, also
+    streams the experiment there in the background (:mod:`squeezr.dbx.remote.shipper`)."""
     repository = _repository(repo, create=True)
     exp = Experiment(repository, repository.create_experiment(name, kind, params))
     exp._start_run()
+    _stream(exp, server)
     return exp
 
 
-def resume(ref: str, repo: Repository | Path | str | None = None) -> Experiment:
-    """Experiment ``ref`` (id, id prefix or name) with a new run N+1 for writing."""
+def resume(
+    ref: str, repo: Repository | Path | str | None = None, server: str | None = None
+) -> Experiment:
+    """Experiment ``ref`` (id, id prefix or name) with a new run N+1 for writing; ``server``
+    as in :func:`create`."""
     exp = _repository(repo, create=False).get(ref)
     exp._start_run()
+    _stream(exp, server)
     return exp
+
+
+def _stream(exp: Experiment, server: str | None) -> None:
+    """Start streaming ``exp`` to ``server`` or ``$DBX_SERVER``, if either is set."""
+    if server is not None or os.environ.get("DBX_SERVER"):
+        from squeezr.dbx.remote.shipper import start
+
+        exp._shipper = start(exp, server)
 
 
 def open(ref: str, repo: Repository | Path | str | None = None) -> Experiment:

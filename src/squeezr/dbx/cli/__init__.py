@@ -26,6 +26,8 @@ COMMANDS: list[str] = [
     "notes",
     "verify",
     "query",
+    "serve",
+    "token",
 ]
 
 
