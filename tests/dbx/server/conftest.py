@@ -45,21 +45,34 @@ def postgres() -> Iterator[str]:
     data, port = root / "data", free_port()
     subprocess.run(
         _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "dbx", "--auth=trust"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off"
     subprocess.run(
-        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-w",
-                      "-l", str(root / "log"), "start"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
+        _as_postgres(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-w",
+                "-l",
+                str(root / "log"),
+                "start",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://dbx@127.0.0.1:{port}/"
     finally:
         subprocess.run(
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
             capture_output=True,
-        )  # fmt: skip
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -107,10 +120,14 @@ class Server:
         if self.database:
             argv += ["--db", self.database]
         self.process = subprocess.Popen(
-            [sys.executable, "-c", "from squeezr.dbx.cli import main; raise SystemExit(main())",
-             *argv],
+            [
+                sys.executable,
+                "-c",
+                "from squeezr.dbx.cli import main; raise SystemExit(main())",
+                *argv,
+            ],
             env={**os.environ, "PYTHONPATH": SRC},
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, "dbx serve exited"
@@ -128,10 +145,12 @@ class Server:
 
 def run_dbx(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
-        [sys.executable, "-c", "from squeezr.dbx.cli import main; raise SystemExit(main())",
-         *args],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": SRC}, timeout=120,
-    )  # fmt: skip
+        [sys.executable, "-c", "from squeezr.dbx.cli import main; raise SystemExit(main())", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=120,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"dbx {' '.join(args)} failed: {done.stderr}")
     return done

@@ -32,8 +32,9 @@ def _raw(url: str, method: str = "GET", token: str | None = None, body: bytes | 
 def test_streamed_experiment_arrives_whole(server, tmp_path: Path) -> None:
     model = tmp_path / "model.bin"
     model.write_bytes(b"weights" * 1000)
-    with dbx.create("proj/a", kind="train", params={"lr": 0.1}, repo=tmp_path / "r",
-                    server=server.url) as exp:  # fmt: skip
+    with dbx.create(
+        "proj/a", kind="train", params={"lr": 0.1}, repo=tmp_path / "r", server=server.url
+    ) as exp:
         for step in range(1200):
             exp.log("train/step", step=step, loss=1.0 / (step + 1))
         exp.log("eval", acc=float("nan"))
@@ -79,8 +80,14 @@ def test_tokens_scopes_and_names(server) -> None:
     assert _raw(api + "/experiments")[0] == 401
     assert _raw(api + "/experiments", token="dbx_00000000_guess")[0] == 401
     assert _raw(api + "/experiments", token=read) == (200, [])
-    meta = {"format": 1, "id": "0123456789ab", "name": "a/b", "kind": "train",
-            "created": "2024-01-01T00:00:00+00:00", "params": {}}  # fmt: skip
+    meta = {
+        "format": 1,
+        "id": "0123456789ab",
+        "name": "a/b",
+        "kind": "train",
+        "created": "2024-01-01T00:00:00+00:00",
+        "params": {},
+    }
     body = json.dumps(meta).encode()
     status, error = _raw(api + "/experiments/0123456789ab", "PUT", read, body)
     assert (status, error["status"]) == (403, 403) and "scope 'read'" in error["error"]

@@ -9,11 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import SRC
-
 from squeezr import dbx
 from squeezr.dbx.remote.client import Client
 
+SRC = str(Path(__file__).resolve().parents[3] / "src")
 CLIENT = """
 import sys, time
 from squeezr import dbx
@@ -34,8 +33,10 @@ def test_kill_and_restart_while_four_clients_stream(server, tmp_path: Path) -> N
     clients = [
         subprocess.Popen(
             [sys.executable, "-c", CLIENT, str(i), str(repo.path), server.url, str(count)],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(4)
     ]
     time.sleep(2.0)

@@ -21,9 +21,13 @@ EPILOG = """examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = common.add_command(
-        subparsers, "token", __doc__, main, help="create, list or revoke server API tokens",
+        subparsers,
+        "token",
+        __doc__,
+        main,
+        help="create, list or revoke server API tokens",
         epilog=EPILOG,
-    )  # fmt: skip
+    )
     parser.add_argument("action", choices=["create", "list", "revoke"])
     parser.add_argument("token_id", nargs="?", metavar="ID", help="token to revoke")
     parser.add_argument("--name", help="who or what uses the token (create)")

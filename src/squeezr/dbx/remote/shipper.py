@@ -139,7 +139,9 @@ class Shipper:
 
     def _send_run(self, path: Path) -> None:
         number = int(path.name[4:-5])
-        record = jsonx.read_json(path, "run record")
+        from squeezr.dbx.sync.local import with_patch
+
+        record = with_patch(self.folder, jsonx.read_json(path, "run record"))
         self.client.request("PUT", f"/experiments/{self.exp_id}/runs/{number}", record)
 
     def _send_log(self, name: str) -> None:

@@ -30,9 +30,14 @@ def list_experiments(
 ) -> Response:
     """Experiments chosen as ``dbx ls`` chooses them: ``{"meta", "results", "notes"}`` each."""
     chosen = select_experiments(
-        repository(request), prefix=prefix, kind=kind, since=since, where=where, sort=sort,
+        repository(request),
+        prefix=prefix,
+        kind=kind,
+        since=since,
+        where=where,
+        sort=sort,
         limit=limit,
-    )  # fmt: skip
+    )
     return reply([{"meta": e.meta, "results": e.results.tree(), "notes": e.notes} for e in chosen])
 
 

@@ -241,9 +241,15 @@ class Storage:
                     f"{jsonx.encode(event)[:200]}"
                 )
             rows.append(
-                (exp_id, event["run"], int(match.group(2)), event["name"], float(event["ts"]),
-                 jsonx.encode(event["data"]))
-            )  # fmt: skip
+                (
+                    exp_id,
+                    event["run"],
+                    int(match.group(2)),
+                    event["name"],
+                    float(event["ts"]),
+                    jsonx.encode(event["data"]),
+                )
+            )
         if not rows:
             return 0
         self.experiment(exp_id)
