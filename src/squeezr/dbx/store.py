@@ -133,14 +133,16 @@ class Repository:
     @classmethod
     def find(cls, path: Path | str | Repository | None = None) -> Repository:
         """``path`` if given, else ``$DBX_REPO``, else the nearest folder at or above the current
-        one that is a repository or holds one named ``experiments``; UserError if none."""
+        one that is a repository or holds one named ``experiments``; UserError if none. A
+        server URL (``http(s)://``) gives a read-only :class:`~squeezr.dbx.remote.repository.
+        RemoteRepository`, whose experiments are :class:`Experiment` objects too."""
         if isinstance(path, Repository):
             return path
         if path is not None and str(path) != "":
-            return cls(path)
+            return _remote(path) or cls(path)
         env = os.environ.get("DBX_REPO")
         if env:
-            return cls(env)
+            return _remote(env) or cls(env)
         here = Path.cwd()
         for folder in (here, *here.parents):
             for candidate in (folder, folder / DEFAULT_REPO):
@@ -645,9 +647,21 @@ def _numbered(folder: str, pattern: re.Pattern[str]) -> list[int]:
     return numbers
 
 
+def _remote(where: Any) -> Any:
+    """A RemoteRepository if ``where`` is a server URL, else None."""
+    if isinstance(where, str) and where.startswith(("http://", "https://")):
+        from squeezr.dbx.remote.repository import RemoteRepository
+
+        return RemoteRepository(where)
+    return None
+
+
 def _repository(repo: Repository | Path | str | None, create: bool) -> Repository:
     if isinstance(repo, Repository):
         return repo
+    remote = _remote(repo)
+    if remote is not None:
+        return remote
     if repo is None:
         if not create:
             return Repository.find()

@@ -68,7 +68,8 @@ class DetachedExperiment(Experiment):
         self._results = ReadOnlyResults(record.get("results") or {})  # type: ignore[assignment]
         self._notes = record.get("notes") or ""
         self._reader = reader
-        self._runs: dict[int, dict[str, Any]] | None = record.get("runs")
+        runs = record.get("runs")  # JSON keys are text
+        self._runs = None if runs is None else {int(n): r for n, r in runs.items()}
         self._attachments: dict[str, dict[str, Any]] | None = record.get("attachments")
 
     @property
@@ -90,9 +91,11 @@ class DetachedExperiment(Experiment):
         return self._attachments
 
     def _all_runs(self) -> dict[int, dict[str, Any]]:
+        """Run records as on disk: a server keeps a run's patch inside its record
+        (``patch_text``), which is not part of ``run-<N>.json``."""
         if self._runs is None:
             self._runs = {int(n): r for n, r in self._reader.runs(self.id).items()}
-        return self._runs
+        return {n: {k: v for k, v in r.items() if k != "patch_text"} for n, r in self._runs.items()}
 
     def run_numbers(self) -> list[int]:
         return sorted(self._all_runs())
@@ -111,6 +114,18 @@ class DetachedExperiment(Experiment):
 
     def attachment_path(self, name: str) -> Any:
         raise UserError(f"{self.id} is on a server; fetch its files with `dbx sync`")
+
+    def _read_only(self, *_: Any, **__: Any) -> Any:
+        raise UserError(
+            f"experiment {self.id} is on a server and read-only here; change it in a local "
+            "repository and `dbx sync` it, or stream to the server with dbx.create(server=...)"
+        )
+
+    attach = append_notes = set_result = _start_run = _read_only
+
+    @notes.setter
+    def notes(self, text: str) -> None:
+        self._read_only()
 
     def flush(self) -> None:
         return None

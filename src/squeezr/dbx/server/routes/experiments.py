@@ -66,6 +66,13 @@ def describe(store: Storage, exp_id: str) -> dict[str, Any]:
     return record
 
 
+@router.get("/lookup", dependencies=READ)
+def lookup(request: Request, ref: str) -> Response:
+    """The experiment ``ref`` names (id, unique id prefix, or a name, which may hold ``/``)
+    as :func:`show` gives it; 404 if none, 409 if several."""
+    return show(request, ref)
+
+
 @router.get("/experiments/{ref}", dependencies=READ)
 def show(request: Request, ref: str) -> Response:
     """One experiment by id, id prefix or name, with its runs, log sizes and attachments."""
