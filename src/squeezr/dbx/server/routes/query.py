@@ -25,7 +25,6 @@ def run_query(request: Request, body: dict[str, Any]) -> Any:
     """The result DataFrame of the query ``body`` describes."""
     from squeezr.dbx.query.engine import Engine, Source
     from squeezr.dbx.query.language import parse
-    from squeezr.dbx.query.logs import numbered
 
     text = body.get("query")
     if not isinstance(text, str) or not text.strip():
@@ -33,8 +32,10 @@ def run_query(request: Request, body: dict[str, Any]) -> Any:
     parsed = parse(text)
     options = {k: body.get(k) for k in ("prefix", "kind", "since", "where")}
     handles = select_experiments(repository(request), **options)
-    logs = storage(request).events([h.id for h in handles])
-    sources = [Source(experiment=h, events=numbered(logs[h.id])) for h in handles]
+    literals = [pattern.literal for pattern in parsed.patterns()]
+    logs = storage(request).events([h.id for h in handles], containing=literals)
+    # stored events were checked when they arrived: positions are all they need here
+    sources = [Source(experiment=h, events=list(enumerate(logs[h.id]))) for h in handles]
     return Engine(sources, merge=not body.get("raw", False)).run(parsed)
 
 

@@ -264,31 +264,39 @@ class Storage:
             return max(cursor.rowcount, 0)
 
     def events(
-        self, exp_ids: Iterable[str], run: int | None = None, after: int = 0
+        self,
+        exp_ids: Iterable[str],
+        run: int | None = None,
+        after: int = 0,
+        containing: Iterable[str] = (),
     ) -> dict[str, list[dict[str, Any]]]:
         """The events of each experiment in log order ``(ts, run, seq)``; with ``run``, only
-        that run's events with ``seq > after``, in ``seq`` order (what a sync reads)."""
+        that run's events with ``seq > after``, in ``seq`` order (what a sync reads). With
+        ``containing``, only events whose name contains one of those texts (a query's
+        literal parts: the engine still matches exactly, this only reads less)."""
         ids = [check_id(i) for i in exp_ids]
         found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
         if not ids:
             return found
-        sql = f"SELECT exp_id, run, seq, name, ts, data FROM events WHERE exp_id IN ({', '.join('?' * len(ids))})"
+        sql = "SELECT exp_id, run, seq, name, ts, data FROM events WHERE exp_id IN "
+        sql += f"({', '.join('?' * len(ids))})"
         params: list[Any] = list(ids)
+        texts = list(containing)
+        if texts and all(texts):
+            likes = " OR ".join(["name LIKE ? ESCAPE '!'"] * len(texts))
+            sql += f" AND ({likes})"
+            params += [f"%{_like_escaped(t)}%" for t in texts]
         if run is not None:
             sql += " AND run = ? AND seq > ? ORDER BY exp_id, seq"
             params += [run, after]
         else:
             sql += " ORDER BY exp_id, ts, run, seq"
-        loads = jsonx.loads
-        for exp_id, number, seq, name, ts, data in self._query(sql, params):
+        rows = self._query(sql, params)
+        # one parse for all the data objects: far cheaper than one json call per event
+        datas = jsonx.loads("[" + ",".join(row[5] for row in rows) + "]") if rows else []
+        for (exp_id, number, seq, name, ts, _), data in zip(rows, datas, strict=True):
             found[exp_id].append(
-                {
-                    "name": name,
-                    "id": f"{number}-{seq}",
-                    "ts": ts,
-                    "run": number,
-                    "data": loads(data),
-                }
+                {"name": name, "id": f"{number}-{seq}", "ts": ts, "run": number, "data": data}
             )
         return found
 
@@ -360,6 +368,10 @@ class Storage:
     def _token_missing(self, cursor: Any, token_id: str) -> bool:
         cursor.execute(self._sql("SELECT 1 FROM tokens WHERE id = ?"), (token_id,))
         return cursor.fetchone() is None
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 class _Conflict(UserError):
