@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     from squeezr.dbx.sync import sync, transport
 
     src = transport(args.src)
-    dst = transport(args.dst, create=not args.dry_run)
+    dst = transport(args.dst, create=not args.dry_run, missing_ok=args.dry_run)
     actions = sync(src, dst, common.selection(args), dry_run=args.dry_run)
     if args.fmt != "table" or args.dry_run:
         rows = [{"action": a.kind, "id": a.exp_id, "key": a.key, **a.detail} for a in actions]

@@ -11,15 +11,16 @@ from squeezr.dbx.sync.plan import Action, merge_notes, merge_results, plan
 __all__ = ["sync", "transport"]
 
 
-def transport(where: str, create: bool = False) -> Any:
-    """The endpoint ``where`` names: a server URL or a repository folder (made if ``create``)."""
+def transport(where: str, create: bool = False, missing_ok: bool = False) -> Any:
+    """The endpoint ``where`` names: a server URL or a repository folder (made if ``create``;
+    a missing one reads as empty if ``missing_ok``, for a dry run into a new folder)."""
     if is_url(where):
         from squeezr.dbx.sync.http import HTTPTransport
 
         return HTTPTransport(where)
     from squeezr.dbx.sync.local import LocalTransport
 
-    return LocalTransport(where, create=create)
+    return LocalTransport(where, create=create, missing_ok=missing_ok)
 
 
 def sync(
@@ -34,7 +35,7 @@ def sync(
     prefix/kind/since/where, or ``ids``) chooses; returns the plan (carried out unless
     ``dry_run``). ``src``/``dst`` are transports or what :func:`transport` accepts."""
     src = transport(src) if isinstance(src, str) else src
-    dst = transport(dst, create=True) if isinstance(dst, str) else dst
+    dst = transport(dst, create=not dry_run, missing_ok=dry_run) if isinstance(dst, str) else dst
     source = src.inventory(selection)
     target = dst.inventory({"ids": list(source)}) if source else {}
     actions = plan(source, target)

@@ -37,8 +37,8 @@ _SEQ = re.compile(rb'"id":\s*"(\d+)-(\d+)"')
 
 
 class LocalTransport:
-    def __init__(self, path: Path | str, create: bool = False) -> None:
-        missing = not create and not Path(path).exists()  # a dry run to a new folder
+    def __init__(self, path: Path | str, create: bool = False, missing_ok: bool = False) -> None:
+        missing = missing_ok and not create and not Path(path).exists()  # dry run to a new one
         self.repo = None if missing else Repository.init(path) if create else Repository(path)
         self.label = str(Path(path).absolute())
         self._folders: dict[str, Path] = {}

@@ -54,6 +54,10 @@ class Storage:
     def _connect(self) -> Any:
         raise NotImplementedError
 
+    def _lost(self) -> bool:
+        """Whether the connection is gone (only a networked database loses it)."""
+        return False
+
     def _sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
@@ -62,6 +66,8 @@ class Storage:
         """A cursor inside one transaction, holding the storage's lock; committed on success,
         rolled back on any error."""
         with self._lock:
+            if self._lost():  # the database restarted or dropped us: connect again
+                self._conn = self._connect()
             cursor = self._conn.cursor()
             try:
                 yield cursor

@@ -17,6 +17,9 @@ class PostgresStorage(Storage):
         self.url = url
         super().__init__()
 
+    def _lost(self) -> bool:
+        return bool(self._conn.closed or self._conn.broken)
+
     def _connect(self) -> Any:
         import psycopg
 
