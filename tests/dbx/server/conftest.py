@@ -4,29 +4,18 @@ subprocess, parametrized over SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from serverkit import Server, free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-SRC = str(Path(__file__).resolve().parents[3] / "src")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _as_postgres(argv: list[str]) -> list[str]:
@@ -79,9 +68,7 @@ def postgres() -> Iterator[str]:
 _databases = itertools.count()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest) -> str | None:
-    """A fresh database URL for one test (None: the SQLite default in the data folder)."""
+def _new_database(request: pytest.FixtureRequest) -> str | None:
     if request.param == "sqlite":
         return None
     import psycopg
@@ -93,73 +80,26 @@ def database(request: pytest.FixtureRequest) -> str | None:
     return base + name
 
 
-class Server:
-    """``dbx serve`` in a subprocess; restartable on the same data and port."""
-
-    def __init__(self, data: Path, database: str | None) -> None:
-        self.data, self.database = data, database
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def dbx(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``dbx ARGS --data ... [--db ...]`` (server administration) and check it."""
-        argv = [*args, "--data", str(self.data)] + (
-            ["--db", self.database] if self.database else []
-        )
-        return run_dbx(*argv)
-
-    def token(self, scope: str) -> str:
-        import json
-
-        out = self.dbx("token", "create", "--name", f"test-{scope}", "--scope", scope, "--json")
-        return json.loads(out.stdout)[0]["token"]
-
-    def start(self, *extra: str) -> None:
-        argv = ["serve", "--data", str(self.data), "--port", str(self.port), *extra]
-        if self.database:
-            argv += ["--db", self.database]
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from squeezr.dbx.cli import main; raise SystemExit(main())",
-                *argv,
-            ],
-            env={**os.environ, "PYTHONPATH": SRC},
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, "dbx serve exited"
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(self.url + "/openapi.json", timeout=2).close()
-                return
-            time.sleep(0.1)
-        raise AssertionError("dbx serve did not start in 60 s")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """A fresh database URL for one test (None: the SQLite default in the data folder)."""
+    return _new_database(request)
 
 
-def run_dbx(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", "from squeezr.dbx.cli import main; raise SystemExit(main())", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": SRC},
-        timeout=120,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"dbx {' '.join(args)} failed: {done.stderr}")
-    return done
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def module_database(request: pytest.FixtureRequest) -> str | None:
+    """A fresh database for one test module's server."""
+    return _new_database(request)
 
 
-@pytest.fixture
-def server(tmp_path: Path, database: str | None) -> Iterator[Server]:
-    """A running server (SQLite and PostgreSQL) with a write token in ``$DBX_TOKEN``."""
-    srv = Server(tmp_path / "server", database)
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, module_database: str | None
+) -> Iterator[Server]:
+    """A running server (SQLite and PostgreSQL), shared by one test module (experiment ids
+    are random, so tests do not meet each other's data), with a write token in
+    ``$DBX_TOKEN``. A test that kills it starts it again before it ends."""
+    srv = Server(tmp_path_factory.mktemp("server"), module_database)
     srv.write_token = srv.token("write")
     srv.start()
     old = os.environ.get("DBX_TOKEN")

@@ -21,10 +21,10 @@ def _out(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     return capsys.readouterr().out
 
 
-@pytest.fixture
-def pair(server, tmp_path: Path) -> tuple[str, str]:
-    """A local repository and the server holding the same experiments."""
-    local = tmp_path / "A"
+@pytest.fixture(scope="module")
+def pair(server, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A local repository and the server (one per module) holding the same experiments."""
+    local = tmp_path_factory.mktemp("pair") / "A"
     for i, opt in enumerate(["adam", "sgd", "adam"]):
         with dbx.create(
             f"grid/{opt}{i}", params={"lr": 0.1 * (i + 1), "opt": opt}, repo=local

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import run_dbx
+from serverkit import run_dbx
 
 from squeezr.dbx.errors import Ambiguous, NotFound, UserError
 from squeezr.dbx.server.settings import Settings

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+from serverkit import SRC
+
 from squeezr import dbx
 from squeezr.dbx.remote.client import Client
 
-SRC = str(Path(__file__).resolve().parents[3] / "src")
 CLIENT = """
 import sys, time
 from squeezr import dbx

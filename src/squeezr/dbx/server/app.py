@@ -10,6 +10,8 @@ The OpenAPI page is at ``/docs`` (schema: ``/openapi.json``).
 from __future__ import annotations
 
 import contextlib
+import importlib
+import threading
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -33,6 +35,10 @@ def create_app(settings: Settings, extra_routers: Iterable[APIRouter] = ()) -> F
         app.state.settings = settings
         app.state.storage = open_storage(settings)
         app.state.blobs = open_blobs(settings)
+        # the query engine (pandas) loads in the background: the first query need not wait
+        threading.Thread(
+            target=importlib.import_module, args=("squeezr.dbx.query",), daemon=True
+        ).start()
         try:
             yield
         finally:
