@@ -13,6 +13,7 @@ from squeezr import dbx
 from squeezr.dbx import query
 from squeezr.dbx.cli import main
 from squeezr.dbx.errors import NotFound, UserError
+from squeezr.dbx.remote.client import Client
 from squeezr.dbx.sync import sync
 
 
@@ -93,6 +94,17 @@ def test_follow_over_server_sent_events(pair, tmp_path: Path) -> None:
     done.set()
     assert len(batches[0]) == 9  # the whole result first
     assert any((b["acc"] == 0.99).any() and len(b) == 1 for b in batches[1:])
+
+
+def test_repeated_query_sees_new_events(pair) -> None:
+    _, url = pair
+    q = "train/epoch/:epoch/eval | group epoch: count(acc)"
+    before = query.run(q, url)
+    exp = dbx.open("grid/adam0", repo=url)
+    event = {"name": "train/epoch/7/eval", "id": "9-1", "ts": 2e9, "run": 9, "data": {"acc": 1}}
+    Client(url).request("POST", f"/experiments/{exp.id}/events", [event])
+    after = query.run(q, url)  # the server's cached tables of that experiment are rebuilt
+    assert len(after) == len(before) + 1 and after["epoch"].tolist()[-1] == 7
 
 
 def test_bad_remote_query_is_one_line(pair, capsys) -> None:

@@ -35,6 +35,7 @@ def create_app(settings: Settings, extra_routers: Iterable[APIRouter] = ()) -> F
         app.state.settings = settings
         app.state.storage = open_storage(settings)
         app.state.blobs = open_blobs(settings)
+        app.state.query_cache = _LazyCache(app.state.storage)
         # the query engine (pandas) loads in the background: the first query need not wait
         threading.Thread(
             target=importlib.import_module, args=("squeezr.dbx.query",), daemon=True
@@ -61,6 +62,21 @@ def create_app(settings: Settings, extra_routers: Iterable[APIRouter] = ()) -> F
 
     app.add_middleware(BodyLimit, max_body=settings.max_body)
     return app
+
+
+class _LazyCache:
+    """The query table cache, built on first use (it imports the query engine, pandas)."""
+
+    def __init__(self, storage: Any) -> None:
+        self.storage = storage
+        self._cache: Any = None
+
+    def table(self, *args: Any) -> Any:
+        if self._cache is None:
+            from squeezr.dbx.server.querycache import TableCache
+
+            self._cache = TableCache(self.storage)
+        return self._cache.table(*args)
 
 
 async def _render_error(request: Request, exc: Exception) -> JSONResponse:

@@ -16,15 +16,16 @@ from squeezr.dbx import jsonx
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.select import select_experiments
 from squeezr.dbx.server.auth import require
-from squeezr.dbx.server.routes.common import API, JsonBody, obj, reply, repository, storage
+from squeezr.dbx.server.routes.common import API, JsonBody, obj, reply, repository
 
 router = APIRouter(prefix=API, tags=["query"])
 
 
 def run_query(request: Request, body: dict[str, Any]) -> Any:
     """The result DataFrame of the query ``body`` describes."""
-    from squeezr.dbx.query.engine import Engine, Source
+    from squeezr.dbx.query.engine import Engine
     from squeezr.dbx.query.language import parse
+    from squeezr.dbx.server.querycache import StoredSource
 
     text = body.get("query")
     if not isinstance(text, str) or not text.strip():
@@ -32,10 +33,8 @@ def run_query(request: Request, body: dict[str, Any]) -> Any:
     parsed = parse(text)
     options = {k: body.get(k) for k in ("prefix", "kind", "since", "where")}
     handles = select_experiments(repository(request), **options)
-    literals = [pattern.literal for pattern in parsed.patterns()]
-    logs = storage(request).events([h.id for h in handles], containing=literals)
-    # stored events were checked when they arrived: positions are all they need here
-    sources = [Source(experiment=h, events=list(enumerate(logs[h.id]))) for h in handles]
+    cache = request.app.state.query_cache
+    sources = [StoredSource(experiment=h, cache=cache) for h in handles]
     return Engine(sources, merge=not body.get("raw", False)).run(parsed)
 
 

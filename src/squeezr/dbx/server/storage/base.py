@@ -47,6 +47,7 @@ class Storage:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._generations: dict[str, int] = {}  # events added, per experiment (see generation)
         self._conn = self._connect()
         self.migrate()
 
@@ -267,19 +268,24 @@ class Storage:
                 ),
                 rows,
             )
-            return max(cursor.rowcount, 0)
+            added = max(cursor.rowcount, 0)
+            if added:
+                self._generations[exp_id] = self._generations.get(exp_id, 0) + 1
+            return added
+
+    def generation(self, exp_id: str) -> int:
+        """A number that changes whenever events are added to ``exp_id`` through this
+        storage object (what the server's query cache checks)."""
+        return self._generations.get(exp_id, 0)
 
     def events(
         self,
         exp_ids: Iterable[str],
         run: int | None = None,
         after: int = 0,
-        containing: Iterable[str] = (),
     ) -> dict[str, list[dict[str, Any]]]:
         """The events of each experiment in log order ``(ts, run, seq)``; with ``run``, only
-        that run's events with ``seq > after``, in ``seq`` order (what a sync reads). With
-        ``containing``, only events whose name contains one of those texts (a query's
-        literal parts: the engine still matches exactly, this only reads less)."""
+        that run's events with ``seq > after``, in ``seq`` order (what a sync reads)."""
         ids = [check_id(i) for i in exp_ids]
         found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
         if not ids:
@@ -287,11 +293,6 @@ class Storage:
         sql = "SELECT exp_id, run, seq, name, ts, data FROM events WHERE exp_id IN "
         sql += f"({', '.join('?' * len(ids))})"
         params: list[Any] = list(ids)
-        texts = list(containing)
-        if texts and all(texts):
-            likes = " OR ".join(["name LIKE ? ESCAPE '!'"] * len(texts))
-            sql += f" AND ({likes})"
-            params += [f"%{_like_escaped(t)}%" for t in texts]
         if run is not None:
             sql += " AND run = ? AND seq > ? ORDER BY exp_id, seq"
             params += [run, after]
@@ -374,10 +375,6 @@ class Storage:
     def _token_missing(self, cursor: Any, token_id: str) -> bool:
         cursor.execute(self._sql("SELECT 1 FROM tokens WHERE id = ?"), (token_id,))
         return cursor.fetchone() is None
-
-
-def _like_escaped(text: str) -> str:
-    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
 
 
 class _Conflict(UserError):
