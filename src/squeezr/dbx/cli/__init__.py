@@ -29,7 +29,7 @@ COMMANDS: list[str] = [
     "serve",
     "token",
     "sync",
-    "importer",
+    "import",
 ]
 
 

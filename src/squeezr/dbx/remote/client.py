@@ -56,17 +56,17 @@ class Client:
         data: bytes | None = None,
     ) -> Any:
         """Send one request to ``API + path``; the decoded JSON answer (None if empty)."""
-        with self._open(method, path, body, params=params, data=data) as response:
+        with self.open(method, path, body, params=params, data=data) as response:
             raw = response.read()
         return jsonx.loads(raw) if raw else None
 
     def download(self, path: str, chunk: int = 1 << 20) -> Iterator[bytes]:
         """The body of ``GET API + path`` in chunks."""
-        with self._open("GET", path) as response:
+        with self.open("GET", path) as response:
             while piece := response.read(chunk):
                 yield piece
 
-    def _open(
+    def open(
         self,
         method: str,
         path: str,
@@ -75,6 +75,7 @@ class Client:
         params: dict[str, Any] | None = None,
         data: bytes | None = None,
     ) -> Any:
+        """The open HTTP response of one request (a context manager; read it as a stream)."""
         url = self.url + API + urllib.parse.quote(path, safe="/-_.~")
         if params:
             query = {k: v for k, v in params.items() if v is not None}

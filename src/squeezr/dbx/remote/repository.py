@@ -88,7 +88,7 @@ def follow(
     server-sent events, until ``stop()`` is true (checked at each batch or keep-alive)."""
     body = {"query": query, "interval": interval, **options}
     client = Client(url, timeout=max(30.0, 3 * interval))
-    with client._open("POST", "/query/follow", body) as stream:
+    with client.open("POST", "/query/follow", body) as stream:
         for line in stream:
             if stop is not None and stop():
                 return
