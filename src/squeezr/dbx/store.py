@@ -174,14 +174,16 @@ class Repository:
     @classmethod
     def find(cls, path: Path | str | Repository | None = None) -> Repository:
         """``path`` if given, else ``$DBX_REPO``, else the nearest folder at or above the current
-        one that is a repository or holds one named ``experiments``; UserError if none."""
+        one that is a repository or holds one named ``experiments``; UserError if none. A
+        server URL (``http(s)://``) gives a read-only :class:`~squeezr.dbx.remote.repository.
+        RemoteRepository`, whose experiments are :class:`Experiment` objects too."""
         if isinstance(path, Repository):
             return path
         if path is not None and str(path) != "":
-            return cls(path)
+            return _remote(path) or cls(path)
         env = os.environ.get("DBX_REPO")
         if env:
-            return cls(env)
+            return _remote(env) or cls(env)
         here = Path.cwd()
         for folder in (here, *here.parents):
             for candidate in (folder, folder / DEFAULT_REPO):
@@ -709,6 +711,10 @@ class Experiment:
             failure = failure or UserError(
                 f"cannot record the end of run {self.run} in {self.path}: {exc.strerror or exc}"
             )
+        shipper = getattr(self, "_shipper", None)
+        if shipper is not None:  # streaming to a server: a last, bounded delivery
+            self._shipper = None
+            shipper.close()
         if failure is not None:
             raise failure
 
@@ -780,9 +786,21 @@ def _numbered(folder: str, pattern: re.Pattern[str]) -> list[int]:
     return numbers
 
 
+def _remote(where: Any) -> Any:
+    """A RemoteRepository if ``where`` is a server URL, else None."""
+    if isinstance(where, str) and where.startswith(("http://", "https://")):
+        from squeezr.dbx.remote.repository import RemoteRepository
+
+        return RemoteRepository(where)
+    return None
+
+
 def _repository(repo: Repository | Path | str | None, create: bool) -> Repository:
     if isinstance(repo, Repository):
         return repo
+    remote = _remote(repo)
+    if remote is not None:
+        return remote
     if repo is None:
         if not create:
             return Repository.find()
@@ -800,13 +818,16 @@ def create(
     kind: str = "train",
     params: dict[str, Any] | None = None,
     repo: Repository | Path | str | None = None,
+    server: str | None = None,
 ) -> Experiment:
     """A new experiment with run 1 started (command line, git state and environment
     recorded). ``repo`` is created if missing. Without it, the experiment goes where
     :func:`open`, :func:`resume` and ``dbx ls`` look (``$DBX_REPO``, else the nearest
     enclosing repository, see :meth:`Repository.find`); if there is none, a new
     ``./experiments`` is created. Under a study's runner (``$DBX_EXPERIMENT`` set) the
-    planned experiment is used instead of a new one (:mod:`squeezr.dbx.adopt`)."""
+    planned experiment is used instead of a new one (:mod:`squeezr.dbx.adopt`). ``server``
+    (else ``$DBX_SERVER``), a dbx server URL, also streams the experiment there in the
+    background (:mod:`squeezr.dbx.remote.shipper`)."""
     repository = _repository(repo, create=True)
     from squeezr.dbx.adopt import adopt_planned  # $DBX_EXPERIMENT: a study's runner started us
 
@@ -814,14 +835,27 @@ def create(
     if exp is None:
         exp = Experiment(repository, repository.create_experiment(name, kind, params))
     exp._start_run()
+    _stream(exp, server)
     return exp
 
 
-def resume(ref: str, repo: Repository | Path | str | None = None) -> Experiment:
-    """Experiment ``ref`` (id, id prefix or name) with a new run N+1 for writing."""
+def resume(
+    ref: str, repo: Repository | Path | str | None = None, server: str | None = None
+) -> Experiment:
+    """Experiment ``ref`` (id, id prefix or name) with a new run N+1 for writing; ``server``
+    as in :func:`create`."""
     exp = _repository(repo, create=False).get(ref)
     exp._start_run()
+    _stream(exp, server)
     return exp
+
+
+def _stream(exp: Experiment, server: str | None) -> None:
+    """Start streaming ``exp`` to ``server`` or ``$DBX_SERVER``, if either is set."""
+    if server is not None or os.environ.get("DBX_SERVER"):
+        from squeezr.dbx.remote.shipper import start
+
+        exp._shipper = start(exp, server)
 
 
 def open(ref: str, repo: Repository | Path | str | None = None) -> Experiment:

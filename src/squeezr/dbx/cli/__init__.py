@@ -31,6 +31,10 @@ COMMANDS: list[str] = [
     "study",
     "tune",
     "ui",
+    "serve",
+    "token",
+    "sync",
+    "import",
 ]
 
 

@@ -21,6 +21,7 @@ from squeezr.dbx.query.engine import Engine, NoMatch
 from squeezr.dbx.query.language import Query, parse
 from squeezr.dbx.query.live import follow
 from squeezr.dbx.query.sources import cache_dir, event_sources, experiment_sources
+from squeezr.dbx.remote.client import is_url
 
 __all__ = ["NoMatch", "Query", "follow", "parse", "run"]
 
@@ -46,8 +47,13 @@ def run(
     refs); else the experiments of ``repo`` chosen like ``dbx ls`` (``prefix``, ``kind``,
     ``since``, ``where``). Events with the same name are merged unless ``raw``, in-memory
     logs included. ``cache`` keeps parsed matches in ``<repo>/.dbx/cache/query`` (derived,
-    safe to delete).
+    safe to delete). A server URL as ``repo`` runs the query on that server.
     """
+    if events is None and experiments is None and is_url(repo):  # run on the server
+        from squeezr.dbx.remote.repository import run_query
+
+        options = {"prefix": prefix, "kind": kind, "since": since, "where": where, "raw": raw}
+        return run_query(repo, query, **options)
     parsed = parse(query) if isinstance(query, str) else query
     if events is not None:
         return Engine(event_sources(events), merge=not raw).run(parsed)

@@ -88,6 +88,12 @@ def follow(
     (forever if no ``stop``: end it with Ctrl-C or by closing the generator). Experiments are
     chosen like ``run`` (``prefix``, ``kind``, ``since``, ``where``).
     """
+    if isinstance(repo, str) and repo.startswith(("http://", "https://")):  # server-side
+        from squeezr.dbx.remote.repository import follow as remote_follow
+
+        options = {"prefix": prefix, "kind": kind, "since": since, "where": where, "raw": raw}
+        yield from remote_follow(repo, query, interval=interval, stop=stop, **options)
+        return
     if not (math.isfinite(interval) and interval >= 0):
         raise UserError(
             f"the poll interval must be a finite number of seconds, 0 or more, not {interval}"

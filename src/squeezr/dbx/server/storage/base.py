@@ -1,0 +1,394 @@
+"""What a server stores and how: the storage interface and its SQL, shared by the backends.
+
+Experiments, runs, results, notes, events, attachment records and tokens live in one
+database; attachment bytes live in :class:`~squeezr.dbx.server.storage.blobs.Blobs`. The
+backends (``sqlite.py``, ``postgres.py``) only open connections; the SQL here is the subset
+both speak (``INSERT ... ON CONFLICT``), written with ``?`` placeholders.
+
+Every call runs in one transaction on the storage's single connection, under one lock, so
+writes are serialised through one writer (as ``logger.py`` serialises a run's log) and a
+reader never sees half of a write. Idempotence is what makes streaming and sync safe to
+retry: an experiment is put once by id, a run record is replaced, and an event is inserted
+only if its ``(experiment, run, seq)`` is new, so sending the same batch twice stores it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from squeezr.dbx import jsonx, records
+from squeezr.dbx.errors import Ambiguous, NotFound, UserError
+from squeezr.dbx.records import ID_RE
+from squeezr.dbx.server.storage.migrations import MIGRATIONS
+from squeezr.dbx.store import validate_kind, validate_name
+
+__all__ = ["Storage", "check_id"]
+
+_EVENT_ID = re.compile(r"^(\d+)-(\d+)$")
+_EXP_COLUMNS = "id, name, kind, created, meta, results, notes"
+
+
+def check_id(exp_id: str) -> str:
+    """``exp_id`` if it is an experiment id (12 hex digits), else UserError."""
+    if not isinstance(exp_id, str) or not ID_RE.match(exp_id):
+        raise UserError(f"{exp_id!r} is not an experiment id (12 lowercase hex digits)")
+    return exp_id
+
+
+class Storage:
+    """A server's database. Subclasses implement :meth:`_connect` and set ``placeholder``."""
+
+    placeholder = "?"
+    url = ""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generations: dict[str, int] = {}  # events added, per experiment (see generation)
+        self._conn = self._connect()
+        self.migrate()
+
+    # --- plumbing -------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _lost(self) -> bool:
+        """Whether the connection is gone (only a networked database loses it)."""
+        return False
+
+    def _sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor inside one transaction, holding the storage's lock; committed on success,
+        rolled back on any error."""
+        with self._lock:
+            if self._lost():  # the database restarted or dropped us: connect again
+                self._conn = self._connect()
+            cursor = self._conn.cursor()
+            try:
+                yield cursor
+            except BaseException:
+                self._conn.rollback()
+                raise
+            else:
+                self._conn.commit()
+            finally:
+                cursor.close()
+
+    def _query(self, text: str, params: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._transaction() as cursor:
+            cursor.execute(self._sql(text), tuple(params))
+            return list(cursor.fetchall())
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def migrate(self) -> int:
+        """Apply the migrations this database lacks, each in its own transaction; returns the
+        schema version. A database from a newer dbx is refused."""
+        with self._transaction() as cursor:
+            cursor.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            cursor.execute("SELECT MAX(version) FROM schema_version")
+            current = cursor.fetchone()[0] or 0
+        if current > MIGRATIONS[-1][0]:
+            raise UserError(
+                f"the database {self.url} has schema version {current}, newer than this dbx "
+                f"knows ({MIGRATIONS[-1][0]}); upgrade squeezr"
+            )
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            with self._transaction() as cursor:
+                for statement in statements:
+                    cursor.execute(statement)
+                cursor.execute(self._sql("INSERT INTO schema_version VALUES (?)"), (version,))
+            current = version
+        return current
+
+    def schema_version(self) -> int:
+        return self._query("SELECT MAX(version) FROM schema_version")[0][0] or 0
+
+    # --- experiments ----------------------------------------------------------------------
+    def put_experiment(self, meta: dict[str, Any]) -> bool:
+        """Store a new experiment from its ``meta.json`` content; True if it was new. The same
+        id again with the same name and kind is a no-op (meta is immutable); with another
+        name or kind it is a UserError (status 409)."""
+        records.require(records.meta_problems(meta), "meta", "experiment metadata")
+        exp_id = check_id(meta["id"])
+        validate_name(meta["name"])
+        validate_kind(meta["kind"])
+        text = jsonx.encode(meta)
+        with self._transaction() as cursor:
+            cursor.execute(self._sql("SELECT name, kind FROM experiments WHERE id = ?"), (exp_id,))
+            row = cursor.fetchone()
+            if row is not None:
+                if tuple(row) != (meta["name"], meta["kind"]):
+                    raise _Conflict(
+                        f"experiment {exp_id} already exists as {row[0]!r} ({row[1]}); "
+                        "an experiment's name and kind never change"
+                    )
+                return False
+            cursor.execute(
+                self._sql(f"INSERT INTO experiments ({_EXP_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                (exp_id, meta["name"], meta["kind"], meta.get("created"), text, "{}", ""),
+            )
+            return True
+
+    def experiments(
+        self, prefix: str | None = None, kind: str | None = None, ids: Iterable[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Experiment records ``{"meta", "results", "notes"}`` ordered by name then id, those
+        whose name starts with ``prefix``, of ``kind``, or among ``ids``."""
+        conditions, params = [], []
+        if prefix:
+            conditions.append("substr(name, 1, ?) = ?")
+            params += [len(prefix), prefix]
+        if kind:
+            conditions.append("kind = ?")
+            params.append(kind)
+        if ids is not None:
+            ids = [check_id(i) for i in ids]
+            if not ids:
+                return []
+            conditions.append(f"id IN ({', '.join('?' * len(ids))})")
+            params += ids
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = self._query(
+            f"SELECT {_EXP_COLUMNS} FROM experiments{where} ORDER BY name, id", params
+        )
+        return [_experiment(row) for row in rows]
+
+    def experiment(self, exp_id: str) -> dict[str, Any]:
+        """One experiment record by id; NotFound if absent."""
+        found = self.experiments(ids=[exp_id])
+        if not found:
+            raise NotFound(f"no experiment {exp_id} on this server")
+        return found[0]
+
+    def resolve(self, ref: str) -> str:
+        """The id of the one experiment ``ref`` names (id, unique id prefix, or name), as
+        ``Repository.get`` resolves it: NotFound or Ambiguous otherwise."""
+        if not isinstance(ref, str) or not ref:
+            raise UserError("give an experiment id, id prefix or name")
+        rows = self._query(
+            "SELECT id, name FROM experiments WHERE id = ? OR name = ? OR substr(id, 1, ?) = ?",
+            (ref, ref, len(ref), ref),
+        )
+        if any(row[0] == ref for row in rows):
+            return ref
+        by_name = sorted(row[0] for row in rows if row[1] == ref)
+        by_prefix = sorted(row[0] for row in rows if row[1] != ref)
+        for found in (by_name, by_prefix):
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise Ambiguous(
+                    f"{ref!r} matches {len(found)} experiments ({', '.join(found)}); give an id"
+                )
+        raise NotFound(f"no experiment {ref!r} on this server; list them with `dbx ls`")
+
+    def set_results(self, exp_id: str, results: dict[str, Any]) -> None:
+        """Replace the results of ``exp_id`` (a JSON object with dot-free keys)."""
+        if not isinstance(results, dict):
+            raise UserError("results must be a JSON object")
+        from squeezr.dbx.views import check_keys
+
+        check_keys(results, "result")
+        self._update(exp_id, "results", jsonx.encode(results))
+
+    def set_notes(self, exp_id: str, notes: str) -> None:
+        if not isinstance(notes, str):
+            raise UserError("notes must be text")
+        self._update(exp_id, "notes", notes)
+
+    def _update(self, exp_id: str, column: str, value: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(f"UPDATE experiments SET {column} = ? WHERE id = ?"), (value, exp_id)
+            )
+            if cursor.rowcount == 0:
+                raise NotFound(f"no experiment {exp_id} on this server")
+
+    # --- runs -----------------------------------------------------------------------------
+    def put_run(self, exp_id: str, number: int, record: dict[str, Any]) -> None:
+        """Store (or replace: a run record is rewritten when the run ends) run ``number``."""
+        records.require(records.run_problems(record), f"run {number}", "run record")
+        if not isinstance(number, int) or number < 1:
+            raise UserError(f"run number must be a positive integer, not {number!r}")
+        self.experiment(exp_id)
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO runs (exp_id, run, record) VALUES (?, ?, ?) "
+                    "ON CONFLICT (exp_id, run) DO UPDATE SET record = excluded.record"
+                ),
+                (exp_id, number, jsonx.encode({**record, "run": number})),
+            )
+
+    def runs(self, exp_id: str) -> dict[int, dict[str, Any]]:
+        rows = self._query("SELECT run, record FROM runs WHERE exp_id = ? ORDER BY run", (exp_id,))
+        return {row[0]: jsonx.loads(row[1]) for row in rows}
+
+    # --- events ---------------------------------------------------------------------------
+    def add_events(self, exp_id: str, events: list[dict[str, Any]]) -> int:
+        """Insert the events not stored yet (by id); returns how many were new."""
+        rows = []
+        for event in events:
+            problem = records.event_problem(event)
+            match = _EVENT_ID.match(event.get("id", "")) if problem is None else None
+            if match is None or int(match.group(1)) != event["run"]:
+                raise UserError(
+                    f"not a dbx event: {problem or 'its id must be <run>-<seq>'}: "
+                    f"{jsonx.encode(event)[:200]}"
+                )
+            rows.append(
+                (
+                    exp_id,
+                    event["run"],
+                    int(match.group(2)),
+                    event["name"],
+                    float(event["ts"]),
+                    jsonx.encode(event["data"]),
+                )
+            )
+        if not rows:
+            return 0
+        self.experiment(exp_id)
+        with self._transaction() as cursor:
+            cursor.executemany(
+                self._sql(
+                    "INSERT INTO events (exp_id, run, seq, name, ts, data) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (exp_id, run, seq) DO NOTHING"
+                ),
+                rows,
+            )
+            added = max(cursor.rowcount, 0)
+            if added:
+                self._generations[exp_id] = self._generations.get(exp_id, 0) + 1
+            return added
+
+    def generation(self, exp_id: str) -> int:
+        """A number that changes whenever events are added to ``exp_id`` through this
+        storage object (what the server's query cache checks)."""
+        return self._generations.get(exp_id, 0)
+
+    def events(
+        self,
+        exp_ids: Iterable[str],
+        run: int | None = None,
+        after: int = 0,
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The events of each experiment in log order ``(ts, run, seq)``; with ``run``, only
+        that run's events with ``seq > after``, in ``seq`` order (what a sync reads)."""
+        ids = [check_id(i) for i in exp_ids]
+        found: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+        if not ids:
+            return found
+        sql = "SELECT exp_id, run, seq, name, ts, data FROM events WHERE exp_id IN "
+        sql += f"({', '.join('?' * len(ids))})"
+        params: list[Any] = list(ids)
+        if run is not None:
+            sql += " AND run = ? AND seq > ? ORDER BY exp_id, seq"
+            params += [run, after]
+        else:
+            sql += " ORDER BY exp_id, ts, run, seq"
+        rows = self._query(sql, params)
+        # one parse for all the data objects: far cheaper than one json call per event
+        datas = jsonx.loads("[" + ",".join(row[5] for row in rows) + "]") if rows else []
+        for (exp_id, number, seq, name, ts, _), data in zip(rows, datas, strict=True):
+            found[exp_id].append(
+                {"name": name, "id": f"{number}-{seq}", "ts": ts, "run": number, "data": data}
+            )
+        return found
+
+    def log_sizes(self, exp_id: str) -> dict[int, tuple[int, int]]:
+        """Per run: ``(number of events, highest seq)``."""
+        rows = self._query(
+            "SELECT run, COUNT(*), MAX(seq) FROM events WHERE exp_id = ? GROUP BY run", (exp_id,)
+        )
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    # --- attachments ----------------------------------------------------------------------
+    def put_attachment(self, exp_id: str, name: str, info: dict[str, Any]) -> None:
+        """Record attachment ``name`` of ``exp_id`` as the blob ``info["sha256"]`` (the caller
+        has stored the bytes); replaces an attachment of the same name."""
+        self.experiment(exp_id)
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO attachments (exp_id, name, sha256, size, run, added) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (exp_id, name) DO UPDATE SET "
+                    "sha256 = excluded.sha256, size = excluded.size, run = excluded.run, "
+                    "added = excluded.added"
+                ),
+                (exp_id, name, info["sha256"], info["size"], info.get("run"), info.get("added")),
+            )
+
+    def attachments(self, exp_id: str) -> dict[str, dict[str, Any]]:
+        """The attachment list as ``attachments.json`` holds it locally."""
+        rows = self._query(
+            "SELECT name, sha256, size, run, added FROM attachments WHERE exp_id = ? ORDER BY name",
+            (exp_id,),
+        )
+        return {
+            name: {"path": f"files/{name}", "size": size, "sha256": sha, "run": run, "added": added}
+            for name, sha, size, run, added in rows
+        }
+
+    # --- tokens ---------------------------------------------------------------------------
+    def add_token(self, token_id: str, name: str, scope: str, digest: str, created: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql(
+                    "INSERT INTO tokens (id, name, scope, hash, created) VALUES (?, ?, ?, ?, ?)"
+                ),
+                (token_id, name, scope, digest, created),
+            )
+
+    def token(self, token_id: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT id, name, scope, hash, created, revoked FROM tokens WHERE id = ?", (token_id,)
+        )
+        return _token(rows[0]) if rows else None
+
+    def tokens(self) -> list[dict[str, Any]]:
+        rows = self._query(
+            "SELECT id, name, scope, hash, created, revoked FROM tokens ORDER BY created"
+        )
+        return [_token(row) for row in rows]
+
+    def revoke_token(self, token_id: str, when: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                self._sql("UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL"),
+                (when, token_id),
+            )
+            if cursor.rowcount == 0 and self._token_missing(cursor, token_id):
+                raise NotFound(f"no token {token_id}; list them with `dbx token list`")
+
+    def _token_missing(self, cursor: Any, token_id: str) -> bool:
+        cursor.execute(self._sql("SELECT 1 FROM tokens WHERE id = ?"), (token_id,))
+        return cursor.fetchone() is None
+
+
+class _Conflict(UserError):
+    status = 409
+
+
+def _experiment(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "meta": jsonx.loads(row[4]),
+        "results": jsonx.loads(row[5]),
+        "notes": row[6],
+    }
+
+
+def _token(row: tuple[Any, ...]) -> dict[str, Any]:
+    keys = ("id", "name", "scope", "hash", "created", "revoked")
+    return dict(zip(keys, row, strict=True))
