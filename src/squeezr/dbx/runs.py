@@ -21,8 +21,10 @@ from squeezr.dbx.runinfo import REDACTED
 from squeezr.dbx.store import Experiment
 
 __all__ = [
+    "STATUSES",
     "command",
     "command_line",
+    "experiment_status",
     "git_info",
     "patch_bytes",
     "placeholders",
@@ -156,6 +158,36 @@ def patch_bytes(exp: Experiment, record: dict[str, Any]) -> bytes:
         ) from None
     except OSError as exc:
         raise UserError(f"cannot read the patch {path}: {exc.strerror or exc}") from None
+
+
+# What :func:`experiment_status` returns, in the order a run goes through them.
+STATUSES = ("planned", "running", "done", "failed", "interrupted")
+
+# Run statuses (squeezr.dbx.lifecycle) as experiment statuses. ``exited``: the program ended
+# without closing its run, its exit code unknown (normally a script that simply returned);
+# ``terminated``: SIGTERM, as a scheduler's time limit sends, so it is resumable.
+_STATUS_OF_RUN = {
+    "finished": "done",
+    "exited": "done",
+    "failed": "failed",
+    "interrupted": "interrupted",
+    "terminated": "interrupted",
+    "running (process gone?)": "interrupted",
+}
+
+
+def experiment_status(exp: Experiment) -> str:
+    """One word for where an experiment stands: ``planned`` (no run yet), ``running`` (a run
+    whose process is alive, or one on another host that has not ended), else what its last
+    run's ending means: ``done``, ``failed`` or ``interrupted`` (Ctrl-C, SIGTERM, or a
+    process that vanished without ending its run: all resumable)."""
+    records = [exp.run_record(number) for number in exp.run_numbers()]
+    if not records:
+        return "planned"
+    statuses = [run_status(record) for record in records]
+    if "running" in statuses:
+        return "running"
+    return _STATUS_OF_RUN.get(statuses[-1] or "", "failed")
 
 
 def run_status(record: dict[str, Any]) -> str | None:
