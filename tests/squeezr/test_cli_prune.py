@@ -68,8 +68,11 @@ def test_prune_from_a_checkpoint_needs_a_dataset(repo, tmp_path, capsys):
     assert main(args) == 2
     assert "pass --dataset" in capsys.readouterr().err
     assert main([*args, "--dataset", "synthetic", "--schedule", "none", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["removed"] for r in rows] == [0, 1]
+    printed = json.loads(capsys.readouterr().out)
+    exp = dbx.open(printed["id"], repo=repo)
+    assert printed["name"] == exp.name == "prune/start/oracle/none"
+    assert printed["final_test_acc"] == exp.results["final_test_acc"]  # raw, not rounded
+    assert [r["removed"] for r in printed["steps"]] == [0, 1]
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsys):
@@ -181,7 +184,7 @@ def test_fine_tuning_flags_reach_the_training_settings(repo, monkeypatch, capsys
 
 def test_default_name_uses_the_normalised_schedule(repo, capsys):
     assert prune_cli(repo, "--target-blocks", "1", "--schedule", " AT:1 + Threshold:0.5") == 0
-    assert "prune/oracle/at-1-threshold-0.5" in experiments(repo)
+    assert "prune/train/tiny/oracle/at-1-threshold-0.5" in experiments(repo)
 
 
 def test_prune_from_a_training_checkpoint(repo, tmp_path, capsys):
@@ -261,8 +264,11 @@ def test_resume_checks_before_it_starts_a_run(repo, capsys):
     assert prune_cli(repo, "--target-blocks", "1", "--schedule", "none", "--name", "p/done") == 0
     done_runs = dbx.open("p/done", repo=repo).run_numbers()
     capsys.readouterr()
-    assert main(["prune", "--resume", "p/done", "--repo", str(repo), "--no-progress"]) == 2
-    assert "already finished" in capsys.readouterr().err
+    # as `squeezr train --resume` of a finished run: a note, the results, no new run
+    assert main(["prune", "--resume", "p/done", "--repo", str(repo), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "has already finished" in err
+    assert json.loads(out)["blocks_removed"] == 1
     assert dbx.open("p/done", repo=repo).run_numbers() == done_runs
 
 

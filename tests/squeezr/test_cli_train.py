@@ -128,7 +128,7 @@ def test_json_output_and_resume_of_an_interrupted_run(tmp_path, capsys, monkeypa
     monkeypatch.setattr(squeezr.train, "fit", real_fit)
     capsys.readouterr()
     # A bad device on resume is refused before a new run starts.
-    resume = ["train", "--resume", "--name", "r/0", "--repo", str(repo)]
+    resume = ["train", "--resume", "r/0", "--repo", str(repo)]
     assert main([*resume, "--device", "tpu"]) == 2
     assert len(dbx.open("r/0", repo=repo).runs()) == 1
     capsys.readouterr()
@@ -161,7 +161,7 @@ def test_json_output_and_resume_of_an_interrupted_run(tmp_path, capsys, monkeypa
         (["--config", "1,1,1", "--device", "tpu"], "unknown device 'tpu'"),
         (["--config", "1,1,1", "--train-images", "0"], "train_images must be at least 1"),
         (["--config", "1,1,1", "--name", "a//b"], "empty part"),
-        (["--resume"], "--resume needs --name"),
+        (["--resume"], "--resume needs the experiment"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_data, argv, message):

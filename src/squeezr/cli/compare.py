@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from squeezr.cli.options import add_repo_option
+from squeezr.cli.options import add_repo_option, add_strict_option, repo_arg
 from squeezr.dbx.clikit import add_output_options, emit
 
 
@@ -25,6 +25,7 @@ def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> Non
     p.add_argument("experiments", nargs="+", metavar="EXP", help=runs)
     p.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
     add_repo_option(p, creates=False)
+    add_strict_option(p)
     add_output_options(p)
     p.set_defaults(func=func)
 
@@ -58,6 +59,7 @@ def register(subparsers) -> None:
         "with --equal scratch/equal/<n-n-n>/<seed>)",
     )
     add_repo_option(s, creates=True)
+    add_strict_option(s)
     s.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=run_scratch)
 
@@ -65,7 +67,8 @@ def register(subparsers) -> None:
 def _open_all(args: argparse.Namespace) -> list:
     from squeezr import dbx
 
-    return [dbx.open(ref, repo=args.repo) for ref in args.experiments]
+    repo = repo_arg(args)
+    return [dbx.open(ref, repo=repo) for ref in args.experiments]
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -88,7 +91,7 @@ def run_scratch(args: argparse.Namespace) -> int:
 
     exp, results = train_scratch(
         args.like,
-        repo=args.repo,
+        repo=repo_arg(args),
         equal=args.equal,
         epochs=args.epochs,
         seed=args.seed,
