@@ -87,10 +87,15 @@ def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsy
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "fit", dying_fit)
+    capsys.readouterr()
     assert prune_cli(repo, *settings, "--name", "p/killed") == 130
     killed = dbx.open("p/killed", repo=repo)
     assert "order" not in killed.results
-    assert main(["prune", "--resume", "p/killed", "--repo", str(repo), "--no-progress"]) == 0
+    hint = f"continue it with: squeezr prune --resume {killed.id} --repo {repo}\n"
+    assert hint in capsys.readouterr().err
+    assert main(["prune", "--resume", killed.id, "--repo", str(repo), "--no-progress"]) == 0
+    # the kill came in step 2's fine-tuning, before its first epoch ended
+    assert "squeezr: resuming at step 2 (block " in capsys.readouterr().err
     whole = dbx.open("p/whole", repo=repo).results
     resumed = dbx.open("p/killed", repo=repo).results
     for key in ("order", "final_val_acc", "final_test_acc", "cost", "params", "epochs_used"):
