@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 
 from squeezr.cli.options import add_repo_option, add_strict_option, repo_arg
-from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.dbx.clikit import add_output_options, emit, plain_text
 
 
 def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> None:
     """``compare`` and ``ranking`` read the same runs at the same step."""
     p = subparsers.add_parser(
-        name, help=help, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        name,
+        help=help,
+        description=plain_text(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     runs = "pruning experiments" + (f" ({least} or more)" if least > 1 else "")
     p.add_argument("experiments", nargs="+", metavar="EXP", help=runs)
@@ -45,7 +48,7 @@ def register(subparsers) -> None:
     s = subparsers.add_parser(
         "scratch",
         help="train a pruned network's shape from scratch (baseline)",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--like", required=True, metavar="EXP", help="experiment whose shape to train")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from squeezr import saliency, schedules
-from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.dbx.clikit import add_output_options, emit, plain_text
 from squeezr.dbx.errors import UserError
 from squeezr.names import plural
 
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
         help="train a ResNet-20 on digits, then prune it block by block (a few CPU minutes)",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(

@@ -24,7 +24,7 @@ from squeezr.cli.options import (
     repo_arg,
 )
 from squeezr.dbx import jsonx
-from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.dbx.clikit import add_output_options, emit, plain_text
 from squeezr.dbx.errors import UserError
 from squeezr.names import plural
 
@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "prune",
         help="prune a trained ResNet block by block",
-        description=__doc__,
+        description=plain_text(__doc__),
         epilog=methods_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -7,6 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from squeezr.dbx.clikit import plain_text
 from squeezr.dbx.compare import SHORT_ID
 from squeezr.dbx.refs import SELECTOR_HELP
 from squeezr.dbx.store import Repository
@@ -42,7 +43,7 @@ def add_command(
     parser = subparsers.add_parser(
         name,
         help=help,
-        description=doc.splitlines()[0],
+        description=plain_text(doc.splitlines()[0]),
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
