@@ -82,8 +82,12 @@ def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsy
 
     def dying_fit(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
+        if calls["n"] == 2:  # Ctrl-C in step 2's fine-tuning, after its first epoch
+
+            def stop(epoch, row):
+                raise KeyboardInterrupt
+
+            return real_fit(*args, on_epoch_end=stop, **kwargs)
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "fit", dying_fit)
@@ -94,8 +98,8 @@ def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsy
     hint = f"continue it with: squeezr prune --resume {killed.id} --repo {repo}\n"
     assert hint in capsys.readouterr().err
     assert main(["prune", "--resume", killed.id, "--repo", str(repo), "--no-progress"]) == 0
-    # the kill came in step 2's fine-tuning, before its first epoch ended
-    assert "squeezr: resuming at step 2 (block " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "squeezr: resuming at step 2 (block " in err and "), fine-tuning epoch 2\n" in err
     whole = dbx.open("p/whole", repo=repo).results
     resumed = dbx.open("p/killed", repo=repo).results
     for key in ("order", "final_val_acc", "final_test_acc", "cost", "params", "epochs_used"):

@@ -197,7 +197,8 @@ def resume_point(exp: Any, state: dict[str, Any] | None) -> str:
     blocks = pending["record"]["chosen"]
     chosen = f"block{'s' * (len(blocks) != 1)} {', '.join(map(str, blocks))}"
     for suffix, what in (("-low", "low fine-tuning"), ("", "fine-tuning")):
-        path = Path(exp.path) / f"resume-prune-step-{step}-finetune{suffix}.pt"
+        # the loop's own resume file, next to the state (squeezr.prune.loop)
+        path = Path(exp.path) / f"{Path(STATE_FILE).stem}.prune-step-{step}-finetune{suffix}.pt"
         if path.is_file():
             epoch = load_torch_file(path, "fine-tuning resume state", "delete it")["epoch"]
             return f"resuming at step {step} ({chosen} removed), {what} epoch {epoch + 1}"
