@@ -16,7 +16,7 @@ from squeezr import __version__
 from squeezr.dbx.clikit import build_parser, run
 
 # Subcommand modules, in the order `squeezr --help` lists them.
-COMMANDS: list[str] = ["train", "prune", "compare", "demo"]
+COMMANDS: list[str] = ["train", "prune", "compare", "export", "demo"]
 
 # The commands each module adds, with their one-line help (tests/squeezr/test_cli_startup.py
 # checks that the modules say the same).
@@ -28,6 +28,7 @@ SUMMARIES: dict[str, dict[str, str]] = {
         "ranking": "the block rankings of pruning runs at a step",
         "scratch": "train a pruned network's shape from scratch (baseline)",
     },
+    "export": {"export": "write a trained or pruned network as TorchScript, ONNX or a state dict"},
     "demo": {
         "demo": "train a ResNet-20 on digits, then prune it block by block (a few CPU minutes)"
     },
