@@ -229,6 +229,7 @@ def test_bad_sources_and_flags(repo, capsys):
         (["--target-left", "6"], "impossible"),
         (["--target-params", "5"], "every block removed"),
         (["--target-params", "10000000"], "already has"),
+        (["--target-params", "1e7"], "already has"),  # the same budget, written shorter
         (["--target-macs", "10000000000"], "already has"),
         (["--target-params", "70000", "--schedule", "uniform:2"], "block-count target"),
         (["--target-blocks", "2", "--lr", "-1", "--schedule", "once"], "lr"),
@@ -254,6 +255,19 @@ def test_bad_flags_create_nothing_and_spend_no_compute(repo, monkeypatch, capsys
     err = capsys.readouterr().err
     assert message in err and err.startswith("squeezr: error: ") and err.count("\n") == 1
     assert experiments(repo) == before == ["train/tiny"]
+
+
+def test_budgets_must_be_whole_numbers(repo, capsys):
+    with pytest.raises(SystemExit):
+        prune_cli(repo, "--target-params", "1.5e-3")
+    assert "expected a whole number such as 850000 or 8.5e5" in capsys.readouterr().err
+
+
+def test_selection_on_images_the_network_trained_on_is_warned_about(repo, capsys):
+    args = ["--target-blocks", "1", "--schedule", "none", "--selection", "prune"]
+    assert prune_cli(repo, *args) == 0
+    err = capsys.readouterr().err
+    assert "warning: --selection prune, but train/tiny was trained without a held-out" in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from typing import Any
@@ -29,6 +30,20 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
         raise UserError(
             f"--milestones must be epochs like 250,375 or 'none', got {text!r}"
         ) from None
+
+
+def parse_count(text: str) -> int:
+    """A whole number written as ``1000000``, ``1_000_000``, ``1e6`` or ``2.5e6`` (argparse
+    ``type`` for budgets such as ``--target-params``)."""
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value != int(value) or value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number such as 850000 or 8.5e5, got {text!r}"
+        )
+    return int(value)
 
 
 def add_strict_option(parser: argparse.ArgumentParser) -> None:

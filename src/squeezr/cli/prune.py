@@ -20,6 +20,7 @@ from squeezr.cli.options import (
     ResumeHint,
     add_repo_option,
     add_strict_option,
+    parse_count,
     parse_milestones,
     repo_arg,
 )
@@ -80,8 +81,8 @@ def register(subparsers) -> None:
     tgt.add_argument("--target-blocks", type=int, help="blocks to remove")
     tgt.add_argument("--target-left", type=int, help="blocks to keep")
     tgt.add_argument("--target-size", help="named size to reach, e.g. resnet56 (27 blocks left)")
-    tgt.add_argument("--target-params", type=int, help="parameter budget")
-    tgt.add_argument("--target-macs", type=int, help="multiply-accumulate budget")
+    tgt.add_argument("--target-params", type=parse_count, help="parameter budget (8.5e5 works)")
+    tgt.add_argument("--target-macs", type=parse_count, help="multiply-accumulate budget (4e7)")
     sel = p.add_argument_group("selection")
     sel.add_argument(
         "--method", default="oracle", choices=sorted(saliency.METHODS), help="see below"

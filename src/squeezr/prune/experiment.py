@@ -12,6 +12,7 @@ continue a killed run to the same outcome.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,13 @@ def prepare_run(
             "the starting model does not record its dataset; pass --dataset (e.g. cifar10)"
         )
     dataset = dataset_record({**(recorded or {}), **given})
+    if cfg.selection == "prune" and recorded is not None and not dataset.get("pruning_set"):
+        print(
+            f"squeezr: warning: --selection prune, but {source_info.get('name', source)} was "
+            "trained without a held-out pruning set: the blocks are scored on images it "
+            "trained on; train with --pruning-set for an unseen one",
+            file=sys.stderr,
+        )
     if splits is None:
         splits = open_splits(dataset, cfg.selection)
     plan = plan_run(model, splits, cfg)
