@@ -112,6 +112,11 @@ def test_experiment_status(repo: dbx.Repository) -> None:
     record.update(status="running", pid=2**22 + 12345)
     (killed.path / "run-1.json").write_text(json.dumps(record))
     assert experiment_status(killed) == "interrupted"
+    # a damaged run record: an error, or the word the caller gives for it
+    (failed.path / "run-1.json").write_text("{not json")
+    with pytest.raises(UserError):
+        experiment_status(failed)
+    assert experiment_status(failed, damaged="?") == "?"
     # a later run decides: resuming an interrupted experiment to the end makes it done
     with dbx.resume(stopped.id, repo=repo):
         pass

@@ -94,15 +94,15 @@ def _select(name: str, which: str, experiments: list[Experiment]) -> Experiment:
 def _choose(name: str, experiments: list[Experiment], strict: bool) -> Experiment:
     """The newest finished of several experiments called ``name`` (with a note on stderr),
     or Ambiguous when ``strict``."""
-    from squeezr.dbx.runs import experiment_status
-
     ordered = _by_creation(experiments)
     count = len(ordered)
     pick = f"pick one with {name}@1..{name}@{count} (first to last created) or an id"
     if strict:
         ids = ", ".join(exp.id for exp in ordered)
         raise Ambiguous(f"{name!r} names {count} experiments ({ids}); {pick}")
-    finished = [exp for exp in ordered if experiment_status(exp) == "done"]
+    from squeezr.dbx.runs import experiment_status  # runs imports store, which imports us
+
+    finished = [exp for exp in ordered if experiment_status(exp, damaged="?") == "done"]
     chosen = (finished or ordered)[-1]
     which = "newest finished" if finished else "newest (none has finished)"
     print(

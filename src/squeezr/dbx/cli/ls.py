@@ -86,14 +86,6 @@ def _statuses(text: str | None) -> set[str] | None:
     return wanted
 
 
-def _status(exp: Experiment) -> str:
-    """The experiment's status; ``?`` when a run record cannot be read (`dbx verify` says why)."""
-    try:
-        return experiment_status(exp)
-    except UserError:
-        return "?"
-
-
 def _headline(exp: Experiment) -> tuple[str | None, Any]:
     for key in HEADLINE:
         value = exp.value(f"results.{key}")
@@ -115,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     )
     status: dict[str, str] = {}
     if wanted is not None or "status" in columns:
-        status = {exp.id: _status(exp) for exp in experiments}
+        status = {exp.id: experiment_status(exp, damaged="?") for exp in experiments}
     if wanted is not None:
         experiments = [exp for exp in experiments if status[exp.id] in wanted]
     if args.limit is not None:
