@@ -84,9 +84,9 @@ def test_the_cli_resolves_shared_names_and_honours_strict(repo: dbx.Repository, 
     first, second = _made(repo, "base", 2)
     assert dbx_main(["--repo", str(repo.path), "cmd", "base"]) == 0
     out, err = capsys.readouterr()
-    assert second in out and "dbx: note:" in err
+    assert f"experiment {second[:8]} base" in out and "dbx: note:" in err
     assert dbx_main(["--repo", str(repo.path), "cmd", "base@1"]) == 0
-    assert first in capsys.readouterr().out
+    assert f"experiment {first[:8]} base" in capsys.readouterr().out
     for argv in (["cmd", "base", "--strict"], ["--strict", "cmd", "base"]):
         assert dbx_main(["--repo", str(repo.path), *argv]) == 2
         assert "names 2 experiments" in capsys.readouterr().err
