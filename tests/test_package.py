@@ -86,3 +86,18 @@ def test_matplotlib_is_imported_only_inside_dbx_report():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_wheel_carries_the_licence(tmp_path):
+    """pyproject says MIT; the wheel built from this tree ships the LICENSE text."""
+    import zipfile
+    from pathlib import Path
+
+    from hatchling.builders.wheel import WheelBuilder
+
+    root = Path(__file__).resolve().parents[1]
+    assert "MIT License" in (root / "LICENSE").read_text()
+    (wheel,) = WheelBuilder(str(root)).build(directory=str(tmp_path), versions=["standard"])
+    names = zipfile.ZipFile(wheel).namelist()
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names), names
+    assert "squeezr/dbx/refs.py" in names

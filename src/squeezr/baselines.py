@@ -18,6 +18,7 @@ from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.models import MODEL_ATTACHMENT, ResNet, load_model
 from squeezr.prune.records import TRAIN_TOP_LEVEL, dataset_of, dataset_record, open_splits
+from squeezr.torchfiles import load_torch_file
 from squeezr.train import TrainConfig, resolve_device, seed_everything
 
 
@@ -91,13 +92,17 @@ def train_experiment(
 
     Everything is validated before the experiment is created or resumed; ``announce(exp)``
     runs once it exists (e.g. to print where it went). A resumed experiment that already
-    has results trains nothing. ``repo=None`` is the repository dbx finds (``$DBX_REPO`` or
+    has results trains nothing and gets no new run. ``repo=None`` is the repository dbx finds (``$DBX_REPO`` or
     the enclosing one), for a new experiment else ``./experiments``. Returns (experiment,
     its results).
     """
     from squeezr.train import fit  # at call time, so that it can be swapped (e.g. in tests)
 
-    if resume is None:
+    if resume is not None:
+        finished = dbx.open(resume, repo=repo)
+        if has_finished(finished):  # as a finished pruning run: nothing to do, no new run
+            return finished, thaw(finished.results)
+    else:
         seed = params.get("train", {}).get("seed", 0)
         name = validate_name(name or f"baselines/{params.get('arch')}/{seed}")
     cfg, splits, model = _prepare(params, download)
@@ -108,9 +113,25 @@ def train_experiment(
     with exp:
         if announce is not None:
             announce(exp)
-        if resume is None or "test_acc" not in exp.results:
-            fit(model, splits, cfg, exp=exp, progress=progress)
+        fit(model, splits, cfg, exp=exp, progress=progress)
         return exp, thaw(exp.results)
+
+
+def has_finished(exp) -> bool:
+    """Whether training experiment ``exp`` got to the end (its results are written, which
+    happens after its ``model.pt`` is attached)."""
+    return "test_acc" in exp.results
+
+
+def resume_point(exp) -> str:
+    """Where ``squeezr train --resume`` continues ``exp``, in words: ``resuming at epoch 8
+    of 20`` (from the resume state the trainer writes after every epoch)."""
+    total = thaw(exp.value("params")).get("train", {}).get("epochs")
+    path = exp.path / "resume-train.pt"
+    if not path.is_file():
+        return f"starting at epoch 1 of {total}: no epoch had finished"
+    epoch = load_torch_file(path, "training resume state", "delete it to start over")["epoch"]
+    return f"resuming at epoch {epoch + 1} of {total}"
 
 
 # --------------------------------------------------------------------------- scratch baselines

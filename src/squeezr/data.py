@@ -224,6 +224,8 @@ def _cifar(
     """Train and test arrays of a CIFAR variant, extracting or downloading it if needed."""
     source = CIFAR_SOURCES[key]
     folder = data_dir / source.folder
+    if data_dir.name == source.folder and (data_dir / source.test_file).is_file():
+        folder = data_dir  # --data-dir named the extracted folder itself
     if not folder.is_dir():
         tarball = data_dir / source.tarball
         if not tarball.is_file() and not download:

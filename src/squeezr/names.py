@@ -2,6 +2,7 @@
 
 ``ResNet-110``, ``resnet_110`` and `` RESNET110 `` all mean ``resnet110``; the same rule
 serves every such name so that flags, Python arguments and recorded params read alike.
+:func:`plural` names a count of things in messages ("1 block", "2 blocks").
 """
 
 from __future__ import annotations
@@ -19,3 +20,8 @@ def normalised_key(name: str, known: Iterable[str], what: str) -> str:
     if key not in keys:
         raise UserError(f"unknown {what} {name!r}; choose one of {', '.join(keys)}")
     return key
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``"1 block"``, ``"3 blocks"``: a count with its noun (``many``: an irregular plural)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from squeezr.augment import normalize
 from squeezr.dbx.errors import UserError
+from squeezr.dbx.progress import progress_bar
 
 Scores = dict[int, float]
 MethodFn = Callable[..., Scores]
@@ -49,6 +50,7 @@ class SaliencyContext:
     dtype: torch.dtype = torch.float32
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
     stack_images: int | None = None
+    progress: bool = False  # show a bar over the oracle's scoring (a step's slow part on CPU)
 
     def oracle_chunk(self, candidates: int) -> int:
         """Selection images per oracle pass: ``batch_size``, cut so that the ``candidates``
@@ -198,7 +200,15 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
     units = model.units()
     slots = {idx: slot for slot, (_, idx) in enumerate(_block_positions(model))}
     correct = torch.zeros(len(slots), dtype=torch.long, device=ctx.device)
-    for x, y in batches(data, ctx, ctx.oracle_chunk(len(slots))):
+    chunk = ctx.oracle_chunk(len(slots))
+    bar = progress_bar(
+        total=len(data),
+        desc=f"oracle: scoring {len(slots)} blocks",
+        unit="image",
+        disable=not ctx.progress,
+        leave=False,
+    )
+    for x, y in batches(data, ctx, chunk):
         with ctx.autocast:
             h = model.stem(x)
             streams = None
@@ -211,6 +221,8 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
                 h = unit(h)
             logits = model.head(streams).view(len(slots), len(y), -1)
             correct += (logits.argmax(-1) == y).sum(1)
+        bar.update(len(y))
+    bar.close()
     errors = 1.0 - correct.double().cpu() / len(data)
     return {idx: float(errors[slot]) for idx, slot in slots.items()}
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from squeezr.augment import normalize, pad_crop_flip
 from squeezr.dbx.errors import UserError
+from squeezr.dbx.progress import progress_bar
 from squeezr.models import (
     MODEL_ATTACHMENT,
     ResNet,
@@ -551,7 +551,7 @@ class _Training:
                 noise_gen = torch.Generator().manual_seed(cfg.seed + 2)
                 add_weight_noise(self.model, cfg.noise_eta, noise_gen)
             self.runner = make_epoch_runner(self.ctx)
-        bar = tqdm(
+        bar = progress_bar(
             range(run.epoch + 1, cfg.epochs + 1),
             desc=self.prefix,
             total=cfg.epochs,

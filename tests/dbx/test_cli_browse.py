@@ -72,7 +72,7 @@ def test_ls_table_lists_everything(repo: Path, capsys: pytest.CaptureFixture[str
     code, out, _ = run(capsys, "ls")
     assert code == 0
     header, _rule, *rows = out.splitlines()
-    assert header.split() == ["id", "name", "kind", "created"]
+    assert header.split() == ["id", "name", "kind", "created", "status", "metric", "value"]
     assert sorted(row.split()[1] for row in rows) == [spec[0] for spec in SPECS]
     assert all(len(row.split()[0]) == 8 for row in rows)  # short ids in tables
 
@@ -86,7 +86,8 @@ def test_ls_filters_sorts_and_picks_columns(repo: Path, capsys) -> None:
         "train",
         "--where",
         "params.opt.name == 'sgd' or not exists(results.acc)",
-        "--sort=-results.acc",  # '=' because argparse reads a bare -x as an option
+        "--sort",
+        "-results.acc",
         "--columns",
         "id,name,params.epochs,results.acc",
     )
@@ -107,6 +108,32 @@ def test_ls_limit_csv_and_since(repo: Path, capsys) -> None:
         'idea45/b,"{""name"":""sgd""}"',
     ]
     assert len(run_json(capsys, "ls", "--since", "1d")) == len(SPECS)
+
+
+def test_ls_shows_status_and_a_headline_and_filters_by_status(repo: Path, capsys) -> None:
+    with pytest.raises(KeyboardInterrupt), dbx.create("idea45/stopped", repo=repo) as exp:
+        exp.results["test_acc"] = 0.5
+        raise KeyboardInterrupt
+    repo_obj = dbx.Repository(repo)
+    repo_obj.create_experiment("idea45/planned", "train", {})
+    rows = {r["name"]: r for r in run_json(capsys, "ls", "idea45/")}
+    assert {name: r["status"] for name, r in rows.items()} == {
+        "idea45/a": "done",
+        "idea45/b": "done",
+        "idea45/c": "done",
+        "idea45/stopped": "interrupted",
+        "idea45/planned": "planned",
+    }
+    assert (rows["idea45/b"]["metric"], rows["idea45/b"]["value"]) == ("acc", 0.95)
+    assert (rows["idea45/stopped"]["metric"], rows["idea45/stopped"]["value"]) == ("test_acc", 0.5)
+    assert rows["idea45/c"]["metric"] is None
+    picked = run_json(capsys, "ls", "--status", "interrupted,planned", "--sort", "-name")
+    assert [r["name"] for r in picked] == ["idea45/stopped", "idea45/planned"]
+    assert [r["name"] for r in run_json(capsys, "ls", "--status", "done", "--limit", "1")] == [
+        "idea45/a"
+    ]
+    code, _, err = run(capsys, "ls", "--status", "finished")
+    assert code == 2 and "use one or more of planned, running, done, failed, interrupted" in err
 
 
 def test_ls_nothing_matches_exits_1(repo: Path, capsys) -> None:

@@ -126,8 +126,8 @@ def test_refs_resolve_by_id_prefix_and_name(repo: dbx.Repository) -> None:
     assert dbx.open(made[0], repo=repo).name == "x/a"
     assert dbx.open("x/a", repo=repo).id == made[0]
     assert dbx.open(made[1][:10], repo=repo).id == made[1]
-    with pytest.raises(UserError, match="matches 2 experiments"):
-        dbx.open("x/b", repo=repo)
+    with pytest.raises(UserError, match="names 2 experiments"):
+        dbx.open("x/b", repo=repo, strict=True)
     with pytest.raises(UserError, match="no experiment 'zzz'"):
         dbx.open("zzz", repo=repo)
 

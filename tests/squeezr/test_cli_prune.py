@@ -68,8 +68,11 @@ def test_prune_from_a_checkpoint_needs_a_dataset(repo, tmp_path, capsys):
     assert main(args) == 2
     assert "pass --dataset" in capsys.readouterr().err
     assert main([*args, "--dataset", "synthetic", "--schedule", "none", "--json"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [r["removed"] for r in rows] == [0, 1]
+    printed = json.loads(capsys.readouterr().out)
+    exp = dbx.open(printed["id"], repo=repo)
+    assert printed["name"] == exp.name == "prune/start/oracle/none"
+    assert printed["final_test_acc"] == exp.results["final_test_acc"]  # raw, not rounded
+    assert [r["removed"] for r in printed["steps"]] == [0, 1]
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsys):
@@ -79,15 +82,24 @@ def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsy
 
     def dying_fit(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
+        if calls["n"] == 2:  # Ctrl-C in step 2's fine-tuning, after its first epoch
+
+            def stop(epoch, row):
+                raise KeyboardInterrupt
+
+            return real_fit(*args, on_epoch_end=stop, **kwargs)
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(loop_module, "fit", dying_fit)
+    capsys.readouterr()
     assert prune_cli(repo, *settings, "--name", "p/killed") == 130
     killed = dbx.open("p/killed", repo=repo)
     assert "order" not in killed.results
-    assert main(["prune", "--resume", "p/killed", "--repo", str(repo), "--no-progress"]) == 0
+    hint = f"continue it with: squeezr prune --resume {killed.id} --repo {repo}\n"
+    assert hint in capsys.readouterr().err
+    assert main(["prune", "--resume", killed.id, "--repo", str(repo), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "squeezr: resuming at step 2 (block " in err and "), fine-tuning epoch 2\n" in err
     whole = dbx.open("p/whole", repo=repo).results
     resumed = dbx.open("p/killed", repo=repo).results
     for key in ("order", "final_val_acc", "final_test_acc", "cost", "params", "epochs_used"):
@@ -181,7 +193,7 @@ def test_fine_tuning_flags_reach_the_training_settings(repo, monkeypatch, capsys
 
 def test_default_name_uses_the_normalised_schedule(repo, capsys):
     assert prune_cli(repo, "--target-blocks", "1", "--schedule", " AT:1 + Threshold:0.5") == 0
-    assert "prune/oracle/at-1-threshold-0.5" in experiments(repo)
+    assert "prune/train/tiny/oracle/at-1-threshold-0.5" in experiments(repo)
 
 
 def test_prune_from_a_training_checkpoint(repo, tmp_path, capsys):
@@ -217,6 +229,7 @@ def test_bad_sources_and_flags(repo, capsys):
         (["--target-left", "6"], "impossible"),
         (["--target-params", "5"], "every block removed"),
         (["--target-params", "10000000"], "already has"),
+        (["--target-params", "1e7"], "already has"),  # the same budget, written shorter
         (["--target-macs", "10000000000"], "already has"),
         (["--target-params", "70000", "--schedule", "uniform:2"], "block-count target"),
         (["--target-blocks", "2", "--lr", "-1", "--schedule", "once"], "lr"),
@@ -244,6 +257,19 @@ def test_bad_flags_create_nothing_and_spend_no_compute(repo, monkeypatch, capsys
     assert experiments(repo) == before == ["train/tiny"]
 
 
+def test_budgets_must_be_whole_numbers(repo, capsys):
+    with pytest.raises(SystemExit):
+        prune_cli(repo, "--target-params", "1.5e-3")
+    assert "expected a whole number such as 850000 or 8.5e5" in capsys.readouterr().err
+
+
+def test_selection_on_images_the_network_trained_on_is_warned_about(repo, capsys):
+    args = ["--target-blocks", "1", "--schedule", "none", "--selection", "prune"]
+    assert prune_cli(repo, *args) == 0
+    err = capsys.readouterr().err
+    assert "warning: --selection prune, but train/tiny was trained without a held-out" in err
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error")
 def test_cuda_without_a_gpu_creates_nothing(repo, capsys):
     assert prune_cli(repo, "--target-blocks", "2", "--device", "cuda") == 2
@@ -261,8 +287,11 @@ def test_resume_checks_before_it_starts_a_run(repo, capsys):
     assert prune_cli(repo, "--target-blocks", "1", "--schedule", "none", "--name", "p/done") == 0
     done_runs = dbx.open("p/done", repo=repo).run_numbers()
     capsys.readouterr()
-    assert main(["prune", "--resume", "p/done", "--repo", str(repo), "--no-progress"]) == 2
-    assert "already finished" in capsys.readouterr().err
+    # as `squeezr train --resume` of a finished run: a note, the results, no new run
+    assert main(["prune", "--resume", "p/done", "--repo", str(repo), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "has already finished" in err
+    assert json.loads(out)["blocks_removed"] == 1
     assert dbx.open("p/done", repo=repo).run_numbers() == done_runs
 
 

@@ -123,18 +123,22 @@ def test_json_output_and_resume_of_an_interrupted_run(tmp_path, capsys, monkeypa
     monkeypatch.setattr(squeezr.train, "fit", interrupted_fit)
     assert _train(repo, "--name", "r/0", "--no-progress") == 130
     exp = dbx.open("r/0", repo=repo)
+    hint = f"continue it with: squeezr train --resume {exp.id} --repo {repo}\n"
+    assert hint in capsys.readouterr().err
     assert "test_acc" not in exp.results and "model.pt" not in exp.attachments
     assert list(exp.path.glob("resume*.pt"))
     monkeypatch.setattr(squeezr.train, "fit", real_fit)
     capsys.readouterr()
     # A bad device on resume is refused before a new run starts.
-    resume = ["train", "--resume", "--name", "r/0", "--repo", str(repo)]
+    resume = ["train", "--resume", "r/0", "--repo", str(repo)]
     assert main([*resume, "--device", "tpu"]) == 2
     assert len(dbx.open("r/0", repo=repo).runs()) == 1
     capsys.readouterr()
     # Only --device may change: cpu -> auto.
     assert main([*resume, "--device", "auto", "--json"]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    assert "squeezr: resuming at epoch 2 of 2" in err
+    printed = json.loads(out)
     assert printed["id"] == exp.id and printed["epochs"] == 2
     exp = dbx.open("r/0", repo=repo)
     epochs = sorted(int(ev["name"].rsplit("/", 1)[1]) for ev in exp.events("train/epoch/"))
@@ -142,7 +146,9 @@ def test_json_output_and_resume_of_an_interrupted_run(tmp_path, capsys, monkeypa
     assert exp.attachment_path("model.pt").is_file()
     # Resuming a finished experiment trains nothing and reprints the results.
     assert main([*resume, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["test_acc"] == printed["test_acc"]
+    out, err = capsys.readouterr()
+    assert json.loads(out)["test_acc"] == printed["test_acc"] and "already finished" in err
+    assert len(dbx.open("r/0", repo=repo).runs()) == 2  # no new run, as for pruning
 
 
 @pytest.mark.parametrize(
@@ -161,7 +167,7 @@ def test_json_output_and_resume_of_an_interrupted_run(tmp_path, capsys, monkeypa
         (["--config", "1,1,1", "--device", "tpu"], "unknown device 'tpu'"),
         (["--config", "1,1,1", "--train-images", "0"], "train_images must be at least 1"),
         (["--config", "1,1,1", "--name", "a//b"], "empty part"),
-        (["--resume"], "--resume needs --name"),
+        (["--resume"], "--resume needs the experiment"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_data, argv, message):

@@ -144,6 +144,13 @@ def test_real_cifar10_validation_split_has_the_published_class_counts():
     assert len(splits.test) == 10000
 
 
+def test_data_dir_may_name_the_extracted_cifar_folder_itself(tmp_path):
+    _write_folder(tmp_path, "cifar10")
+    inside = load_dataset("cifar10", data_dir=tmp_path / "cifar-10-batches-py", download=False)
+    beside = load_dataset("cifar10", data_dir=tmp_path, download=False)
+    assert torch.equal(inside.train.x, beside.train.x) and torch.equal(inside.test.y, beside.test.y)
+
+
 def test_cifar100_uses_fine_labels(tmp_path):
     files = _write_folder(tmp_path, "cifar100")
     splits = load_dataset("cifar100", data_dir=tmp_path)

@@ -14,7 +14,9 @@ def test_tiny_demo_records_a_train_run_like_squeezr_train_and_a_prune_run(tmp_pa
     out = capsys.readouterr().out
     for column in ("block", "val_before", "val_after", "test_after", "params_removed_%", "cost"):
         assert column in out
-    assert "1 blocks removed" in out and "dbx query 'prune/step/:k" in out
+    assert (
+        "1 block removed" in out and "for 1 epoch ..." in out and "dbx query 'prune/step/:k" in out
+    )
     runs = {e.kind: e for e in dbx.Repository.find(repo).experiments()}
     assert set(runs) == {"train", "prune"}
     train, pruned = runs["train"], runs["prune"]

@@ -12,19 +12,23 @@ from __future__ import annotations
 
 import argparse
 
-from squeezr.cli.options import add_repo_option
-from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.cli.options import add_repo_option, add_strict_option, repo_arg
+from squeezr.dbx.clikit import add_output_options, emit, plain_text
 
 
 def _add_runs_command(subparsers, name: str, help: str, least: int, func) -> None:
     """``compare`` and ``ranking`` read the same runs at the same step."""
     p = subparsers.add_parser(
-        name, help=help, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        name,
+        help=help,
+        description=plain_text(__doc__),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     runs = "pruning experiments" + (f" ({least} or more)" if least > 1 else "")
     p.add_argument("experiments", nargs="+", metavar="EXP", help=runs)
     p.add_argument("--step", type=int, help="ranking at this step (default: each run's last)")
     add_repo_option(p, creates=False)
+    add_strict_option(p)
     add_output_options(p)
     p.set_defaults(func=func)
 
@@ -44,7 +48,7 @@ def register(subparsers) -> None:
     s = subparsers.add_parser(
         "scratch",
         help="train a pruned network's shape from scratch (baseline)",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("--like", required=True, metavar="EXP", help="experiment whose shape to train")
@@ -58,6 +62,7 @@ def register(subparsers) -> None:
         "with --equal scratch/equal/<n-n-n>/<seed>)",
     )
     add_repo_option(s, creates=True)
+    add_strict_option(s)
     s.add_argument("--no-progress", dest="progress", action="store_false")
     s.set_defaults(func=run_scratch)
 
@@ -65,7 +70,8 @@ def register(subparsers) -> None:
 def _open_all(args: argparse.Namespace) -> list:
     from squeezr import dbx
 
-    return [dbx.open(ref, repo=args.repo) for ref in args.experiments]
+    repo = repo_arg(args)
+    return [dbx.open(ref, repo=repo) for ref in args.experiments]
 
 
 def run_compare(args: argparse.Namespace) -> int:
@@ -88,7 +94,7 @@ def run_scratch(args: argparse.Namespace) -> int:
 
     exp, results = train_scratch(
         args.like,
-        repo=args.repo,
+        repo=repo_arg(args),
         equal=args.equal,
         epochs=args.epochs,
         seed=args.seed,

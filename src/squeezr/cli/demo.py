@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 
 from squeezr import saliency, schedules
-from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.dbx.clikit import add_output_options, emit, plain_text
 from squeezr.dbx.errors import UserError
+from squeezr.names import plural
 
 DATASET = "digits"
 
@@ -27,7 +28,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
         help="train a ResNet-20 on digits, then prune it block by block (a few CPU minutes)",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -111,15 +112,15 @@ def run(args: argparse.Namespace) -> int:
     )
     table = args.fmt == "table"
     if table:
-        print(f"1. training {args.arch} on {DATASET} for {args.train_epochs} epochs ...")
+        print(f"1. training {args.arch} on {DATASET} for {plural(args.train_epochs, 'epoch')} ...")
     source, trained = train_experiment(
         params, repo=args.repo, name=f"demo/train/{args.arch}", progress=args.progress
     )
     if table:
         print(
             f"   trained: validation {trained['val_acc']:.3f}, test {trained['test_acc']:.3f}\n"
-            f"2. pruning {args.blocks} of its {total} blocks ({args.method}, fine-tuning "
-            f"{prune_cfg.epochs} epochs per loop, schedule {prune_cfg.schedule}) ..."
+            f"2. pruning {args.blocks} of its {plural(total, 'block')} ({args.method}, fine-tuning "
+            f"{plural(prune_cfg.epochs, 'epoch')} per loop, schedule {prune_cfg.schedule}) ..."
         )
     exp, result = run_experiment(  # on the dataset the training experiment records
         source.id,
@@ -132,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if table:
         s = result.summary
         print(
-            f"{STEP_LEGEND}\n\n{s['blocks_removed']} blocks removed ({s['params_removed_pct']:.1f}% of "
+            f"{STEP_LEGEND}\n\n{plural(s['blocks_removed'], 'block')} removed ({s['params_removed_pct']:.1f}% of "
             f"the parameters): test accuracy {s['initial_test_acc']:.3f} -> "
             f"{s['final_test_acc']:.3f}, cost {s['cost']:,} epoch-parameters.\n"
             f"Recorded in {args.repo}: {source.name} ({source.id}) and {exp.name} ({exp.id}).\n"

@@ -11,16 +11,27 @@ before anything is created.
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from squeezr import saliency, schedules
-from squeezr.cli.options import add_repo_option, parse_milestones
-from squeezr.dbx.clikit import add_output_options, emit
+from squeezr.cli.options import (
+    ResumeHint,
+    add_repo_option,
+    add_strict_option,
+    parse_count,
+    parse_milestones,
+    repo_arg,
+)
+from squeezr.dbx import jsonx
+from squeezr.dbx.clikit import add_output_options, emit, plain_text
 from squeezr.dbx.errors import UserError
+from squeezr.names import plural
 
 if TYPE_CHECKING:
     from squeezr.prune import PruneConfig
+    from squeezr.prune.loop import PruneResult
 
 
 def methods_help() -> str:
@@ -42,7 +53,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "prune",
         help="prune a trained ResNet block by block",
-        description=__doc__,
+        description=plain_text(__doc__),
         epilog=methods_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -56,7 +67,10 @@ def register(subparsers) -> None:
         help="start from this epoch's training checkpoint of the --from experiment",
     )
     add_repo_option(p, creates=True)
-    p.add_argument("--name", help="experiment name (default: prune/<method>/<schedule>)")
+    add_strict_option(p)
+    p.add_argument(
+        "--name", help="experiment name (default: prune/<source name>/<method>/<schedule>)"
+    )
     p.add_argument(
         "--dataset",
         help="dataset (cifar10, ...): needed when the source records none, else replaces "
@@ -67,8 +81,8 @@ def register(subparsers) -> None:
     tgt.add_argument("--target-blocks", type=int, help="blocks to remove")
     tgt.add_argument("--target-left", type=int, help="blocks to keep")
     tgt.add_argument("--target-size", help="named size to reach, e.g. resnet56 (27 blocks left)")
-    tgt.add_argument("--target-params", type=int, help="parameter budget")
-    tgt.add_argument("--target-macs", type=int, help="multiply-accumulate budget")
+    tgt.add_argument("--target-params", type=parse_count, help="parameter budget (8.5e5 works)")
+    tgt.add_argument("--target-macs", type=parse_count, help="multiply-accumulate budget (4e7)")
     sel = p.add_argument_group("selection")
     sel.add_argument(
         "--method", default="oracle", choices=sorted(saliency.METHODS), help="see below"
@@ -131,34 +145,56 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from squeezr.cli.steps import step_rows
-    from squeezr.prune.experiment import prepare_resume, prepare_run
+    from squeezr.prune.experiment import has_finished, open_pruning_run, prepare_resume, prepare_run
 
     if (args.source is None) == (args.resume is None):
         raise UserError("give either --from SOURCE (a new run) or --resume EXP")
+    repo = repo_arg(args)
     if args.resume:
         if args.checkpoint is not None:
             raise UserError("--checkpoint goes with --from; a resumed run keeps its source")
-        prepared = prepare_resume(args.resume, repo=args.repo, device=args.device)
+        exp = open_pruning_run(args.resume, repo=repo)
+        if has_finished(exp):
+            print(f"squeezr: {exp.name} ({exp.id}) has already finished", file=sys.stderr)
+            return report(exp, dict(exp.results), None, args.fmt)
+        prepared = prepare_resume(exp.id, repo=repo, device=args.device)
     else:
         # prepare_run checks the settings before it loads anything
         dataset = {"name": args.dataset, "data_dir": args.data_dir}
         prepared = prepare_run(
             args.source,
             config_from_args(args),
-            repo=args.repo,
+            repo=repo,
             name=args.name,
             dataset=dataset,
             checkpoint=args.checkpoint,
         )
     if args.fmt == "table":
         print(prepared.plan.describe(), flush=True)
-    exp, result = prepared.start(args.progress)
-    emit(step_rows(result.initial, result.steps), args.fmt)
-    s = result.summary
-    if args.fmt == "table":
+    if prepared.resume_note:
+        print(f"squeezr: {prepared.resume_note}", file=sys.stderr, flush=True)
+    with ResumeHint("prune") as hint:
+        exp, result = prepared.start(args.progress, announce=hint)
+    return report(exp, result.summary, result, args.fmt)
+
+
+def report(exp: Any, summary: dict[str, Any], result: PruneResult | None, fmt: str) -> int:
+    """Print a pruning run's outcome: the per-step table (when the run is at hand, ``result``)
+    and a summary line; ``--json``: one object with the experiment's id, name and path, the
+    raw summary and the unrounded per-step rows; ``--csv``: the rows."""
+    from squeezr.cli.steps import step_rows
+
+    rows = step_rows(result.initial, result.steps, digits=None) if result else None
+    if fmt == "json":
+        out = {"id": exp.id, "name": exp.name, "path": str(exp.path), **summary}
+        print(jsonx.encode({**out, "steps": rows} if rows is not None else out))
+        return 0
+    if result is not None:
+        emit(step_rows(result.initial, result.steps), fmt)
+    if fmt == "table":
+        s = summary
         print(
-            f"{exp.name} ({exp.id}): {s['blocks_removed']} blocks removed, "
+            f"{exp.name} ({exp.id}): {plural(s['blocks_removed'], 'block')} removed, "
             f"val {s['final_val_acc']:.4f}, test {s['final_test_acc']:.4f}, "
             f"{s['params_removed_pct']:.1f}% params removed, cost {s['cost']:.4g} epoch-params"
         )

@@ -17,13 +17,19 @@ STEP_LEGEND = (
 )
 
 
-def _acc(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
-def step_rows(initial: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def step_rows(
+    initial: dict[str, Any], steps: Sequence[dict[str, Any]], digits: int | None = 4
+) -> list[dict[str, Any]]:
     """The per-step table printed by ``squeezr prune`` and ``squeezr demo`` (step 0 = start);
-    :data:`STEP_LEGEND` explains its columns."""
+    :data:`STEP_LEGEND` explains its columns. Accuracies are rounded to ``digits`` (the
+    share of parameters to one digit less); ``None`` keeps the raw values (``--json``)."""
+
+    def _acc(value: float | None) -> float | None:
+        return value if value is None or digits is None else round(value, digits)
+
+    def _pct(value: float) -> float:
+        return value if digits is None else round(value, max(digits - 3, 0))
+
     rows = [
         {
             "step": 0,
@@ -49,7 +55,7 @@ def step_rows(initial: dict[str, Any], steps: Sequence[dict[str, Any]]) -> list[
                 "val_before": _acc(s["val_acc_before"]),
                 "val_after": _acc(s["val_acc_after"]),
                 "test_after": _acc(s["test_acc_after"]),
-                "params_removed_%": round(s["params_removed_pct"], 1),
+                "params_removed_%": _pct(s["params_removed_pct"]),
                 "finetune": f"{why} {epochs}".strip(),
                 "cost": s["cost"],
             }

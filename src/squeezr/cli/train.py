@@ -11,9 +11,16 @@ comparisons' do.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from squeezr.cli.options import add_repo_option, parse_milestones
+from squeezr.cli.options import (
+    ResumeHint,
+    add_repo_option,
+    add_strict_option,
+    parse_milestones,
+    repo_arg,
+)
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.views import thaw
@@ -65,10 +72,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--name", help="experiment name (default: baselines/<arch>/<seed>)")
     p.add_argument(
         "--resume",
-        action="store_true",
-        help="continue the experiment named by --name (a name or id); its stored "
-        "configuration is used, only --device may change",
+        nargs="?",
+        const="",
+        metavar="EXP",
+        help="continue experiment EXP (a name or id; bare --resume: the one --name names) "
+        "where it stopped; its stored configuration is used, only --device may change",
     )
+    add_strict_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
@@ -128,33 +138,41 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from squeezr import dbx
-    from squeezr.baselines import train_experiment
+    from squeezr.baselines import has_finished, resume_point, train_experiment
     from squeezr.models import MODEL_ATTACHMENT
 
-    if args.resume:
-        if not args.name:
-            raise UserError("--resume needs --name: the name or id of the experiment to continue")
-        existing = dbx.open(args.name, repo=args.repo)
+    repo = repo_arg(args)
+    if args.resume is not None:
+        ref = args.resume or args.name
+        if not ref:
+            raise UserError("--resume needs the experiment to continue: --resume NAME-OR-ID")
+        existing = dbx.open(ref, repo=repo)
         params = thaw(existing.value("params"))
         if isinstance(params.get("train"), dict):
             params["train"]["device"] = args.device
         resume = existing.id
+        if has_finished(existing):
+            print(f"squeezr: {existing.name} ({existing.id}) has already finished", file=sys.stderr)
+        else:
+            print(f"squeezr: {resume_point(existing)}", file=sys.stderr, flush=True)
     else:
         params, resume = _params_from_args(args), None
 
     def announce(exp) -> None:
+        hint(exp)
         if not args.json:
-            print(f"experiment {exp.id} ({exp.name}) at {exp.path}")
+            print(f"experiment {exp.id} ({exp.name}) at {exp.path}", flush=True)
 
-    exp, results = train_experiment(
-        params,
-        repo=args.repo,
-        name=args.name,
-        resume=resume,
-        download=not args.no_download,
-        progress=not args.no_progress,
-        announce=announce,
-    )
+    with ResumeHint("train") as hint:
+        exp, results = train_experiment(
+            params,
+            repo=repo,
+            name=args.name,
+            resume=resume,
+            download=not args.no_download,
+            progress=not args.no_progress,
+            announce=announce,
+        )
     if args.json:
         print(jsonx.encode({"id": exp.id, "name": exp.name, "path": str(exp.path), **results}))
     else:

@@ -2,7 +2,7 @@
 
 Pure Python: importing this package never imports torch, numpy or pandas (tested); pandas
 is loaded only by :func:`frame` and log queries. See docs/dbx.md (user guide),
-docs/dbx-format.md (on-disk format) and ../shared/spec/dbx.md.
+and docs/dbx-format.md (on-disk format).
 
 Writing: :func:`create`, :func:`resume`; reading: :func:`open`, :class:`Repository`;
 finding and comparing (the ``dbx`` command line's operations): :func:`find`,

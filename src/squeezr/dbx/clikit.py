@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,6 +26,13 @@ from squeezr.dbx.fileio import os_error
 from squeezr.dbx.lifecycle import EXIT_INTERRUPTED
 
 EXIT_USER_ERROR = 2
+_ROLE = re.compile(r":[a-z]+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring as ``--help`` shows it: reStructuredText markup (double backquotes,
+    ``:func:`name``` roles) taken out, the words kept."""
+    return _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], doc).replace("``", "")
 
 
 class IntermixedParser(argparse.ArgumentParser):

@@ -176,12 +176,18 @@ _STATUS_OF_RUN = {
 }
 
 
-def experiment_status(exp: Experiment) -> str:
+def experiment_status(exp: Experiment, damaged: str | None = None) -> str:
     """One word for where an experiment stands: ``planned`` (no run yet), ``running`` (a run
     whose process is alive, or one on another host that has not ended), else what its last
     run's ending means: ``done``, ``failed`` or ``interrupted`` (Ctrl-C, SIGTERM, or a
-    process that vanished without ending its run: all resumable)."""
-    records = [exp.run_record(number) for number in exp.run_numbers()]
+    process that vanished without ending its run: all resumable). A run record that cannot
+    be read is a UserError, or with ``damaged`` given, that word (``dbx verify`` says why)."""
+    try:
+        records = [exp.run_record(number) for number in exp.run_numbers()]
+    except UserError:
+        if damaged is None:
+            raise
+        return damaged
     if not records:
         return "planned"
     statuses = [run_status(record) for record in records]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squeezr.dbx import expr, jsonx, lifecycle, records, runinfo
-from squeezr.dbx.errors import Ambiguous, DbxWarning, NotFound, UserError
+from squeezr.dbx.errors import DbxWarning, NotFound, UserError
 from squeezr.dbx.fileio import (
     atomic_path,
     atomic_write,
@@ -128,6 +128,8 @@ def _attachment_name(name: str) -> str:
 
 class Repository:
     """A dbx repository folder. Create with :meth:`init`, locate with :meth:`find`."""
+
+    strict = False  # True: a name shared by several experiments is an error in get()
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).absolute()
@@ -247,28 +249,14 @@ class Repository:
             if meta is not None and (kind is None or meta["kind"] == kind):
                 yield Experiment(self, folder, meta)
 
-    def get(self, ref: str) -> Experiment:
-        """The one experiment ``ref`` names: an id, a unique id prefix, or a name."""
-        if not isinstance(ref, str) or not ref:
-            raise UserError("give an experiment id, id prefix or name")
-        by_name, by_prefix = [], []
-        for name, folder in self._folders():
-            if not os.path.isfile(os.path.join(folder, "meta.json")):
-                continue
-            folder_id = os.path.basename(folder)
-            if folder_id == ref:
-                return Experiment(self, folder)
-            if name == ref:
-                by_name.append(folder)
-            elif folder_id.startswith(ref):
-                by_prefix.append(folder)
-        for found in (by_name, by_prefix):
-            if len(found) == 1:
-                return Experiment(self, found[0])
-            if len(found) > 1:
-                ids = ", ".join(sorted(os.path.basename(folder) for folder in found))
-                raise Ambiguous(f"{ref!r} matches {len(found)} experiments ({ids}); give an id")
-        raise NotFound(f"no experiment {ref!r} in {self.path}; list them with `dbx ls`")
+    def get(self, ref: str, *, strict: bool | None = None) -> Experiment:
+        """The one experiment ``ref`` names: an id, a unique id prefix, a name (shared by
+        several: the newest finished, noted on stderr, or Ambiguous when ``strict``) or
+        ``NAME@1`` / ``NAME@latest``; see :mod:`squeezr.dbx.refs`. ``strict=None`` uses
+        the repository's :attr:`strict`."""
+        from squeezr.dbx.refs import resolve
+
+        return resolve(self, ref, self.strict if strict is None else strict)
 
     def create_experiment(
         self,
@@ -840,11 +828,16 @@ def create(
 
 
 def resume(
-    ref: str, repo: Repository | Path | str | None = None, server: str | None = None
+    ref: str,
+    repo: Repository | Path | str | None = None,
+    server: str | None = None,
+    *,
+    strict: bool | None = None,
 ) -> Experiment:
-    """Experiment ``ref`` (id, id prefix or name) with a new run N+1 for writing; ``server``
-    as in :func:`create`."""
-    exp = _repository(repo, create=False).get(ref)
+    """Experiment ``ref`` (id, id prefix, name or ``NAME@N``, resolved as
+    :meth:`Repository.get` does) with a new run N+1 for writing; ``server`` as in
+    :func:`create`."""
+    exp = _repository(repo, create=False).get(ref, strict=strict)
     exp._start_run()
     _stream(exp, server)
     return exp
@@ -858,6 +851,10 @@ def _stream(exp: Experiment, server: str | None) -> None:
         exp._shipper = start(exp, server)
 
 
-def open(ref: str, repo: Repository | Path | str | None = None) -> Experiment:
-    """A read-only handle of experiment ``ref`` (id, unique id prefix, or name)."""
-    return _repository(repo, create=False).get(ref)
+def open(
+    ref: str, repo: Repository | Path | str | None = None, *, strict: bool | None = None
+) -> Experiment:
+    """A read-only handle of experiment ``ref``: an id, a unique id prefix, a name (shared by
+    several: the newest finished one, noted on stderr; ``strict=True`` refuses instead) or
+    ``NAME@1`` / ``NAME@latest`` (:mod:`squeezr.dbx.refs`)."""
+    return _repository(repo, create=False).get(ref, strict=strict)

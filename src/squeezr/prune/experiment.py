@@ -12,6 +12,7 @@ continue a killed run to the same outcome.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from squeezr.prune.loop import PruneResult, prune
 from squeezr.prune.plan import RunPlan, plan_run
 from squeezr.prune.records import dataset_of, dataset_record, model_attachment, open_splits
 from squeezr.prune.state import STATE_FILE, load_state
+from squeezr.torchfiles import load_torch_file
 
 __all__ = [
     "PreparedRun",
@@ -35,6 +37,7 @@ __all__ = [
     "open_splits",
     "prepare_resume",
     "prepare_run",
+    "resume_point",
     "run_experiment",
 ]
 
@@ -71,19 +74,33 @@ def load_source(
     return model, info, dataset_of(exp.params)
 
 
-def default_name(cfg: PruneConfig) -> str:
-    """``prune/<method>/<schedule>`` (the schedule as normalised, awkward characters as '-')."""
-    text = schedules.parse(cfg.schedule).text
-    return f"prune/{cfg.method}/{re.sub(r'[^A-Za-z0-9_.-]+', '-', text)}"
+def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
+    """``prune/<source>/<method>/<schedule>``: the source experiment's name (with
+    ``/epoch-<E>`` for one of its checkpoints), a model file's stem, or ``model``; the schedule
+    as normalised; awkward characters as '-'. So runs of different networks never share a
+    name, and ``--from base`` after ``prune/base/...`` reads as what it is."""
+    source = source or {}
+    if source.get("kind") == "experiment":
+        origin = source["name"]
+        if source.get("checkpoint") is not None:
+            origin += f"/epoch-{source['checkpoint']}"
+    elif source.get("kind") == "checkpoint":
+        origin = Path(source["path"]).stem
+    else:
+        origin = "model"
+    parts = [*origin.split("/"), cfg.method, schedules.parse(cfg.schedule).text]
+    return "/".join(
+        ["prune", *(re.sub(r"[^A-Za-z0-9_.-]+", "-", part).lstrip(".") or "-" for part in parts)]
+    )
 
 
 @dataclass
 class PreparedRun:
     """A pruning run that passed every check; nothing is written until :meth:`start`.
 
-    ``resume_id`` names the experiment a resumed run continues (None: a new experiment) and
+    ``resume_id`` names the experiment a resumed run continues (None: a new experiment),
     ``state`` is its checked resume state (None: it had not finished its first step's
-    selection yet).
+    selection yet) and ``resume_note`` says where it continues (:func:`resume_point`).
     """
 
     cfg: PruneConfig
@@ -95,14 +112,19 @@ class PreparedRun:
     params: dict[str, Any]
     resume_id: str | None = None
     state: dict[str, Any] | None = None
+    resume_note: str | None = None
 
-    def start(self, progress: bool = True) -> tuple[Any, PruneResult]:
-        """Create (or resume) the experiment and run; returns (experiment, result)."""
+    def start(self, progress: bool = True, announce=None) -> tuple[Any, PruneResult]:
+        """Create (or resume) the experiment and run; returns (experiment, result).
+        ``announce(exp)`` runs as soon as the experiment exists (a Ctrl-C after that can be
+        resumed: the caller may want to say how)."""
         if self.resume_id is not None:
             exp = dbx.resume(self.resume_id, repo=self.repo)
         else:
             exp = dbx.create(self.name, kind="prune", params=self.params, repo=self.repo)
         with exp:
+            if announce is not None:
+                announce(exp)
             if self.resume_id is None:
                 attach_model(exp, self.model, "start.pt")
             result = prune(
@@ -133,19 +155,62 @@ def prepare_run(
 ) -> PreparedRun:
     """Load and check a new pruning run of ``source`` (see :func:`run_experiment`)."""
     cfg.validate()  # settings first: a typo must not wait for a dataset to load
-    name = validate_name(name or default_name(cfg))
+    if name is not None:
+        validate_name(name)
     model, source_info, recorded = load_source(source, repo, checkpoint)
+    name = validate_name(name or default_name(cfg, source_info))
     given = {k: v for k, v in (dataset or {}).items() if v is not None}
     if recorded is None and "name" not in given:
         raise UserError(
             "the starting model does not record its dataset; pass --dataset (e.g. cifar10)"
         )
     dataset = dataset_record({**(recorded or {}), **given})
+    if cfg.selection == "prune" and recorded is not None and not dataset.get("pruning_set"):
+        print(
+            f"squeezr: warning: --selection prune, but {source_info.get('name', source)} was "
+            "trained without a held-out pruning set: the blocks are scored on images it "
+            "trained on; train with --pruning-set for an unseen one",
+            file=sys.stderr,
+        )
     if splits is None:
         splits = open_splits(dataset, cfg.selection)
     plan = plan_run(model, splits, cfg)
     params = {"prune": cfg.params(), "source": source_info, "dataset": dataset}
     return PreparedRun(cfg, model, splits, plan, repo, name, params)
+
+
+def open_pruning_run(ref: str, *, repo: Any = None) -> Any:
+    """Pruning experiment ``ref`` (read-only); UserError if it is something else."""
+    exp = dbx.open(ref, repo=repo)
+    if exp.kind != "prune" or "prune" not in exp.params:
+        raise UserError(f"experiment {exp.name} ({exp.id}) is not a pruning run; cannot resume")
+    return exp
+
+
+def has_finished(exp: Any) -> bool:
+    """Whether pruning run ``exp`` got to the end (its pruned model is attached)."""
+    return MODEL_ATTACHMENT in exp.attachments
+
+
+def resume_point(exp: Any, state: dict[str, Any] | None) -> str:
+    """Where a resumed pruning run continues, in words: ``resuming at step 3, fine-tuning
+    epoch 7`` (from the run's resume state ``state`` and its fine-tuning loop's own)."""
+    if state is None:
+        return "resuming at step 1 (no block had been removed yet)"
+    done = len(state["steps"])
+    pending = state.get("pending")
+    if not pending:
+        return f"resuming at step {done + 1} ({done} step{'s' * (done != 1)} done)"
+    step = pending["record"]["step"]
+    blocks = pending["record"]["chosen"]
+    chosen = f"block{'s' * (len(blocks) != 1)} {', '.join(map(str, blocks))}"
+    for suffix, what in (("-low", "low fine-tuning"), ("", "fine-tuning")):
+        # the loop's own resume file, next to the state (squeezr.prune.loop)
+        path = Path(exp.path) / f"{Path(STATE_FILE).stem}.prune-step-{step}-finetune{suffix}.pt"
+        if path.is_file():
+            epoch = load_torch_file(path, "fine-tuning resume state", "delete it")["epoch"]
+            return f"resuming at step {step} ({chosen} removed), {what} epoch {epoch + 1}"
+    return f"resuming at step {step} ({chosen} removed), before its fine-tuning"
 
 
 def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> PreparedRun:
@@ -154,10 +219,8 @@ def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> 
     The recorded settings are used; only ``device`` may differ (None: the recorded one), as
     the resume state holds nothing device-specific.
     """
-    exp = dbx.open(ref, repo=repo)
-    if exp.kind != "prune" or "prune" not in exp.params:
-        raise UserError(f"experiment {exp.name} ({exp.id}) is not a pruning run; cannot resume")
-    if MODEL_ATTACHMENT in exp.attachments:
+    exp = open_pruning_run(ref, repo=repo)
+    if has_finished(exp):
         raise UserError(
             f"pruning run {exp.name} ({exp.id}) has already finished; nothing to resume"
         )
@@ -174,7 +237,16 @@ def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> 
     splits = open_splits(dataset, cfg.selection)
     plan = plan_run(model, splits, cfg)
     return PreparedRun(
-        cfg, model, splits, plan, repo, exp.name, params, resume_id=exp.id, state=state
+        cfg,
+        model,
+        splits,
+        plan,
+        repo,
+        exp.name,
+        params,
+        resume_id=exp.id,
+        state=state,
+        resume_note=resume_point(exp, state),
     )
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from squeezr import saliency
 from squeezr.dbx.errors import UserError
+from squeezr.dbx.progress import progress_bar
 from squeezr.models import ResNet, count_macs, count_params
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.plan import RunPlan, plan_run
@@ -126,6 +126,7 @@ class _Pruner:
             batch_size=cfg.eval_batch_size,
             grad_batch_size=cfg.batch_size,
             generator=torch.Generator().manual_seed(cfg.seed),
+            progress=progress,
         )
         self.steps: list[dict[str, Any]] = []
         self.cached_scores: dict[int, float] | None = None
@@ -350,7 +351,7 @@ class _Pruner:
         }
 
     def run(self) -> PruneResult:
-        bar = tqdm(
+        bar = progress_bar(
             total=self.total,
             initial=len(self.removed()),
             desc=f"prune {self.cfg.method}",

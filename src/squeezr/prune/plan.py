@@ -18,6 +18,7 @@ import torch
 from squeezr import saliency
 from squeezr.dbx.errors import UserError
 from squeezr.models import ResNet
+from squeezr.names import plural
 from squeezr.prune.config import PruneConfig
 from squeezr.schedules import Schedule, parse
 from squeezr.train import resolve_device
@@ -44,7 +45,7 @@ class RunPlan:
         """One line for the user before the run starts."""
         cfg, target = self.cfg, self.cfg.target
         if self.total is not None:
-            goal = f"remove {self.total} blocks ({cfg.blocks_per_step} per step)"
+            goal = f"remove {plural(self.total, 'block')} ({cfg.blocks_per_step} per step)"
         else:
             goal = f"remove blocks until {target.kind} <= {target.value:,}"
         where = "validation set" if cfg.selection == "val" else "pruning set"
@@ -67,7 +68,7 @@ class RunPlan:
         if schedule.threshold is not None:
             parts.append(f"and whenever val accuracy drops by more than {schedule.threshold}")
         if schedule.low_epochs:
-            parts.append(f"plus {schedule.low_epochs} epochs after every step")
+            parts.append(f"plus {plural(schedule.low_epochs, 'epoch')} after every step")
         return " ".join(parts)
 
 

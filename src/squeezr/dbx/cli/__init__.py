@@ -8,7 +8,7 @@ import importlib
 from collections.abc import Sequence
 
 from squeezr import __version__
-from squeezr.dbx.cli.common import REPO_HELP
+from squeezr.dbx.cli.common import REPO_HELP, STRICT_HELP
 from squeezr.dbx.clikit import build_parser, run
 
 # Subcommand modules, in the order `dbx --help` lists them.
@@ -47,4 +47,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         __version__,
     )
     parser.add_argument("--repo", help=REPO_HELP)
+    parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     return run(parser, argv)

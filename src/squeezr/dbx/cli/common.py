@@ -7,7 +7,9 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from squeezr.dbx.clikit import plain_text
 from squeezr.dbx.compare import SHORT_ID
+from squeezr.dbx.refs import SELECTOR_HELP
 from squeezr.dbx.store import Repository
 
 __all__ = [
@@ -15,12 +17,15 @@ __all__ = [
     "add_experiment_argument",
     "add_repo_option",
     "add_selection_options",
+    "add_strict_option",
     "repository",
     "selection",
     "short_id",
 ]
 
 REPO_HELP = "repository folder (default: $DBX_REPO, else the nearest enclosing one)"
+EXP_HELP = f"id, id prefix or name (a shared name: the newest finished; {SELECTOR_HELP})"
+STRICT_HELP = "refuse a name that several experiments share instead of taking the newest finished"
 
 
 def add_command(
@@ -38,7 +43,7 @@ def add_command(
     parser = subparsers.add_parser(
         name,
         help=help,
-        description=doc.splitlines()[0],
+        description=plain_text(doc.splitlines()[0]),
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -48,7 +53,16 @@ def add_command(
 
 def add_experiment_argument(parser: argparse.ArgumentParser) -> None:
     """The ``EXP`` positional (``args.ref``) of the commands about one experiment."""
-    parser.add_argument("ref", metavar="EXP", help="id, id prefix or name")
+    parser.add_argument("ref", metavar="EXP", help=EXP_HELP)
+    add_strict_option(parser)
+
+
+def add_strict_option(parser: argparse.ArgumentParser) -> None:
+    """``--strict``: refuse a name that several experiments share instead of taking the newest
+    finished one. Like ``--repo`` it also works before the subcommand (``dbx --strict ...``)."""
+    parser.add_argument(
+        "--strict", action="store_true", default=argparse.SUPPRESS, help=STRICT_HELP
+    )
 
 
 def add_repo_option(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +88,11 @@ def selection(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def repository(args: argparse.Namespace) -> Repository:
-    """The repository named by ``--repo``, else ``$DBX_REPO``, else the nearest enclosing one."""
-    return Repository.find(getattr(args, "repo", None))
+    """The repository named by ``--repo``, else ``$DBX_REPO``, else the nearest enclosing one;
+    with ``--strict`` its lookups refuse shared names."""
+    repo = Repository.find(getattr(args, "repo", None))
+    repo.strict = bool(getattr(args, "strict", False))
+    return repo
 
 
 def short_id(exp_id: str, fmt: str) -> str:

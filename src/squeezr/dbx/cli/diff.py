@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "refs", nargs="+", metavar="EXP", help="ids, id prefixes or names; one = a name prefix"
     )
     parser.add_argument("--results", action="store_true", help="compare results too")
+    common.add_strict_option(parser)
     common.add_repo_option(parser)
     clikit.add_output_options(parser)
 

@@ -39,7 +39,10 @@ class RemoteRepository:
         )
         return [self._handle(record) for record in records]
 
-    def get(self, ref: str) -> DetachedExperiment:
+    def get(self, ref: str, *, strict: bool | None = None) -> DetachedExperiment:
+        """The experiment ``ref`` names on the server. A server resolves names strictly
+        whatever ``strict`` says: a shared name is Ambiguous (give the id); the ``NAME@N``
+        selectors of local repositories (:mod:`squeezr.dbx.refs`) are not served yet."""
         if not isinstance(ref, str) or not ref:
             raise UserError("give an experiment id, id prefix or name")
         return self._handle(self.client.request("GET", "/lookup", params={"ref": ref}))

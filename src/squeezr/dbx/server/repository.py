@@ -21,7 +21,9 @@ class StorageRepository:
     ) -> list[DetachedExperiment]:
         return [self._handle(r) for r in self.storage.experiments(prefix=prefix, kind=kind)]
 
-    def get(self, ref: str) -> DetachedExperiment:
+    def get(self, ref: str, *, strict: bool | None = None) -> DetachedExperiment:
+        """As :meth:`RemoteRepository.get <squeezr.dbx.remote.repository.RemoteRepository.get>`:
+        names resolve strictly whatever ``strict`` says."""
         return self._handle(self.storage.experiment(self.storage.resolve(ref)))
 
     def _handle(self, record: dict[str, Any]) -> DetachedExperiment:
