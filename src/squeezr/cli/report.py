@@ -15,13 +15,14 @@ import argparse
 import shlex
 
 from squeezr.cli.options import add_repo_option
+from squeezr.dbx.clikit import plain_text
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "report",
         help="figures and results table of a set of pruning runs, with an index page",
-        description=__doc__,
+        description=plain_text(__doc__),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("prefix", nargs="?", help="only runs whose name starts with this")
