@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from squeezr import saliency, schedules
 from squeezr.cli.options import add_repo_option, parse_milestones
+from squeezr.cli.strategies import add_strategy_options, run_checkpoint_study, strategy_settings
 from squeezr.dbx.clikit import add_output_options, emit
 from squeezr.dbx.errors import UserError
 
@@ -96,6 +97,7 @@ def register(subparsers) -> None:
         "--device", help="auto (default), cpu, cuda or cuda:N; with --resume: the recorded one"
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_strategy_options(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -127,6 +129,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device or "auto",
+        **strategy_settings(args),
     )
 
 
@@ -134,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
     from squeezr.cli.steps import step_rows
     from squeezr.prune.experiment import prepare_resume, prepare_run
 
+    if args.checkpoints:
+        return run_checkpoint_study(args, config_from_args(args))
     if (args.source is None) == (args.resume is None):
         raise UserError("give either --from SOURCE (a new run) or --resume EXP")
     if args.resume:
