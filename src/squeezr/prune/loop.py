@@ -34,7 +34,7 @@ from squeezr.prune.freezing import train_only
 from squeezr.prune.plan import RunPlan, plan_run
 from squeezr.prune.replace import window_oracle
 from squeezr.prune.state import STATE_VERSION, load_state, save_state
-from squeezr.prune.strategy_steps import StrategySteps
+from squeezr.prune.strategy_steps import SKIPPED_LOOP, StrategySteps
 from squeezr.schedules import FINAL
 from squeezr.train import evaluate, fit
 
@@ -292,7 +292,7 @@ class _Pruner(StrategySteps):
         if local and self.cfg.local is not None:
             trained = self._neighbours()
             if not trained:
-                return {"epochs": 0, "skipped": "no neighbours left to train"}, self._eval()
+                return {**SKIPPED_LOOP, "epochs": train_cfg.epochs}, self._eval()
             train_cfg = replace(train_cfg, freeze_classifier=False)  # the head is frozen anyway
         params = count_params(self.model)
         scope = train_only(self.model, trained) if trained else contextlib.nullcontext()
@@ -314,7 +314,7 @@ class _Pruner(StrategySteps):
         loop_cost = self.accounting.add_loop(used, result.epochs_run, params)
         record = {
             "epochs": train_cfg.epochs,
-            "best_epoch": result.best_epoch,
+            "best_epoch": used,  # the epoch kept: the best one, or the last (phasing)
             "epochs_run": result.epochs_run,
             "best_val_acc": result.best_val_acc,
             "cost": loop_cost,

@@ -35,6 +35,17 @@ def loop_seed(seed: int, step: int, loop: str) -> int:
     return (seed * 1_000_003 + offset) % SEED_LIMIT
 
 
+SKIPPED_LOOP = {
+    "epochs": 0,
+    "best_epoch": 0,
+    "epochs_run": 0,
+    "cost": 0,
+    "seconds": 0.0,
+    "skipped": "no neighbours to train",
+}
+"""The record of a local loop with nothing to train (the removal sat at the network's edge)."""
+
+
 class StrategySteps:
     """The strategy methods of the pruning loop's ``_Pruner`` (see the module docstring)."""
 
@@ -88,7 +99,8 @@ class StrategySteps:
         block removed since the last loop, and a replacement block itself."""
         before, after = self.cfg.local
         gone = set(self.since_loop)
-        fresh = [b for b in self.since_loop if b in self.model.block_ids()]
+        remaining = self.model.block_ids()
+        fresh = [b for b in self.since_loop if b in remaining] if self.cfg.replace else []
         return sorted(set(neighbours(self.model, gone, before, after)) | set(fresh))
 
     def _book_teacher(self, epochs_run: int) -> dict[str, float]:
@@ -106,6 +118,11 @@ class StrategySteps:
         """``--phase S``: put the blocks set aside back, train S epochs while they fade out
         (weights frozen, scale γ_e = 1 − e/S), then remove them again."""
         cfg, order = self.cfg, list(self.aside_order)
+        if cfg.local is not None and not self._neighbours():
+            # Nothing may train (the blocks sat at the network's edge): fading them out with
+            # everything frozen changes nothing, so they simply stay removed.
+            self.aside, self.aside_order = {}, []
+            return {**SKIPPED_LOOP, "phased": order}, self._eval()
         prefix = f"prune/step/{k}/phase"
         train_cfg = replace(
             cfg.train_config(cfg.phase, seed=loop_seed(cfg.seed, k, "phase")),
