@@ -368,7 +368,7 @@ class _Pruner(StrategySteps):
             if cfg.lazy and self.aside_order and "phase" not in loops:
                 loops["phase"], pending["after_phase"] = self._phase(k)
                 self._save_pending()
-            phased = cfg.phase if "phase" in loops else 0
+            phased = loops["phase"]["epochs_run"] if "phase" in loops else 0
             epochs = self.plan.loop_epochs(after) - phased
             loops["high"], after_eval = self._finetune(
                 k, "high", epochs, local=reason != FINAL, shift=phased
@@ -383,11 +383,8 @@ class _Pruner(StrategySteps):
                 **{f"{name}_after": v for name, v in after_eval.items()},
                 "finetune": reason,
                 "loops": loops,
-                "step_cost": sum(loop["cost"] for loop in loops.values() if "cost" in loop),
-                "step_epochs_used": sum(
-                    loop.get("epochs_run" if name == "phase" else "best_epoch", 0)
-                    for name, loop in loops.items()
-                ),
+                "step_cost": sum(loop["cost"] for loop in loops.values()),
+                "step_epochs_used": sum(loop["best_epoch"] for loop in loops.values()),
                 **self.accounting.sizes(self.model),
                 **self._totals(),
                 "seconds": seconds,
