@@ -464,3 +464,16 @@ def test_strategy_settings_round_trip_through_the_record():
     params = settings.params()
     assert params["distill"] == [0.5, 4.0] and params["local"] == [1, 2]
     assert PruneConfig.from_params(params) == settings
+
+
+def test_a_replacement_step_counts_as_k_minus_1_blocks_in_the_plan(splits):
+    settings = cfg(
+        replace=3,
+        schedule="uniform:2",
+        target=Target("removed", 4),
+        total_budget=9,
+        initial_epochs=3,
+    )
+    plan = plan_run(model((3, 3, 3)), splits, settings)
+    assert plan.loops_after() == [2, 4] and plan.budget_epochs == {2: 3, 4: 3}
+    assert "remove 4 blocks (2 per step)" in plan.describe()

@@ -47,13 +47,13 @@ class RunPlan:
         that depends on the blocks chosen (a budget target)."""
         if self.total is None:
             return None
-        return self.schedule.planned(self.total, self.cfg.blocks_per_step)
+        return self.schedule.planned(self.total, per_step(self.cfg))
 
     def describe(self) -> str:
         """One line for the user before the run starts."""
         cfg, target = self.cfg, self.cfg.target
         if self.total is not None:
-            goal = f"remove {self.total} blocks ({cfg.blocks_per_step} per step)"
+            goal = f"remove {self.total} blocks ({per_step(cfg)} per step)"
         else:
             goal = f"remove blocks until {target.kind} <= {target.value:,}"
         where = "validation set" if cfg.selection == "val" else "pruning set"
@@ -104,6 +104,11 @@ def strategies_text(cfg: PruneConfig) -> str:
     if cfg.local:
         parts.append(f"local training of {cfg.local[0]} before / {cfg.local[1]} after")
     return "".join(f"; {p}" for p in parts)
+
+
+def per_step(cfg: PruneConfig) -> int:
+    """Blocks a step removes (net): ``--blocks-per-step``, or K − 1 with ``--replace K``."""
+    return cfg.replace - 1 if cfg.replace else cfg.blocks_per_step
 
 
 def plan_run(model: ResNet, splits, cfg: PruneConfig) -> RunPlan:
@@ -209,7 +214,7 @@ def _check_budget(cfg: PruneConfig, schedule: Schedule, total: int | None) -> No
         raise UserError(
             "--total-budget with --phase needs --lazy (phase epochs inside the budgeted loops)"
         )
-    loops = len(schedule.planned(total, cfg.blocks_per_step))
+    loops = len(schedule.planned(total, per_step(cfg)))
     finetune = cfg.total_budget - cfg.initial_epochs
     if finetune < max(loops, cfg.phase * loops, 1):
         raise UserError(
@@ -224,7 +229,7 @@ def budget_split(cfg: PruneConfig, schedule: Schedule, total: int | None) -> dic
     budget (total − initial epochs) shared evenly, the remainder going to the last loop."""
     if cfg.total_budget is None or total is None:
         return None
-    marks = schedule.planned(total, cfg.blocks_per_step)
+    marks = schedule.planned(total, per_step(cfg))
     finetune = cfg.total_budget - cfg.initial_epochs
     share = finetune // len(marks)
     split = dict.fromkeys(marks, share)
