@@ -15,8 +15,15 @@
     ``uniform:4`` fine-tuning, 50 epochs per loop (the thesis's 4x50 setting): total wall time
     and epoch-parameter cost. Target: under 15 minutes on one H100.
 
+(c) **Strategy overhead per fine-tuning epoch** (issue 13): one pruned network (the
+    preset's minus its first plain block) fine-tuned for ``--overhead-epochs`` epochs
+    plainly, with knowledge distillation (teacher = the unpruned network, inference mode,
+    bf16 on CUDA) and while phasing that block out, all in the same run on the same data;
+    the mean seconds per epoch (training plus the per-epoch validation) and the ratios to
+    plain. Target: distillation <= 1.4x plain on a GPU.
+
     python benchmarks/prune_speed.py [--quick] [--device cuda] [--skip-run]
-                                     [--model resnet56] [--images 500]
+                                     [--model resnet56] [--images 500] [--only-overhead]
 
 ``--quick`` shrinks both parts for a CPU smoke run (ResNet-20, few images, 1-epoch loops);
 ``--model`` and ``--images`` override the preset's network and part (a)'s image count, for
@@ -26,9 +33,11 @@ Prints ratios and, last, one JSON line.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import sys
+from dataclasses import replace
 
 import torch
 from scipy.stats import kendalltau
@@ -39,7 +48,9 @@ from squeezr import saliency
 from squeezr.data import Split, load_dataset
 from squeezr.models import count_params, resnet
 from squeezr.prune import PruneConfig, prune
+from squeezr.prune.distill import Teacher
 from squeezr.prune.loop import place
+from squeezr.prune.phasing import phase_out
 from squeezr.prune.targets import Target
 from squeezr.train import TrainConfig, fit, resolve_device
 
@@ -144,6 +155,63 @@ def headline_run(args, device: torch.device) -> dict:
     }
 
 
+def strategy_overhead(args, device: torch.device) -> dict:
+    """Part (c): seconds per fine-tuning epoch, plain vs distillation vs phasing."""
+    data = load_dataset("synthetic", synthetic_size=args.train_size, seed=3)
+    torch.manual_seed(0)
+    source = resnet(args.model, num_classes=data.num_classes)
+    block = next(b for b in source.block_ids() if not source.is_downsampling(b))
+    settings = TrainConfig(
+        epochs=args.overhead_epochs, lr=0.01, milestones=(), device=str(device), seed=0
+    )
+
+    def pruned():
+        model = place(copy.deepcopy(source), device)
+        aside = {block: model.block(block)}
+        model.remove_block(block)
+        return model, aside
+
+    def per_epoch(result) -> float:
+        return sum(row["seconds"] for row in result.history[1:]) / result.epochs_run
+
+    model, _ = pruned()
+    plain = per_epoch(fit(model, data, settings, progress=False))
+    model, _ = pruned()
+    teacher = Teacher(source, 0.5, 4.0, device)
+    distill = per_epoch(fit(model, data, settings, progress=False, loss=teacher.loss))
+    model, aside = pruned()
+
+    def train(scales):
+        return fit(
+            model,
+            data,
+            replace(settings, restore_best=False),
+            progress=False,
+            scales=scales,
+            on_epoch_start=scales.start_epoch,
+        )
+
+    phase = per_epoch(
+        phase_out(model, aside, [block], train, epochs=args.overhead_epochs, device=device)
+    )
+    print(
+        f"(c) {args.model} minus block {block}, {len(data.train)} training images, "
+        f"{args.overhead_epochs} epochs each: plain {plain:.2f} s/epoch, distillation "
+        f"{distill:.2f} s/epoch ({ratio(distill, plain)} plain), phasing {phase:.2f} s/epoch "
+        f"({ratio(phase, plain)} plain)"
+    )
+    return {
+        "overhead_model": args.model,
+        "overhead_train_images": len(data.train),
+        "overhead_epochs": args.overhead_epochs,
+        "plain_epoch_s": plain,
+        "distill_epoch_s": distill,
+        "phase_epoch_s": phase,
+        "distill_over_plain": distill / plain,
+        "phase_over_plain": phase / plain,
+    }
+
+
 def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--device", default="auto")
@@ -156,6 +224,9 @@ def main() -> int:
     )
     p.add_argument("--model", help="network of both parts (default: the preset's)")
     p.add_argument("--images", type=int, help="part (a)'s selection images (default: preset)")
+    p.add_argument("--overhead-epochs", type=int, help="part (c)'s epochs per variant")
+    p.add_argument("--train-size", type=int, help="parts (b) and (c): images before the split")
+    p.add_argument("--only-overhead", action="store_true", help="only part (c)")
     args = p.parse_args()
     device = resolve_device(args.device)
     if device.type != "cuda":
@@ -171,6 +242,7 @@ def main() -> int:
         "blocks": 3,
         "epochs": 1,
         "train_size": 300,
+        "overhead_epochs": 2,
     }
     full = {
         "model": "resnet110",
@@ -179,13 +251,17 @@ def main() -> int:
         "blocks": 27,
         "epochs": 50,
         "train_size": 50000,
+        "overhead_epochs": 3,
     }
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
-    figures = {"device": str(device), "quick": args.quick, **oracle_step(args, device)}
-    if not args.skip_run:
-        figures.update(headline_run(args, device))
+    figures = {"device": str(device), "quick": args.quick}
+    if not args.only_overhead:
+        figures.update(oracle_step(args, device))
+        if not args.skip_run:
+            figures.update(headline_run(args, device))
+    figures.update(strategy_overhead(args, device))
     report("prune_speed", figures)
     return 0
 

@@ -172,7 +172,7 @@ class ResNet(nn.Module):
 
     # Bookkeeping that torch.jit.script must neither compile nor type.
     __jit_unused_properties__ = ["num_original_blocks", "config"]  # noqa: RUF012
-    __jit_ignored_attributes__ = ["removed", "_group", "_downsampling"]  # noqa: RUF012
+    __jit_ignored_attributes__ = ["removed", "operations", "_group", "_downsampling"]  # noqa: RUF012
 
     def __init__(self, config: Sequence[int], num_classes: int = 10) -> None:
         super().__init__()
@@ -185,6 +185,7 @@ class ResNet(nn.Module):
         self._group = {}
         self._downsampling = {}
         self.removed = []
+        self.operations = []
         index, cin = 0, WIDTHS[0]
         for group, (count, width) in enumerate(zip(self.original_config, WIDTHS, strict=True)):
             stride = 1 if group == 0 else 2
@@ -280,18 +281,92 @@ class ResNet(nn.Module):
         else:
             del self.blocks[key]
         self.removed.append(i)
+        self.operations.append(["remove", i])
+
+    def new_block(self, i: int) -> BasicBlock:
+        """A freshly initialised block shaped like original block ``i`` (its in/out widths and
+        stride), for replacement pruning and for rebuilding a block put aside (phasing)."""
+        i = self._check_index(i)
+        group = self._group[i]
+        first = sum(self.original_config[:group])
+        width = WIDTHS[group]
+        cin = (WIDTHS[group - 1] if group > 0 else WIDTHS[0]) if i == first else width
+        stride = 2 if (i == first and group > 0) else 1
+        block = BasicBlock(cin, width, stride)
+        for module in block.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        return block
+
+    def reinsert_block(self, i: int, block: BasicBlock) -> None:
+        """Put removed block ``i`` back at its forward position (undoing :meth:`remove_block`;
+        phased pruning removes a block, then trains with it fading out). A downsampling
+        block takes back the shortcut its :class:`ShortcutUnit` kept, so they stay shared."""
+        i = self._check_index(i)
+        key = str(i)
+        unit = self.blocks[key] if key in self.blocks else None  # noqa: SIM401 (no .get)
+        if isinstance(unit, BasicBlock) or i not in self.removed:
+            raise UserError(f"block {i} is not removed; it cannot be put back")
+        if isinstance(unit, ShortcutUnit):
+            block.shortcut = unit.shortcut
+        self.removed.remove(i)
+        last = max(n for n, op in enumerate(self.operations) if op == ["remove", i])
+        del self.operations[last]  # as if it had never been removed
+        items = [(k, m) for k, m in self.blocks.items() if k != key] + [(key, block)]
+        self.blocks = nn.ModuleDict(sorted(items, key=lambda item: self._position(item[0])))
+
+    def _position(self, key: str) -> float:
+        """Forward-order sort key of a ``blocks`` key (a transition comes before its group)."""
+        if key.startswith("t"):
+            return sum(self.original_config[: int(key[1:])]) - 0.5
+        return int(key)
+
+    def replace_blocks(self, window: Sequence[int], zero: bool = False) -> BasicBlock:
+        """Replace neighbouring remaining blocks ``window`` (one group, forward order) by one
+        fresh block under the first one's index; returns it (replacement pruning).
+
+        The new block keeps the first block's shortcut (a downsampling window keeps its
+        downsampling path) and gets a new random residual branch; ``zero`` sets its last BN's
+        scale to 0, so the branch outputs exactly 0 and the model computes exactly what it
+        computed with the whole window bypassed. The other blocks of the window are removed.
+        Draws from torch's global RNG (seed it, or fork it, yourself).
+        """
+        ids = [self._check_index(i) for i in window]
+        remaining = self.block_ids()
+        if not ids or any(i not in remaining for i in ids):
+            raise UserError(f"window {ids} must name remaining blocks; remaining: {remaining}")
+        start = remaining.index(ids[0])
+        if remaining[start : start + len(ids)] != ids or len({self._group[i] for i in ids}) != 1:
+            raise UserError(f"window {ids} is not a run of neighbouring blocks of one group")
+        old = self.block(ids[0])
+        fresh = self.new_block(ids[0])
+        fresh.shortcut = old.shortcut
+        if zero:
+            nn.init.zeros_(fresh.bn2.weight)
+        param = next(old.parameters())
+        fresh.to(device=param.device, dtype=param.dtype)
+        self.blocks[str(ids[0])] = fresh
+        for i in ids[1:]:
+            del self.blocks[str(i)]
+            self.removed.append(i)
+        self.operations.append(["replace", ids, bool(zero)])
+        return fresh
 
     # -- spec ------------------------------------------------------------------------------
 
     def spec(self) -> dict[str, Any]:
         """JSON-able description from which :meth:`from_spec` rebuilds this shape."""
-        return {
+        spec = {
             "format": SPEC_FORMAT,
             "num_classes": self.num_classes,
             "config": list(self.original_config),
             "removed": list(self.removed),
             "remaining_config": list(self.config),
         }
+        if any(op[0] != "remove" for op in self.operations):
+            # Replacements do not replay from ``removed`` alone.
+            spec["operations"] = [list(op) for op in self.operations]
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], *, seed: int | None = None) -> ResNet:
@@ -317,11 +392,24 @@ class ResNet(nn.Module):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(seed)
                     model = cls(spec["config"], spec["num_classes"])
-            for i in spec["removed"]:
-                model.remove_block(int(i))
+            if "operations" in spec:
+                model._replay(spec["operations"])
+            else:
+                for i in spec["removed"]:
+                    model.remove_block(int(i))
         except KeyError as exc:
             raise UserError(f"ResNet spec lacks the field {exc.args[0]!r}") from None
         return model
+
+    def _replay(self, operations: list) -> None:
+        """Apply a spec's ``operations`` (as :meth:`spec` lists them) to this network."""
+        for op in operations:
+            if op[0] == "remove":
+                self.remove_block(int(op[1]))
+            elif op[0] == "replace":
+                self.replace_blocks([int(i) for i in op[1]], zero=bool(op[2]))
+            else:
+                raise UserError(f"unknown operation {op[0]!r} in a ResNet spec")
 
 
 def preset_key(name: str, what: str = "ResNet preset") -> str:

@@ -339,7 +339,10 @@ class EpochContext:
     """What an epoch runner trains with; built once per :func:`fit`.
 
     ``order_gen`` draws the data order and ``aug_gen`` the augmentation (and, through ``sd``,
-    stochastic depth); both are CPU generators on every device.
+    stochastic depth); both are CPU generators on every device. ``sd`` is any per-batch
+    residual-scale source with StochasticDepth's ``draw``/``use``/``reset`` (phased pruning
+    passes its own); ``loss(out, y, x, idx)`` replaces the cross-entropy (distillation;
+    ``idx`` are the batch's training-set indices, None on the fast path).
     """
 
     model: nn.Module
@@ -351,7 +354,15 @@ class EpochContext:
     device: torch.device
     order_gen: torch.Generator
     aug_gen: torch.Generator
-    sd: StochasticDepth | None = None
+    sd: Any = None
+    loss: Callable[..., torch.Tensor] | None = None
+
+
+def batch_loss(ctx: EpochContext, out, y, x, idx) -> torch.Tensor:
+    """The training loss of one batch: ``ctx.loss`` when given, else cross-entropy."""
+    if ctx.loss is not None:
+        return ctx.loss(out, y, x, idx)
+    return F.cross_entropy(out, y)
 
 
 class PlainEpochRunner:
@@ -385,8 +396,9 @@ class PlainEpochRunner:
                 xb = pad_crop_flip(xb, ctx.aug_gen)
             if sd_scales is not None:
                 ctx.sd.use(sd_scales[step])
-            out = model(normalize(xb, ctx.mean, ctx.std))
-            loss = F.cross_entropy(out, yb)
+            xb = normalize(xb, ctx.mean, ctx.std)
+            out = model(xb)
+            loss = batch_loss(ctx, out, yb, xb, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -414,10 +426,11 @@ def make_epoch_runner(ctx: EpochContext) -> Any:
 
 
 def add_weight_noise(model: nn.Module, eta: float, generator: torch.Generator) -> None:
-    """Add N(0, (η·std(W))²) noise to every conv weight W (spec §5 fine-tuning option)."""
+    """Add N(0, (η·std(W))²) noise to every trainable conv weight W (spec §5 fine-tuning
+    option; layers frozen for the loop, as in local training, are left as they are)."""
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and module.weight.requires_grad:
                 w = module.weight
                 noise = torch.randn(w.shape, generator=generator, dtype=w.dtype)
                 w.add_(noise.to(w.device) * (eta * w.std()))
@@ -435,6 +448,9 @@ def fit(
     *,
     set_results: bool | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    scales: Any = None,
+    loss: Callable[..., torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``splits.train``; validate/test each epoch; restore the best.
 
@@ -451,7 +467,10 @@ def fit(
     ``exp.path / "resume-<prefix>.pt"``, else ``checkpoint_dir / "resume.pt"``, else none);
     if that file exists when fit starts, training continues from it, and it is deleted once
     fit has finished. ``on_epoch_end(epoch, row)`` runs after each training epoch's state is
-    safe.
+    safe, ``on_epoch_start(epoch)`` before each training epoch (also the first one after a
+    resume). ``scales`` (an object like :class:`StochasticDepth`: ``draw``, ``use``, ``reset``,
+    ``remove``) sets the blocks' residual scales per batch, as phased pruning does; ``loss``
+    replaces the cross-entropy (see :class:`EpochContext`), as distillation does.
     """
     device = resolve_device(cfg.device)
     if set_results is None:
@@ -463,13 +482,18 @@ def fit(
     seed_everything(cfg.seed)
     model.to(device)
     training = _Training(model, splits, cfg, device, exp, prefix, checkpoint_dir)
+    training.ctx.loss = loss
+    if scales is not None:
+        if cfg.stochastic_depth > 0:
+            raise UserError("stochastic depth cannot combine with other residual scales")
+        training.sd = training.ctx.sd = scales
     try:
         if saved is not None:
             _check_resume_matches(saved, cfg, model, resume_file)
             training.run.restore(saved)
         else:
             training.start(resume_file)
-        training.train(resume_file, progress, on_epoch_end)
+        training.train(resume_file, progress, on_epoch_end, on_epoch_start)
         result = training.finish()
         if exp is not None:
             _record(exp, prefix, result, model, set_results)
@@ -494,7 +518,7 @@ class _Training:
         self.exp, self.prefix, self.checkpoint_dir = exp, prefix, checkpoint_dir
         self.amp = cfg.fast and device.type == "cuda"
         self.frozen = _freeze_classifier(model) if cfg.freeze_classifier else []
-        self.sd: StochasticDepth | None = None
+        self.sd: Any = None
         self.runner: Any = None
         optimizer = torch.optim.SGD(
             [p for p in model.parameters() if p.requires_grad],
@@ -537,7 +561,9 @@ class _Training:
         row["seconds"] = time.perf_counter() - t0
         self._end_epoch(row, resume_file)
 
-    def train(self, resume_file: Path | None, progress: bool, on_epoch_end) -> None:
+    def train(
+        self, resume_file: Path | None, progress: bool, on_epoch_end, on_epoch_start=None
+    ) -> None:
         """Train from the epoch after the last one recorded up to ``cfg.epochs``."""
         cfg, run = self.cfg, self.run
         if cfg.stochastic_depth > 0:
@@ -563,6 +589,8 @@ class _Training:
             for epoch in bar:
                 t0 = time.perf_counter()
                 lr = self.ctx.optimizer.param_groups[0]["lr"]
+                if on_epoch_start is not None:
+                    on_epoch_start(epoch)
                 train_loss, train_acc = self.runner.run()
                 run.scheduler.step()
                 row = {

@@ -24,6 +24,7 @@ from squeezr.cli.options import (
     parse_milestones,
     repo_arg,
 )
+from squeezr.cli.strategies import add_strategy_options, run_checkpoint_study, strategy_settings
 from squeezr.dbx import jsonx
 from squeezr.dbx.clikit import add_output_options, emit, plain_text
 from squeezr.dbx.errors import UserError
@@ -110,6 +111,7 @@ def register(subparsers) -> None:
         "--device", help="auto (default), cpu, cuda or cuda:N; with --resume: the recorded one"
     )
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    add_strategy_options(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -141,12 +143,15 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device or "auto",
+        **strategy_settings(args),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from squeezr.prune.experiment import has_finished, open_pruning_run, prepare_resume, prepare_run
 
+    if args.checkpoints:
+        return run_checkpoint_study(args, config_from_args(args))
     if (args.source is None) == (args.resume is None):
         raise UserError("give either --from SOURCE (a new run) or --resume EXP")
     repo = repo_arg(args)

@@ -46,7 +46,7 @@ def step_rows(
     for s in steps:
         loops = s.get("loops", {})
         epochs = "+".join(f"{loops[k]['best_epoch']}/{loops[k]['epochs']}" for k in loops)
-        why = s["finetune"] or ("low" if loops else "")
+        why = s["finetune"] or ("low" if "low" in loops else "phase" if loops else "")
         rows.append(
             {
                 "step": s["step"],

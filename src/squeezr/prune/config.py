@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from squeezr import saliency, schedules
 from squeezr.dbx.errors import UserError
+from squeezr.prune.phasing import MODES, SAMPLES
+from squeezr.prune.replace import INITS
 from squeezr.prune.targets import Target
 from squeezr.train import SEED_LIMIT, TrainConfig
 
@@ -36,6 +39,18 @@ class PruneConfig:
     augment: bool = True
     seed: int = 0
     device: str = "auto"
+    # The chapter-4 strategies (spec §7; see docs/pruning.md). Off by default.
+    phase: int = 0
+    lazy: bool = False
+    phase_mode: str = "linear"
+    phase_sample: str = "epoch"
+    equalise: bool = False
+    replace: int = 0
+    replace_init: str = "random"
+    distill: tuple[float, float] | None = None
+    local: tuple[int, int] | None = None
+    total_budget: int | None = None
+    initial_epochs: int | None = None
 
     def validate(self) -> None:
         """UserError for settings that cannot work, before any compute is spent.
@@ -61,6 +76,7 @@ class PruneConfig:
             raise UserError("--recompute-every must be 0 (once) or a positive number of steps")
         if self.eval_batch_size < 1:
             raise UserError(f"eval_batch_size must be at least 1, not {self.eval_batch_size}")
+        self._validate_strategies()
         if schedule.never:
             return
         if self.epochs < 1:
@@ -70,12 +86,47 @@ class PruneConfig:
         except UserError as exc:
             raise UserError(f"bad fine-tuning setting: {exc}") from None
 
+    def _validate_strategies(self) -> None:
+        """Each strategy setting on its own (combinations: :func:`squeezr.prune.plan`)."""
+        if not _whole(self.phase, 0):
+            raise UserError(f"--phase must be a whole number of epochs >= 0, not {self.phase!r}")
+        if self.phase_mode not in MODES:
+            raise UserError(f"--phase-mode must be one of {', '.join(MODES)}")
+        if self.phase_sample not in SAMPLES:
+            raise UserError(f"--phase-sample must be one of {', '.join(SAMPLES)}")
+        if not _whole(self.replace, 0) or self.replace == 1:
+            raise UserError(
+                f"--replace K needs a window of at least 2 blocks (0 = off), not {self.replace!r}"
+            )
+        if self.replace_init not in INITS:
+            raise UserError(f"--init must be one of {', '.join(INITS)}")
+        if self.distill is not None:
+            alpha, temperature = self.distill
+            if not (0 <= alpha <= 1 and 0 < temperature < math.inf):
+                raise UserError(
+                    f"--distill α,T needs 0 <= α <= 1 and T > 0 (e.g. 0.5,4), not {alpha},{temperature}"
+                )
+        if self.local is not None:
+            before, after = self.local
+            if not (_whole(before, 0) and _whole(after, 0)) or before + after < 1:
+                raise UserError(
+                    f"--local BL,BR needs whole numbers >= 0, at least one positive, not {before},{after}"
+                )
+        for name, value in (
+            ("--total-budget", self.total_budget),
+            ("--checkpoint", self.initial_epochs),
+        ):
+            if value is not None and not _whole(value, 0):
+                raise UserError(f"{name} must be a whole number of epochs >= 0, not {value!r}")
+
     def params(self) -> dict[str, Any]:
         """JSON-able form, as recorded in the experiment (and compared on resume)."""
         out = asdict(self)
         out["target"] = asdict(self.target)
         out["milestones"] = list(self.milestones)
         out["schedule"] = schedules.parse(self.schedule).text
+        for name in ("distill", "local"):
+            out[name] = None if out[name] is None else list(out[name])
         return out
 
     @classmethod
@@ -85,6 +136,9 @@ class PruneConfig:
             values = dict(params)
             values["target"] = Target(**dict(values["target"]))
             values["milestones"] = tuple(values["milestones"])
+            for name in ("distill", "local"):
+                if values.get(name) is not None:
+                    values[name] = tuple(values[name])
         except (KeyError, TypeError, ValueError) as exc:
             raise UserError(f"the recorded pruning settings are unreadable ({exc!r})") from None
         known = set(cls.__dataclass_fields__)
@@ -106,3 +160,8 @@ class PruneConfig:
             freeze_classifier=self.freeze_classifier,
             initial_is_candidate=True,
         )
+
+
+def _whole(value: Any, minimum: int) -> bool:
+    """Whether ``value`` is a whole number (not a bool) >= ``minimum``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum

@@ -15,9 +15,10 @@ resumed run ends exactly as an uninterrupted run would.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,16 @@ import torch
 from squeezr import saliency
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
-from squeezr.models import ResNet, count_macs, count_params
+from squeezr.models import BasicBlock, ResNet, count_macs, count_params
 from squeezr.prune.config import PruneConfig
+from squeezr.prune.distill import Teacher
+from squeezr.prune.freezing import train_only
 from squeezr.prune.plan import RunPlan, plan_run
+from squeezr.prune.replace import window_oracle
 from squeezr.prune.state import STATE_VERSION, load_state, save_state
-from squeezr.train import SEED_LIMIT, evaluate, fit
+from squeezr.prune.strategy_steps import SKIPPED_LOOP, StrategySteps
+from squeezr.schedules import FINAL
+from squeezr.train import evaluate, fit
 
 
 @dataclass
@@ -44,6 +50,8 @@ class Accounting:
     epochs_run: int = 0
     cost: int = 0
     seconds: float = 0.0
+    teacher_epochs: float = 0.0  # distillation: teacher forward passes, in training-set epochs
+    teacher_cost: float = 0.0  # ... times the teacher's parameters (epoch-parameters)
 
     def add_loop(self, epochs_used: int, epochs_run: int, params: int) -> int:
         """Book one fine-tuning loop; returns its epoch-parameter cost."""
@@ -100,7 +108,7 @@ def _evaluate(model: ResNet, splits, cfg: PruneConfig, device: torch.device) -> 
     return {"val_acc": accuracy(splits.val), "test_acc": accuracy(splits.test)}
 
 
-class _Pruner:
+class _Pruner(StrategySteps):
     """State of one pruning run; ``run`` drives it step by step.
 
     ``pending`` is the step in progress once its blocks are removed: its partial record,
@@ -108,7 +116,7 @@ class _Pruner:
     so that a resumed run finishes that step instead of choosing again.
     """
 
-    def __init__(self, model, splits, plan: RunPlan, exp, state_path, progress):
+    def __init__(self, model, splits, plan: RunPlan, exp, state_path, progress, teacher=None):
         cfg = plan.cfg
         self.model, self.splits, self.cfg, self.exp = model, splits, cfg, exp
         self.schedule, self.device, self.total, self.data = (
@@ -135,6 +143,11 @@ class _Pruner:
         self.accounting = Accounting(count_params(model), count_macs(model))
         self.pending: dict[str, Any] | None = None
         self._clock = time.perf_counter()
+        self.plan = plan
+        self.teacher = teacher
+        self.aside: dict[int, BasicBlock] = {}  # removed blocks waiting to be phased out
+        self.aside_order: list[int] = []
+        self.since_loop: list[int] = []  # blocks removed since the last fine-tuning loop
 
     # -- state -----------------------------------------------------------------------
 
@@ -152,6 +165,9 @@ class _Pruner:
             "cached_scores": self.cached_scores,
             "rng_torch": torch.get_rng_state(),
             "rng_generator": self.ctx.generator.get_state(),
+            "aside": {i: block.state_dict() for i, block in self.aside.items()},
+            "aside_order": self.aside_order,
+            "since_loop": self.since_loop,
         }
 
     def _save(self) -> None:
@@ -171,6 +187,12 @@ class _Pruner:
         self.cached_scores = None if cached is None else {int(k): v for k, v in cached.items()}
         torch.set_rng_state(state["rng_torch"])
         self.ctx.generator.set_state(state["rng_generator"])
+        self.aside = {}
+        for i, weights in state["aside"].items():
+            self.aside[int(i)] = self.model.new_block(int(i))
+            self.aside[int(i)].load_state_dict(weights)
+        self.aside_order = list(state["aside_order"])
+        self.since_loop = list(state["since_loop"])
 
     def _log(self, name: str, data: dict[str, Any]) -> None:
         if self.exp is not None:
@@ -200,22 +222,28 @@ class _Pruner:
     def _scores(self, k: int) -> tuple[dict[int, float], bool]:
         every = self.cfg.recompute_every
         fresh = self.cached_scores is None or (every > 0 and (k - 1) % every == 0)
-        if fresh:
+        if fresh and self.cfg.replace:
+            self.cached_scores = window_oracle(self.model, self.data, self.ctx, self.cfg.replace)
+        elif fresh:
             self.cached_scores = saliency.compute(self.cfg.method, self.model, self.data, self.ctx)
         remaining = set(self.model.block_ids())
         return {b: s for b, s in self.cached_scores.items() if b in remaining}, fresh
 
-    def _remove(self, scores: dict[int, float]) -> list[int]:
+    def _remove(self, scores: dict[int, float], k: int) -> list[int]:
         """Remove this step's blocks, lowest score first; returns them in removal order.
 
         With a block-count target the last step removes only what is left to remove; with a
-        budget the step stops as soon as the model fits the budget.
+        budget the step stops as soon as the model fits the budget. Phased pruning keeps
+        the removed blocks aside (:mod:`squeezr.prune.phasing` puts them back to fade out).
         """
         count = self.cfg.blocks_per_step
         if self.total is not None:
             count = min(count, self.total - len(self.removed()))
         chosen = []
         for block in saliency.lowest(scores, count):
+            if self.cfg.phase:
+                self.aside[block] = self.model.block(block)
+                self.aside_order.append(block)
             self.model.remove_block(block)
             chosen.append(block)
             if self.cfg.target.is_budget and self.cfg.target.budget_met(self.model):
@@ -226,13 +254,24 @@ class _Pruner:
         """Phase 1 of step ``k``: score, remove, evaluate; saved as the pending step."""
         before = len(self.removed())
         scores, fresh = self._scores(k)
-        chosen = self._remove(scores)
+        extra: dict[str, Any] = {}
+        candidates = scores
+        if self.cfg.equalise:
+            candidates, extra["group"] = self._equalise(scores)
+        if self.cfg.replace:
+            window = self._replace(candidates, k)
+            chosen = window[1:]
+            extra.update(replaced=window, new_block=window[0], init=self.cfg.replace_init)
+        else:
+            chosen = self._remove(candidates, k)
+        self.since_loop += extra.get("replaced", chosen)
         record = {
             "step": k,
             "chosen": chosen,
             "blocks_removed": before + len(chosen),
             "saliency": {str(b): s for b, s in scores.items()},
             "saliency_fresh": fresh,
+            **extra,
             "config": list(self.model.config),
             **{f"{name}_before": v for name, v in self._eval().items()},
         }
@@ -245,33 +284,47 @@ class _Pruner:
         self._clock = now
         self._save()
 
-    def _finetune(self, k: int, loop: str) -> tuple[dict[str, Any], dict[str, float]]:
-        """One fine-tuning loop of step ``k``: ``loop`` is "low" or "high" (own seeds).
-
-        Returns the loop's record and the accuracies of the weights it restored (fit's own
-        final fp32 evaluation, the same one :func:`_evaluate` would make).
-        """
-        epochs = self.schedule.low_epochs if loop == "low" else self.cfg.epochs
-        prefix = f"prune/step/{k}/finetune" + ("/low" if loop == "low" else "")
+    def _fit(
+        self, prefix: str, train_cfg, *, local: bool, scales=None, on_epoch_end=None
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Run one loop through ``train.fit`` with the run's strategies (local training,
+        distillation, phase scales) and book it."""
+        trained = None
+        if local and self.cfg.local is not None:
+            trained = self._neighbours()
+            if not trained:
+                return {**SKIPPED_LOOP, "epochs": train_cfg.epochs}, self._eval()
+            train_cfg = replace(train_cfg, freeze_classifier=False)  # the head is frozen anyway
         params = count_params(self.model)
-        result = fit(
-            self.model,
-            self.splits,
-            self.cfg.train_config(epochs, seed=loop_seed(self.cfg.seed, k, loop)),
-            exp=self.exp,
-            prefix=prefix,
-            resume_path=self._loop_resume_file(prefix),
-            progress=self.progress,
-        )
-        loop_cost = self.accounting.add_loop(result.best_epoch, result.epochs_run, params)
+        scope = train_only(self.model, trained) if trained else contextlib.nullcontext()
+        with scope:
+            result = fit(
+                self.model,
+                self.splits,
+                train_cfg,
+                exp=self.exp,
+                prefix=prefix,
+                resume_path=self._loop_resume_file(prefix),
+                progress=self.progress,
+                scales=scales,
+                on_epoch_start=scales.start_epoch if scales is not None else None,
+                on_epoch_end=on_epoch_end,
+                loss=self.teacher.loss if self.teacher is not None else None,
+            )
+        used = result.best_epoch if train_cfg.restore_best else result.epochs_run
+        loop_cost = self.accounting.add_loop(used, result.epochs_run, params)
         record = {
-            "epochs": epochs,
-            "best_epoch": result.best_epoch,
+            "epochs": train_cfg.epochs,
+            "best_epoch": used,  # the epoch kept: the best one, or the last (phasing)
             "epochs_run": result.epochs_run,
             "best_val_acc": result.best_val_acc,
             "cost": loop_cost,
             "seconds": result.seconds,
         }
+        if trained is not None:
+            record["trained_blocks"] = trained
+        if self.teacher is not None:
+            record.update(self._book_teacher(result.epochs_run))
         return record, {"val_acc": result.val_acc, "test_acc": result.test_acc}
 
     def _loop_resume_file(self, prefix: str) -> Path | None:
@@ -286,7 +339,7 @@ class _Pruner:
         self._clock = time.perf_counter()
         if self.pending is None:
             self._select(k)
-        pending = self.pending
+        pending, cfg = self.pending, self.cfg
         record, loops = pending["record"], pending["loops"]
         if record["step"] != k:
             raise UserError(
@@ -296,19 +349,34 @@ class _Pruner:
         after = record["blocks_removed"]
         before = after - len(record["chosen"])
         after_eval = {"val_acc": record["val_acc_before"], "test_acc": record["test_acc_before"]}
+        if cfg.phase and not cfg.lazy:
+            if "phase" not in loops:
+                loops["phase"], pending["after_phase"] = self._phase(k)
+                self._save_pending()
+            after_eval = pending["after_phase"]
         if self.schedule.low_epochs:
             if "low" not in loops:
-                loops["low"], pending["after_low"] = self._finetune(k, "low")
+                loops["low"], pending["after_low"] = self._finetune(
+                    k, "low", self.schedule.low_epochs, local=True
+                )
                 self._save_pending()
             after_eval = pending["after_low"]
-        final = self.cfg.target.reached(self.model, after, self.total)
+        final = cfg.target.reached(self.model, after, self.total)
         reason = self.schedule.high_loop(
             before, after, self.total, final, after_eval["val_acc"], self.ref_acc
         )
         if reason is not None:
-            loops["high"], after_eval = self._finetune(k, "high")
-        if reason is not None:
+            if cfg.lazy and self.aside_order and "phase" not in loops:
+                loops["phase"], pending["after_phase"] = self._phase(k)
+                self._save_pending()
+            phased = loops["phase"]["epochs_run"] if "phase" in loops else 0
+            epochs = self.plan.loop_epochs(after) - phased
+            loops["high"], after_eval = self._finetune(
+                k, "high", epochs, local=reason != FINAL, shift=phased
+            )
             self.ref_acc = after_eval["val_acc"]
+        if loops:
+            self.since_loop = []
         seconds = pending["seconds"] + time.perf_counter() - self._clock
         self.accounting.seconds += seconds
         record.update(
@@ -319,15 +387,16 @@ class _Pruner:
                 "step_cost": sum(loop["cost"] for loop in loops.values()),
                 "step_epochs_used": sum(loop["best_epoch"] for loop in loops.values()),
                 **self.accounting.sizes(self.model),
-                "cost": self.accounting.cost,
-                "epochs_used": self.accounting.epochs_used,
-                "epochs_run": self.accounting.epochs_run,
+                **self._totals(),
                 "seconds": seconds,
                 "total_seconds": self.accounting.seconds,
             }
         )
         self.pending = None
         return record
+
+    def _place(self) -> None:
+        place(self.model, self.device)
 
     def _eval(self) -> dict[str, float]:
         return _evaluate(self.model, self.splits, self.cfg, self.device)
@@ -343,9 +412,7 @@ class _Pruner:
             "initial_val_acc": self.initial.get("val_acc"),
             "initial_test_acc": self.initial.get("test_acc"),
             **self.accounting.sizes(self.model),
-            "cost": self.accounting.cost,
-            "epochs_used": self.accounting.epochs_used,
-            "epochs_run": self.accounting.epochs_run,
+            **self._totals(),
             "seconds": self.accounting.seconds,
             "steps": len(self.steps),
         }
@@ -375,12 +442,6 @@ class _Pruner:
         return PruneResult(self.model, self.steps, self.summary(), self.initial)
 
 
-def loop_seed(seed: int, step: int, loop: str) -> int:
-    """The seed of step ``step``'s ``loop`` ("low" or "high") of a run seeded ``seed``: a
-    different one for every loop, always within the trainer's seed range."""
-    return (seed * 1_000_003 + 2 * step + (loop == "high")) % SEED_LIMIT
-
-
 def prune(
     model: ResNet,
     splits,
@@ -407,7 +468,19 @@ def prune(
     path = Path(state_path) if state_path else None
     if state is None and path is not None:
         state = load_state(path, cfg)
-    pruner = _Pruner(model, splits, plan, exp, path, progress)
+    teacher = None
+    if cfg.distill is not None:  # the unpruned starting model, before a resume replaces it
+        teacher = Teacher(
+            model,
+            *cfg.distill,
+            plan.device,
+            cache=not cfg.augment,
+            split=splits.train,
+            mean=splits.mean,
+            std=splits.std,
+            batch_size=cfg.eval_batch_size,
+        )
+    pruner = _Pruner(model, splits, plan, exp, path, progress, teacher)
     if state is not None:
         pruner.restore(state)
         place(pruner.model, pruner.device)

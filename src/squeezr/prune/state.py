@@ -10,8 +10,8 @@ from squeezr.dbx.errors import UserError
 from squeezr.prune.config import PruneConfig
 from squeezr.torchfiles import load_torch_file, save_torch_file
 
-STATE_VERSION = 3
-"""3: a step's pending low loop keeps its validation and test accuracy (``after_low``)."""
+STATE_VERSION = 4
+"""4: the chapter-4 strategies (blocks set aside for phasing, blocks since the last loop)."""
 STATE_FILE = "prune-state.pt"
 
 
