@@ -112,6 +112,12 @@ class DetachedExperiment(Experiment):
             events = [e for e in events if e["name"].startswith(prefix)]
         return events
 
+    def last_events(self, count: int) -> tuple[list[dict[str, Any]], int]:
+        """As :meth:`Experiment.last_events`, from the events the server sends (all of them:
+        the server has no tail endpoint yet)."""
+        events = sorted(self.events(), key=lambda e: (e["ts"], e["run"]))
+        return (events[-count:] if count else []), len(events)
+
     def attachment_path(self, name: str) -> Any:
         raise UserError(f"{self.id} is on a server; fetch its files with `dbx sync`")
 
