@@ -80,15 +80,17 @@ def test_resume_after_kill_matches_an_uninterrupted_run(repo, monkeypatch, capsy
     assert prune_cli(repo, *settings, "--name", "p/whole") == 0
     real_fit, calls = loop_module.fit, {"n": 0}
 
-    def dying_fit(*args, **kwargs):
+    def dying_fit(*args, on_epoch_end=None, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:  # Ctrl-C in step 2's fine-tuning, after its first epoch
 
             def stop(epoch, row):
+                if on_epoch_end is not None:  # the loop's own
+                    on_epoch_end(epoch, row)
                 raise KeyboardInterrupt
 
             return real_fit(*args, on_epoch_end=stop, **kwargs)
-        return real_fit(*args, **kwargs)
+        return real_fit(*args, on_epoch_end=on_epoch_end, **kwargs)
 
     monkeypatch.setattr(loop_module, "fit", dying_fit)
     capsys.readouterr()

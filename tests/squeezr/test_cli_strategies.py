@@ -43,7 +43,7 @@ def test_strategy_flags_are_params_that_dbx_diff_shows(trained, capsys):
     flags = ["--phase", "1", "--distill", "0.5,4", "--local", "1,0", "--equalise"]
     assert prune_cli(repo, *plain, *flags, "--name", "s/mixed") == 0
     out = capsys.readouterr().out
-    assert "phased out over 1 epochs, at every step; groups equalised; distillation" in out
+    assert "phased out over 1 epoch, at every step; groups equalised; distillation" in out
     params = dbx.open("s/mixed", repo=repo).params["prune"]
     assert (params["phase"], params["distill"], params["local"]) == (1, [0.5, 4.0], [1, 0])
     results = dbx.open("s/mixed", repo=repo).results
