@@ -73,10 +73,12 @@ def run_script(folder: Path, script: str, timeout: float = 1800) -> subprocess.C
 
 @pytest.fixture(scope="module")
 def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder as after ``make demo`` twice: ``.venv/bin`` and ``experiments/``."""
+    """A folder as after ``make demo`` twice in a checkout: ``.venv/bin``, ``experiments/``
+    and the shipped ``studies/``."""
     folder = tmp_path_factory.mktemp("first-session")
     (folder / ".venv").mkdir()
     (folder / ".venv" / "bin").symlink_to(Path(sys.executable).parent)
+    (folder / "studies").symlink_to(ROOT / "studies")  # as in a checkout (docs/studies.md)
     for _ in range(2):
         done = run_script(folder, " ".join([".venv/bin/squeezr", "demo", *SMALL_DEMO]))
         assert done.returncode == 0, done.stderr
