@@ -133,3 +133,53 @@ def test_revoked_token_is_refused(served: tuple[Server, dict[str, str]], tmp_pat
         srv.dbx("token", "revoke", token.split("_")[1])
         refused = ui.get("/ui/experiments")
         assert refused.status_code == 401 and "revoked" in refused.text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")),
+    reason="needs Debian's chromium and chromium-driver (apt install chromium-driver)",
+)
+def test_browser_logs_in_and_edits_notes(
+    served: tuple[Server, dict[str, str]], tmp_path: Path
+) -> None:
+    """Headless Chromium opens the server's address, logs in with a write token on the
+    login page, opens an experiment from the list and saves a note."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    srv, tokens = served
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    options.add_argument("--window-size=1400,1000")
+    service = webdriver.ChromeService(executable_path="/usr/bin/chromedriver")
+    browser = webdriver.Chrome(options=options, service=service)
+    wait = WebDriverWait(browser, 30)
+    try:
+        browser.get(srv.url + "/")
+        assert "Access token needed" in browser.find_element(By.TAG_NAME, "h1").text
+        browser.save_screenshot(str(tmp_path / "login.png"))
+        box = browser.find_element(By.NAME, "token")
+        box.send_keys(tokens["write"])
+        box.submit()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "table.list"))
+        assert browser.current_url == f"{srv.url}/ui/experiments" and "dbx_" not in browser.title
+        browser.find_element(By.LINK_TEXT, "prune/s1").click()
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".notes-edit summary"))
+        browser.find_element(By.CSS_SELECTOR, ".notes-edit summary").click()
+        text = browser.find_element(By.CSS_SELECTOR, ".notes-edit textarea")
+        text.clear()
+        text.send_keys("## Verdict\nkeep it")
+        browser.find_element(By.CSS_SELECTOR, ".notes-edit button").click()
+        wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".notes-view h2").text == "Verdict")
+        browser.save_screenshot(str(tmp_path / "experiment.png"))
+    finally:
+        browser.quit()
+    with _client(srv, tokens["read"]) as reader:
+        rows = reader.get("/ui/experiments.json").json()["experiments"]
+        exp_id = next(row["id"] for row in rows if row["name"] == "prune/s1")
+        assert reader.get(f"/ui/e/{exp_id}.json").json()["notes"] == "## Verdict\nkeep it"
