@@ -102,6 +102,7 @@ def test_login_page_and_cookie(served: tuple[Server, dict[str, str]]) -> None:
         page = browser.get("/ui/experiments")
         assert page.status_code == 401 and "Access token needed" in page.text
         assert 'action="/ui/login"' in page.text and "Traceback" not in page.text
+        assert "dbx token create" in page.text
         assert browser.get("/ui/experiments.json").json()["status"] == 401
         assert browser.get("/ui/static/app.css").status_code == 200
         wrong = browser.post("/ui/login", data={"token": "dbx_00000000_nope", "next": "/ui/"})
@@ -163,18 +164,25 @@ def test_browser_logs_in_and_edits_notes(
         browser.get(srv.url + "/")
         assert "Access token needed" in browser.find_element(By.TAG_NAME, "h1").text
         browser.save_screenshot(str(tmp_path / "login.png"))
-        box = browser.find_element(By.NAME, "token")
-        box.send_keys(tokens["write"])
-        box.submit()
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "table.list"))
-        assert browser.current_url == f"{srv.url}/ui/experiments" and "dbx_" not in browser.title
-        browser.find_element(By.LINK_TEXT, "prune/s1").click()
-        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".notes-edit summary"))
-        browser.find_element(By.CSS_SELECTOR, ".notes-edit summary").click()
-        text = browser.find_element(By.CSS_SELECTOR, ".notes-edit textarea")
-        text.clear()
-        text.send_keys("## Verdict\nkeep it")
-        browser.find_element(By.CSS_SELECTOR, ".notes-edit button").click()
+        for scope in ("read", "write"):
+            browser.delete_all_cookies()
+            browser.get(srv.url + "/")
+            box = browser.find_element(By.NAME, "token")
+            box.send_keys(tokens[scope])
+            box.submit()
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, "table.list"))
+            assert browser.current_url == f"{srv.url}/ui/experiments"
+            browser.find_element(By.LINK_TEXT, "prune/s1").click()
+            wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".notes-edit summary"))
+            browser.find_element(By.CSS_SELECTOR, ".notes-edit summary").click()
+            text = browser.find_element(By.CSS_SELECTOR, ".notes-edit textarea")
+            text.clear()
+            text.send_keys(f"## Verdict\nkeep it ({scope})")
+            browser.find_element(By.CSS_SELECTOR, ".notes-edit button").click()
+            if scope == "read":
+                error = wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".form-error"))
+                assert "needs a write token" in error[0].text
+                browser.save_screenshot(str(tmp_path / "refused.png"))
         wait.until(lambda b: b.find_element(By.CSS_SELECTOR, ".notes-view h2").text == "Verdict")
         browser.save_screenshot(str(tmp_path / "experiment.png"))
     finally:
@@ -182,4 +190,4 @@ def test_browser_logs_in_and_edits_notes(
     with _client(srv, tokens["read"]) as reader:
         rows = reader.get("/ui/experiments.json").json()["experiments"]
         exp_id = next(row["id"] for row in rows if row["name"] == "prune/s1")
-        assert reader.get(f"/ui/e/{exp_id}.json").json()["notes"] == "## Verdict\nkeep it"
+        assert reader.get(f"/ui/e/{exp_id}.json").json()["notes"] == "## Verdict\nkeep it (write)"

@@ -91,9 +91,13 @@ def middleware(
             return refuse(
                 request,
                 Unauthorized(
-                    "this dbx UI needs an access token: paste it below, or send the header "
+                    "this dbx UI needs its access token: open the link `dbx ui` printed (it "
+                    "ends in ?token=...), paste the token below, or send the header "
                     "Authorization: Bearer TOKEN"
-                    + (" (`dbx ui` printed a link ending in ?token=...)" if url_token else "")
+                    if url_token
+                    else "this dbx server needs an API token: paste one below (an admin "
+                    "creates it with `dbx token create`; read browses, write edits notes), or "
+                    "send the header Authorization: Bearer TOKEN"
                 ),
             )
         try:
