@@ -3,6 +3,7 @@ over HTTP with the server's own tokens (login page, cookie, read vs write scope)
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,3 +192,18 @@ def test_browser_logs_in_and_edits_notes(
         rows = reader.get("/ui/experiments.json").json()["experiments"]
         exp_id = next(row["id"] for row in rows if row["name"] == "prune/s1")
         assert reader.get(f"/ui/e/{exp_id}.json").json()["notes"] == "## Verdict\nkeep it (write)"
+
+
+def test_live_plot_stream(served: tuple[Server, dict[str, str]]) -> None:
+    """The live plot's server-sent events run the query through the server's listener."""
+    srv, tokens = served
+    params = {"q": "train/epoch/:epoch/eval", "x": "epoch", "prefix": "prune"}
+    with (
+        _client(srv, tokens["read"]) as ui,
+        ui.stream("GET", "/ui/plot/stream", params=params) as events,
+    ):
+        assert events.headers["content-type"].startswith("text/event-stream")
+        first = next(line for line in events.iter_lines() if line.startswith("data: "))
+    data = json.loads(first.removeprefix("data: "))
+    assert data["rows"] == 6 and data["y"] == "val_acc"
+    assert data["series"][0]["n"] == [2.0, 2.0, 2.0]  # both experiments, per epoch
