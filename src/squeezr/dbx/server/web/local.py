@@ -30,10 +30,8 @@ from squeezr.dbx.errors import NotFound
 from squeezr.dbx.query.logs import complete_lines, parse_lines
 from squeezr.dbx.select import _sort_keys, check_paths, sort_experiments
 from squeezr.dbx.server.web.source import Source, Summary
-from squeezr.dbx.server.web.views import experiment_status, run_view, summary
+from squeezr.dbx.server.web.views import LAST_EVENTS, experiment_status, run_view, summary
 from squeezr.dbx.store import Experiment, Repository, log_paths
-
-LAST_EVENTS = 20
 
 
 class _Entry:

@@ -23,9 +23,8 @@ from squeezr.dbx import compare, jsonx
 from squeezr.dbx.errors import NotFound, UserError
 from squeezr.dbx.select import select_experiments
 from squeezr.dbx.server.repository import StorageRepository
-from squeezr.dbx.server.web.local import LAST_EVENTS
 from squeezr.dbx.server.web.source import Source, Summary
-from squeezr.dbx.server.web.views import run_view, summary
+from squeezr.dbx.server.web.views import LAST_EVENTS, run_view, summary
 
 # A name part that is a number: ``train/epoch/3/eval`` counts as ``train/epoch/*/eval``.
 _NUMBER_PART = re.compile(r"(?:(?<=/)|^)\d+(?=/|$)")

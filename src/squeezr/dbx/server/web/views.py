@@ -1,6 +1,6 @@
 """What the UI shows of an experiment, computed the same way whatever the store: its state
 from its run records, its summary (see :mod:`~squeezr.dbx.server.web.source`), one run as
-the experiment page shows it, and the name patterns of its events."""
+the experiment page shows it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from squeezr.dbx.server.web.source import Summary
 from squeezr.dbx.store import Experiment
 
 PATCH_LIMIT = 200_000  # characters of a run's patch shown in a page
+LAST_EVENTS = 20  # the latest events an experiment page lists
 
 # Run statuses (squeezr.dbx.lifecycle) as experiment statuses; anything else reads "failed".
 _STATUS_OF_RUN = {
