@@ -1,4 +1,4 @@
-"""``dbx serve``: run the dbx HTTP server (REST API, OpenAPI page at /docs).
+"""``dbx serve``: run the dbx HTTP server (REST API, OpenAPI page at /docs, web UI at /ui).
 
 Data goes to a database (``--db postgresql://...``; default: SQLite in ``--data``) and
 attachment bytes to ``--data/blobs``, stored once per sha256. Every request needs a token
@@ -41,7 +41,12 @@ def settings(args: argparse.Namespace) -> object:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = common.add_command(
-        subparsers, "serve", __doc__, main, help="run the HTTP server (REST API)", epilog=EPILOG
+        subparsers,
+        "serve",
+        __doc__,
+        main,
+        help="run the HTTP server (REST API and web UI)",
+        epilog=EPILOG,
     )
     add_storage_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")

@@ -3,7 +3,9 @@
 The storage is opened (and migrated) in the lifespan, so importing the app does nothing;
 every :class:`~squeezr.dbx.errors.UserError` becomes ``{"error", "status"}`` with its
 ``status``; request bodies are capped by :class:`~squeezr.dbx.server.limits.BodyLimit`.
-``extra_routers`` mounts more routes (the web UI) on the same storage (``app.state``).
+``extra_routers`` mounts more routes on the same storage (``app.state``). The web UI is
+mounted at ``/ui`` over the same storage (``/`` sends a browser there); it accepts the
+server's own tokens, given once on its login page and kept in an HttpOnly cookie.
 The OpenAPI page is at ``/docs`` (schema: ``/openapi.json``).
 """
 
@@ -16,11 +18,11 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 
 from squeezr import __version__
 from squeezr.dbx.errors import UserError
-from squeezr.dbx.server.auth import require
+from squeezr.dbx.server.auth import require, verify_token
 from squeezr.dbx.server.limits import BodyLimit
 from squeezr.dbx.server.routes import ROUTERS
 from squeezr.dbx.server.settings import Settings
@@ -55,6 +57,7 @@ def create_app(settings: Settings, extra_routers: Iterable[APIRouter] = ()) -> F
     app.add_exception_handler(UserError, _render_error)
     for router in (*ROUTERS, *extra_routers):
         app.include_router(router)
+    _mount_ui(app)
 
     @app.get("/api/v1/info", tags=["server"], dependencies=[Depends(require("read"))])
     def info(request: Request) -> dict[str, Any]:
@@ -62,6 +65,22 @@ def create_app(settings: Settings, extra_routers: Iterable[APIRouter] = ()) -> F
 
     app.add_middleware(BodyLimit, max_body=settings.max_body)
     return app
+
+
+def _mount_ui(app: FastAPI) -> None:
+    """The web UI at ``/ui``: pages read the database through a ``StorageSource``; a token
+    is checked by the server's own :func:`~squeezr.dbx.server.auth.verify_token`."""
+    from squeezr.dbx.server.web import create_app as create_ui
+    from squeezr.dbx.server.web.storage_source import StorageSource
+
+    def scope_of(token: str) -> str:
+        return verify_token(app.state.storage, token)["scope"]
+
+    app.mount("/ui", create_ui(StorageSource(app.state), scope_of=scope_of))
+
+    @app.get("/", include_in_schema=False)
+    def home() -> RedirectResponse:
+        return RedirectResponse("/ui/experiments", 303)
 
 
 class _LazyCache:

@@ -20,7 +20,15 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.server.storage import Storage
 from squeezr.dbx.timeutil import now_iso
 
-__all__ = ["SCOPES", "Forbidden", "Unauthorized", "create_token", "require", "verify"]
+__all__ = [
+    "SCOPES",
+    "Forbidden",
+    "Unauthorized",
+    "create_token",
+    "require",
+    "verify",
+    "verify_token",
+]
 
 SCOPES = ("read", "write", "admin")
 
@@ -56,7 +64,12 @@ def verify(storage: Storage, header: str | None) -> dict[str, Any]:
             "this server needs an API token: send 'Authorization: Bearer <token>' "
             "(set $DBX_TOKEN for the dbx client; an admin creates one with `dbx token create`)"
         )
-    token = header.removeprefix("Bearer ").strip()
+    return verify_token(storage, header.removeprefix("Bearer ").strip())
+
+
+def verify_token(storage: Storage, token: str) -> dict[str, Any]:
+    """The record of ``token`` (as sent in a header or stored in the web UI's cookie);
+    Unauthorized if it is malformed, unknown or revoked."""
     parts = token.split("_", 2)
     if len(parts) != 3 or parts[0] != "dbx":
         raise Unauthorized("malformed API token; it reads dbx_<id>_<secret>")

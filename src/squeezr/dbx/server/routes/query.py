@@ -23,19 +23,24 @@ router = APIRouter(prefix=API, tags=["query"])
 
 def run_query(request: Request, body: dict[str, Any]) -> Any:
     """The result DataFrame of the query ``body`` describes."""
+    text = body.get("query")
+    if not isinstance(text, str) or not text.strip():
+        raise UserError('give a query, e.g. {"query": "train/epoch/:epoch/eval"}')
+    options = {k: body.get(k) for k in ("prefix", "kind", "since", "where")}
+    handles = select_experiments(repository(request), **options)
+    return stored_query(text, handles, request.app.state.query_cache, raw=body.get("raw", False))
+
+
+def stored_query(text: str, handles: list[Any], cache: Any, raw: bool = False) -> Any:
+    """The query ``text`` over the stored experiments ``handles``, reading their events
+    through the server's table ``cache`` (the web UI's queries run here too)."""
     from squeezr.dbx.query.engine import Engine
     from squeezr.dbx.query.language import parse
     from squeezr.dbx.server.querycache import StoredSource
 
-    text = body.get("query")
-    if not isinstance(text, str) or not text.strip():
-        raise UserError('give a query, e.g. {"query": "train/epoch/:epoch/eval"}')
     parsed = parse(text)
-    options = {k: body.get(k) for k in ("prefix", "kind", "since", "where")}
-    handles = select_experiments(repository(request), **options)
-    cache = request.app.state.query_cache
     sources = [StoredSource(experiment=h, cache=cache) for h in handles]
-    return Engine(sources, merge=not body.get("raw", False)).run(parsed)
+    return Engine(sources, merge=not raw).run(parsed)
 
 
 @router.post("/query", dependencies=[Depends(require("read"))])

@@ -1,9 +1,10 @@
 """The dbx web UI: browse the experiment tree, search with the where-language, compare
 experiments, plot log queries (live while experiments run), keep Markdown notes.
 
-``create_app(source, token)`` (:mod:`.app`) builds the ASGI app over any
+``create_app(source, token, scope_of)`` (:mod:`.app`) builds the ASGI app over any
 :class:`~.source.Source`: :class:`~.local.LocalSource` reads a repository folder
-(``dbx ui --repo DIR``); ``dbx serve`` passes its database-backed one. Pages are computed
+(``dbx ui --repo DIR``); ``dbx serve`` mounts it at ``/ui`` over its database
+(:class:`~.storage_source.StorageSource`), checking the server's tokens. Pages are computed
 in :mod:`.pages` and rendered by Jinja2 templates or as JSON (every page has a ``.json``
 twin). Front-end libraries are vendored in ``static/vendor/`` (htmx, uPlot), so the UI
 works with no network. User guide: docs/dbx-ui.md.

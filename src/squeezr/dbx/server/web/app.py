@@ -1,4 +1,4 @@
-"""The web UI as an ASGI application: ``create_app(source, token)``.
+"""The web UI as an ASGI application: ``create_app(source, token, scope_of)``.
 
 Routes are thin: each reads its query string, calls one function of :mod:`pages` and renders
 the result as HTML, or as JSON when the path ends in ``.json``. ``dbx ui`` serves it over a
@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import FastAPI, Form, Request
@@ -66,14 +67,22 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(source: Source, token: str | None) -> FastAPI:
-    """The UI over ``source``; every request but static files must carry ``token`` (None:
-    no check, for an app mounted behind a server that authenticates itself)."""
+def create_app(
+    source: Source,
+    token: str | None = None,
+    scope_of: Callable[[str], str] | None = None,
+) -> FastAPI:
+    """The UI over ``source``; every request but static files must carry ``token`` (the
+    one token of ``dbx ui``, also accepted as ``?token=``), or one that ``scope_of`` accepts
+    (it returns the token's scope: how ``dbx serve`` checks its own tokens); neither: no
+    check."""
     app = FastAPI(title="dbx", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.source = source
     app.mount("/static", StaticFiles(directory=render.HERE / "static"), name="static")
-    if token is not None:
-        app.middleware("http")(auth.middleware(token, error_response))
+    if scope_of is not None:
+        app.middleware("http")(auth.middleware(scope_of, error_response, url_token=False))
+    elif token is not None:
+        app.middleware("http")(auth.middleware(auth.local_scope(token), error_response))
     app.add_middleware(SecurityHeaders)  # added last: outermost, so refusals get them too
     app.add_exception_handler(UserError, _user_error)
     app.add_exception_handler(HTTPException, _http_error)
@@ -184,8 +193,8 @@ def _routes(app: FastAPI, source: Source) -> None:
 
     @app.get("/e/{ref}/files/{name:path}")
     def attachment(ref: str, name: str) -> Response:
-        path = source.attachment(ref, name)
-        return FileResponse(path, filename=path.name)
+        path = source.attachment(ref, name)  # a server's blob is named by its checksum
+        return FileResponse(path, filename=PurePosixPath(name).name)
 
     @app.post("/e/{ref}/notes")
     def notes(request: Request, ref: str, text: str = Form("")) -> Response:

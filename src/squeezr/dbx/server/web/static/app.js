@@ -163,3 +163,19 @@ document.addEventListener("DOMContentLoaded", () => {
   window.addEventListener("resize", resizeCharts);
   compareCount();
 });
+
+// A refused htmx request (saving notes with a read-only token, a lost login): show the
+// error page's one-line message under the form instead of failing silently.
+document.addEventListener("htmx:responseError", (event) => {
+  const form = event.detail.elt;
+  const page = new DOMParser().parseFromString(event.detail.xhr.responseText, "text/html");
+  const message = page.querySelector(".message");
+  let box = form.querySelector(".form-error");
+  if (!box) {
+    box = document.createElement("p");
+    box.className = "form-error";
+    box.setAttribute("role", "alert");
+    form.append(box);
+  }
+  box.textContent = message ? message.textContent : `error ${event.detail.xhr.status}`;
+});
