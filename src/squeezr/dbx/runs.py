@@ -30,6 +30,7 @@ __all__ = [
     "placeholders",
     "read_run",
     "run_status",
+    "status_of_runs",
 ]
 
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_]+")
@@ -188,6 +189,11 @@ def experiment_status(exp: Experiment, damaged: str | None = None) -> str:
         if damaged is None:
             raise
         return damaged
+    return status_of_runs(records)
+
+
+def status_of_runs(records: list[dict[str, Any]]) -> str:
+    """:func:`experiment_status` from run records already read (the web UI keeps them)."""
     if not records:
         return "planned"
     statuses = [run_status(record) for record in records]

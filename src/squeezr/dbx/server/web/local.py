@@ -28,9 +28,10 @@ import pandas as pd
 from squeezr.dbx import compare, expr, jsonx, query
 from squeezr.dbx.errors import NotFound
 from squeezr.dbx.query.logs import complete_lines, parse_lines
+from squeezr.dbx.runs import status_of_runs
 from squeezr.dbx.select import _sort_keys, check_paths, sort_experiments
 from squeezr.dbx.server.web.source import Source, Summary
-from squeezr.dbx.server.web.views import LAST_EVENTS, experiment_status, run_view, summary
+from squeezr.dbx.server.web.views import LAST_EVENTS, run_view, summary
 from squeezr.dbx.store import Experiment, Repository, log_paths
 
 
@@ -50,7 +51,7 @@ class _Entry:
 
     def current(self) -> Summary:
         if self.summary["status"] == "running":  # its process may have ended since
-            self.summary = {**self.summary, "status": experiment_status(self.records)}
+            self.summary = {**self.summary, "status": status_of_runs(self.records)}
         return self.summary
 
 

@@ -12,8 +12,9 @@ from collections import Counter
 from typing import Any
 
 from squeezr.dbx.errors import UserError
+from squeezr.dbx.runs import STATUSES
 from squeezr.dbx.server.web import plotdata
-from squeezr.dbx.server.web.source import STATUSES, Source, Summary
+from squeezr.dbx.server.web.source import Source, Summary
 from squeezr.dbx.views import flatten
 
 PAGE_SIZE = 200  # experiment rows per list page

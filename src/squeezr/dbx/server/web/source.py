@@ -23,8 +23,6 @@ import pandas as pd
 
 Summary = dict[str, Any]
 
-STATUSES = ("planned", "running", "done", "failed", "interrupted")
-
 
 class Source(ABC):
     """What the web UI needs from an experiment store."""

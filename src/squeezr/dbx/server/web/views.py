@@ -7,34 +7,19 @@ from __future__ import annotations
 from typing import Any
 
 from squeezr.dbx.errors import UserError
-from squeezr.dbx.runs import command, command_line, git_info, patch_bytes, run_status
+from squeezr.dbx.runs import (
+    command,
+    command_line,
+    git_info,
+    patch_bytes,
+    run_status,
+    status_of_runs,
+)
 from squeezr.dbx.server.web.source import Summary
 from squeezr.dbx.store import Experiment
 
 PATCH_LIMIT = 200_000  # characters of a run's patch shown in a page
 LAST_EVENTS = 20  # the latest events an experiment page lists
-
-# Run statuses (squeezr.dbx.lifecycle) as experiment statuses; anything else reads "failed".
-_STATUS_OF_RUN = {
-    "finished": "done",
-    "exited": "done",
-    "failed": "failed",
-    "interrupted": "interrupted",
-    "terminated": "interrupted",
-    "running (process gone?)": "interrupted",
-}
-
-
-def experiment_status(records: list[dict[str, Any]]) -> str:
-    """An experiment's state from its run records: ``planned`` (no run yet), ``running`` (a
-    run not ended whose process is alive or on another host), else what the last run's
-    ending means: ``done``, ``failed``, ``interrupted``."""
-    if not records:
-        return "planned"
-    statuses = [run_status(record) for record in records]
-    if "running" in statuses:
-        return "running"
-    return _STATUS_OF_RUN.get(statuses[-1] or "", "failed")
 
 
 def summary(exp: Experiment, records: list[dict[str, Any]] | None = None) -> Summary:
@@ -45,7 +30,7 @@ def summary(exp: Experiment, records: list[dict[str, Any]] | None = None) -> Sum
         "name": exp.name,
         "kind": exp.kind,
         "created": created.isoformat(timespec="seconds") if created else None,
-        "status": experiment_status(exp.runs() if records is None else records),
+        "status": status_of_runs(exp.runs() if records is None else records),
         "params": exp.value("params"),
         "results": exp.results.tree(),
     }
