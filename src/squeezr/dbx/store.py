@@ -539,7 +539,7 @@ class Experiment:
 
     def run_record(self, number: int) -> dict[str, Any]:
         """The record of run ``number`` (``run-<N>.json``); UserError if absent or damaged."""
-        path = self.path / f"run-{number}.json"
+        path = os.path.join(self._folder, f"run-{number}.json")  # str: read per experiment
         record = jsonx.read_json(path, "run record")
         records.require(records.run_problems(record), path, "run record")
         record.setdefault("run", number)
