@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, time
 from typing import Any, TextIO
 
-from tabulate import tabulate
-
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import DbxWarning, UserError
 from squeezr.dbx.fileio import os_error
@@ -215,10 +213,58 @@ def text_table(
     Lists and objects show as compact JSON (Extended JSON for NaN/±Infinity).
     """
     cells = [[_cell(value) for value in row] for row in rows]
+    if style == "simple":
+        text = _simple_text_table(cells, headers)
+        if text is not None:
+            return text
+    from tabulate import tabulate  # ~20 ms to import: only for a table that needs it
+
     text_columns = sorted(
         {i for row in cells for i, value in enumerate(row) if isinstance(value, str)}
     )
     return tabulate(cells, headers=list(headers), tablefmt=style, disable_numparse=text_columns)
+
+
+def _simple_text_table(cells: list[list[Any]], headers: Sequence[str]) -> str | None:
+    """The text tabulate's ``simple`` style makes of a table whose cells are all plain text
+    (or None): tabulate's own layout (a column is as wide as its widest cell or its header
+    plus 2, cells flush left, two spaces between columns, trailing spaces cut), several times
+    faster (10,000 rows of ``dbx study plan``: tabulate takes about 0.25 s). None for
+    anything else (numbers to align; text that is not printable ASCII, or has spaces at its
+    ends, which tabulate measures or strips in its own ways), which tabulate then lays out.
+    tests/dbx/test_clikit.py compares the two."""
+    count = len(headers)
+    if not cells or not count or not all(_plain_cell(header) for header in headers):
+        return None
+    widths = [len(header) + 2 for header in headers]
+    for row in cells:
+        if len(row) != count:
+            return None
+        for index, value in enumerate(row):
+            if value is None:
+                continue
+            if not _plain_cell(value):
+                return None
+            if len(value) > widths[index]:
+                widths[index] = len(value)
+    lines = [
+        "  ".join(
+            header.ljust(width) for header, width in zip(headers, widths, strict=True)
+        ).rstrip(),
+        "  ".join("-" * width for width in widths),
+    ]
+    lines += [
+        "  ".join(
+            ("" if value is None else value).ljust(width)
+            for value, width in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def _plain_cell(value: Any) -> bool:
+    return type(value) is str and value.isascii() and value.isprintable() and value.strip() == value
 
 
 def _cell(value: Any) -> Any:
