@@ -240,6 +240,8 @@ def _text(value: Any) -> str:
 
 def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     """``{"optimizer.lr": 0.1}`` as ``{"optimizer": {"lr": 0.1}}`` (dbx params have no dots)."""
+    if not any("." in path for path in flat):  # the common case: nothing to nest
+        return dict(flat)
     tree: dict[str, Any] = {}
     for path, value in flat.items():
         *parents, last = path.split(".")
