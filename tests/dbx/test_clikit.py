@@ -56,8 +56,20 @@ def test_plain_text_tables_are_laid_out_exactly_as_tabulate_lays_them_out() -> N
     plain or not, must come out as tabulate makes it."""
     from tabulate import tabulate
 
-    pool = ["", "a", "planned", "changed, ran", "True", "1.50", "nan", "007", "-", "x" * 30]
-    odd = [" lead", "trail ", "tab\tin", "caf\u00e9", "\x1b[31mred\x1b[0m", "two\nlines", 3, 2.5]
+    pool = ["", "a", "a b", "planned", "changed, ran", "True", "1.50", "nan", "007", "-", "x" * 30]
+    odd = [
+        " ",
+        " lead",
+        "trail ",
+        "cr\r",
+        "\x0b",
+        "tab\tin",
+        "caf\u00e9",
+        "\x1b[31mred\x1b[0m",
+        "two\nlines",
+        3,
+        2.5,
+    ]
     rng = random.Random(15)
     fast = 0
     for _ in range(400):

@@ -234,37 +234,37 @@ def _simple_text_table(cells: list[list[Any]], headers: Sequence[str]) -> str | 
     ends, which tabulate measures or strips in its own ways), which tabulate then lays out.
     tests/dbx/test_clikit.py compares the two."""
     count = len(headers)
-    if not cells or not count or not all(_plain_cell(header) for header in headers):
+    if not cells or not count or any(len(row) != count for row in cells):
         return None
-    widths = [len(header) + 2 for header in headers]
-    for row in cells:
-        if len(row) != count:
+    if not all(type(header) is str for header in headers):
+        return None
+    columns = []
+    for header, values in zip(headers, zip(*cells, strict=True), strict=True):
+        if not {type(value) for value in values} <= {str, type(None)}:
             return None
-        for index, value in enumerate(row):
-            if value is None:
-                continue
-            if not _plain_cell(value):
-                return None
-            if len(value) > widths[index]:
-                widths[index] = len(value)
-    lines = [
-        "  ".join(
-            header.ljust(width) for header, width in zip(headers, widths, strict=True)
-        ).rstrip(),
-        "  ".join("-" * width for width in widths),
-    ]
-    lines += [
-        "  ".join(
-            ("" if value is None else value).ljust(width)
-            for value, width in zip(row, widths, strict=True)
-        ).rstrip()
-        for row in cells
-    ]
-    return "\n".join(lines)
+        texts = [header, *("" if value is None else value for value in values)]
+        if not _plain_texts(texts):
+            return None
+        width = max(len(header) + 2, max(map(len, texts)))
+        columns.append([text.ljust(width) for text in texts])
+    rule = "  ".join("-" * len(column[0]) for column in columns)
+    lines = ["  ".join(row).rstrip() for row in zip(*columns, strict=True)]
+    return "\n".join([lines[0], rule, *lines[1:]])
 
 
-def _plain_cell(value: Any) -> bool:
-    return type(value) is str and value.isascii() and value.isprintable() and value.strip() == value
+def _plain_texts(texts: list[str]) -> bool:
+    """Whether every text is printable ASCII without spaces at its ends (one check over
+    them all: the only ASCII whitespace that is printable is the space)."""
+    blob = "\n".join(texts)
+    return (
+        blob.isascii()
+        and blob.count("\n") == len(texts) - 1
+        and blob.replace("\n", "").isprintable()
+        and " \n" not in blob
+        and "\n " not in blob
+        and blob[:1] != " "
+        and blob[-1:] != " "
+    )
 
 
 def _cell(value: Any) -> Any:
