@@ -22,7 +22,11 @@ over the run affects every step alike:
   once and prints a 10,000-row table, the floor any whole-study command pays; the ratios say
   how close to it plan and test are.
 
-Usage: ``python benchmarks/dbx_study.py [--quick] [--dir DIR]``.
+With ``--before SRC`` (another squeezr's ``src/`` folder, e.g. a ``git worktree`` of an
+older commit) each step also runs as that squeezr's ``dbx`` process, in turn with this one's,
+so before/after figures come from one run.
+
+Usage: ``python benchmarks/dbx_study.py [--quick] [--dir DIR] [--before SRC]``.
 """
 
 from __future__ import annotations
@@ -77,10 +81,14 @@ DBX = [sys.executable, "-c", "import sys; from squeezr.dbx.cli import main; sys.
 CPU: dict[str, float] = {"last": 0.0}  # CPU seconds of the last command's process
 
 
-def command(*argv: str) -> int:
-    """Run ``dbx ARGV`` as a new process; its exit status. Its CPU time (user + system) goes
-    to ``CPU["last"]``: on a shared machine it varies less with the load than wall time."""
-    process = subprocess.Popen([*DBX, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def command(*argv: str, src: str | None = None) -> int:
+    """Run ``dbx ARGV`` as a new process (with the squeezr of source tree ``src`` if given);
+    its exit status. Its CPU time (user + system) goes to ``CPU["last"]``: on a shared
+    machine it varies less with the load than wall time."""
+    env = None if src is None else {**os.environ, "PYTHONPATH": src}
+    process = subprocess.Popen(
+        [*DBX, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     _, status, usage = os.wait4(process.pid, 0)
     CPU["last"] = usage.ru_utime + usage.ru_stime
     return os.waitstatus_to_exitcode(status)
@@ -99,6 +107,12 @@ def main() -> int:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--dir", help="work folder (default: a temporary one, on /dev/shm if any)")
     p.add_argument("--repeat", type=int, default=3, help="measurements per step; the best counts")
+    p.add_argument(
+        "--before",
+        metavar="SRC",
+        help="another squeezr's src/ folder (e.g. a git worktree of an older commit): its dbx "
+        "processes are timed too, in turn with this one's",
+    )
     args = p.parse_args()
     seeds = 5 if args.quick else 100
     count = seeds * 100
@@ -107,10 +121,11 @@ def main() -> int:
     folder.mkdir(parents=True, exist_ok=True)
     path = study_file(folder, seeds)
     empty = Repository.init(folder / "empty")
-    for stale in ("experiments", "first"):
+    for stale in ("experiments", "first", "first-before"):
         shutil.rmtree(folder / stale, ignore_errors=True)
     repo = Repository.init(folder / "experiments")
     first = Repository.init(folder / "first")
+    versions = {"cli": None, **({"before_cli": args.before} if args.before else {})}
     os.chdir(folder)
     repo_arg = ["--repo", str(repo.path)]
     steps = {
@@ -122,26 +137,32 @@ def main() -> int:
     expected = {"ls": 0, "plan_dry_run": 0, "plan": 0, "test_planned": 1, "test_done": 0}
     figures: dict[str, float] = {}
 
-    def measure(key: str, argv: list[str]) -> None:
-        for how, run in (("cli", command), ("in_process", quiet)):
-            with timer() as t:
-                code = run(*argv)
-            assert code == expected[key], f"{key} ({how}): exit {code}"
-            name = f"{key}_{how}_s"
-            figures[name] = min(figures.get(name, float("inf")), t.seconds)
-            if how == "cli":
-                name = f"{key}_cli_cpu_s"
-                figures[name] = min(figures.get(name, float("inf")), CPU["last"])
+    def keep(name: str, seconds: float) -> None:
+        figures[name] = min(figures.get(name, float("inf")), seconds)
 
-    with timer() as t:
-        assert command("study", "plan", str(path), "--repo", str(first.path)) == 0
-    figures["plan_first_cli_s"] = t.seconds
-    figures["plan_first_cli_cpu_s"] = CPU["last"]
+    def measure(key: str, argv: list[str]) -> None:
+        for how, src in versions.items():
+            with timer() as t:
+                code = command(*argv, src=src)
+            assert code == expected[key], f"{key} ({how}): exit {code}"
+            keep(f"{key}_{how}_s", t.seconds)
+            keep(f"{key}_{how}_cpu_s", CPU["last"])
+        with timer() as t:
+            code = quiet(*argv)
+        assert code == expected[key], f"{key} (in process): exit {code}"
+        keep(f"{key}_in_process_s", t.seconds)
+
+    for how, src in versions.items():
+        target = first if src is None else Repository.init(folder / "first-before")
+        with timer() as t:
+            assert command("study", "plan", str(path), "--repo", str(target.path), src=src) == 0
+        figures[f"plan_first_{how}_s"] = t.seconds
+        figures[f"plan_first_{how}_cpu_s"] = CPU["last"]
+        shutil.rmtree(target.path)
     quiet("ls", "--repo", str(empty.path))  # imports the commands, as a process would
     with timer() as t:
         assert quiet("study", "plan", str(path), *repo_arg) == 0
     figures["plan_first_in_process_s"] = t.seconds
-    shutil.rmtree(first.path)
     for _ in range(args.repeat):  # interleaved, best of N: a shared machine's load varies
         for key, argv in steps.items():
             measure(key, argv)
@@ -151,7 +172,10 @@ def main() -> int:
         measure("test_done", ["study", "test", str(path), *repo_arg])
 
     print(f"study of {count:,} experiments ({folder}); load average {os.getloadavg()[0]:.1f}\n")
-    print(f"{'step':<28}{'dbx process':>12}{'its CPU':>9}{'in process':>12}{'vs dbx ls':>11}")
+    before = "   before  its CPU" if args.before else ""
+    print(
+        f"{'step':<28}{'dbx process':>12}{'its CPU':>9}{'in process':>12}{'vs dbx ls':>11}{before}"
+    )
     for key, label in [
         ("ls", "reference: dbx ls"),
         ("plan_dry_run", "plan --dry-run (empty repo)"),
@@ -163,7 +187,12 @@ def main() -> int:
         cli, cpu = figures[f"{key}_cli_s"], figures[f"{key}_cli_cpu_s"]
         inside = figures[f"{key}_in_process_s"]
         vs_ls = ratio(cli, figures["ls_cli_s"])
-        print(f"{label:<28}{cli:>12.2f}{cpu:>9.2f}{inside:>12.2f}{vs_ls:>11}")
+        line = f"{label:<28}{cli:>12.2f}{cpu:>9.2f}{inside:>12.2f}{vs_ls:>11}"
+        if args.before:
+            line += (
+                f"{figures[f'{key}_before_cli_s']:>9.2f}{figures[f'{key}_before_cli_cpu_s']:>9.2f}"
+            )
+        print(line)
     print()
     targets = {  # as a user runs them: a new process each
         f"first plan under {TARGET_S:g} s": figures["plan_first_cli_s"] < TARGET_S,
