@@ -303,8 +303,7 @@ class Repository:
             except OSError as exc:
                 raise UserError(f"cannot create experiment {name!r}: {os_error(exc)}") from None
         try:
-            with atomic_path(os.path.join(folder, "meta.json"), durable=durable) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+            atomic_write(os.path.join(folder, "meta.json"), text, durable=durable)
         except OSError as exc:
             raise UserError(f"cannot create experiment {name!r}: {os_error(exc)}") from None
         return Path(folder)
