@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import io
+import random
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from squeezr.dbx.clikit import build_parser, emit, run, text_table
+from squeezr.dbx.clikit import _simple_text_table, build_parser, emit, run, text_table
 
 
 def table_lines(rows: list[dict[str, Any]]) -> list[str]:
@@ -48,6 +49,39 @@ def test_a_column_mixing_numbers_and_text_prints_every_cell_as_written() -> None
 def test_text_table_shows_nested_values_as_compact_json() -> None:
     text = text_table([("flags", [True, None]), ("opt", {"lr": float("nan")})], style="plain")
     assert text.splitlines() == ["flags  [true,null]", 'opt    {"lr":{"$numberDouble":"NaN"}}']
+
+
+def test_plain_text_tables_are_laid_out_exactly_as_tabulate_lays_them_out() -> None:
+    """text_table lays out tables of plain text itself (10,000-row study plans); every table,
+    plain or not, must come out as tabulate makes it."""
+    from tabulate import tabulate
+
+    pool = ["", "a", "a b", "planned", "changed, ran", "True", "1.50", "nan", "007", "-", "x" * 30]
+    odd = [
+        " ",
+        " lead",
+        "trail ",
+        "cr\r",
+        "\x0b",
+        "tab\tin",
+        "caf\u00e9",
+        "\x1b[31mred\x1b[0m",
+        "two\nlines",
+        3,
+        2.5,
+    ]
+    rng = random.Random(15)
+    fast = 0
+    for _ in range(400):
+        columns = rng.randint(1, 5)
+        headers = [rng.choice(["id", "name", "status", "a", "detail"]) for _ in range(columns)]
+        choices = pool + [None] + (odd if rng.random() < 0.3 else [])
+        rows = [[rng.choice(choices) for _ in range(columns)] for _ in range(rng.randint(1, 6))]
+        text_columns = sorted({i for row in rows for i, v in enumerate(row) if isinstance(v, str)})
+        expected = tabulate(rows, headers=headers, disable_numparse=text_columns)
+        assert text_table(rows, headers) == expected, (rows, headers)
+        fast += _simple_text_table(rows, headers) is not None
+    assert fast > 200  # most tables took the fast path
 
 
 # -- subcommand parsing ---------------------------------------------------------------------

@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, time
 from typing import Any, TextIO
 
-from tabulate import tabulate
-
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import DbxWarning, UserError
 from squeezr.dbx.fileio import os_error
@@ -215,10 +213,58 @@ def text_table(
     Lists and objects show as compact JSON (Extended JSON for NaN/±Infinity).
     """
     cells = [[_cell(value) for value in row] for row in rows]
+    if style == "simple":
+        text = _simple_text_table(cells, headers)
+        if text is not None:
+            return text
+    from tabulate import tabulate  # ~20 ms to import: only for a table that needs it
+
     text_columns = sorted(
         {i for row in cells for i, value in enumerate(row) if isinstance(value, str)}
     )
     return tabulate(cells, headers=list(headers), tablefmt=style, disable_numparse=text_columns)
+
+
+def _simple_text_table(cells: list[list[Any]], headers: Sequence[str]) -> str | None:
+    """The text tabulate's ``simple`` style makes of a table whose cells are all plain text
+    (or None): tabulate's own layout (a column is as wide as its widest cell or its header
+    plus 2, cells flush left, two spaces between columns, trailing spaces cut), several times
+    faster (10,000 rows of ``dbx study plan``: tabulate takes about 0.25 s). None for
+    anything else (numbers to align; text that is not printable ASCII, or has spaces at its
+    ends, which tabulate measures or strips in its own ways), which tabulate then lays out.
+    tests/dbx/test_clikit.py compares the two."""
+    count = len(headers)
+    if not cells or not count or any(len(row) != count for row in cells):
+        return None
+    if not all(type(header) is str for header in headers):
+        return None
+    columns = []
+    for header, values in zip(headers, zip(*cells, strict=True), strict=True):
+        if not {type(value) for value in values} <= {str, type(None)}:
+            return None
+        texts = [header, *("" if value is None else value for value in values)]
+        if not _plain_texts(texts):
+            return None
+        width = max(len(header) + 2, max(map(len, texts)))
+        columns.append([text.ljust(width) for text in texts])
+    rule = "  ".join("-" * len(column[0]) for column in columns)
+    lines = ["  ".join(row).rstrip() for row in zip(*columns, strict=True)]
+    return "\n".join([lines[0], rule, *lines[1:]])
+
+
+def _plain_texts(texts: list[str]) -> bool:
+    """Whether every text is printable ASCII without spaces at its ends (one check over
+    them all: the only ASCII whitespace that is printable is the space)."""
+    blob = "\n".join(texts)
+    return (
+        blob.isascii()
+        and blob.count("\n") == len(texts) - 1
+        and blob.replace("\n", "").isprintable()
+        and " \n" not in blob
+        and "\n " not in blob
+        and blob[:1] != " "
+        and blob[-1:] != " "
+    )
 
 
 def _cell(value: Any) -> Any:

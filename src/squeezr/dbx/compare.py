@@ -85,9 +85,15 @@ def like(target: Experiment, others: Iterable[Experiment]) -> list[dict[str, Any
     ]
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def same(a: Any, b: Any) -> bool:
     """Whether two param or result values are the same: :func:`squeezr.dbx.expr.equal`,
     applied through lists and objects, with NaN equal to NaN."""
+    kind = type(a)
+    if kind is type(b) and kind in _SCALARS:  # most values: no need for equal's type classes
+        return a == b or (a != a and b != b)
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
         return True
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):

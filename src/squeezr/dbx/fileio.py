@@ -84,8 +84,15 @@ def atomic_path(path: Path | str, *, durable: bool = True) -> Iterator[Path]:
     error removed. For writers that want a file name (``torch.save``, ONNX export, a download)
     rather than bytes in memory. ``durable`` fsyncs the file and its folder so the new content
     survives a crash; derived files that can be rebuilt (caches) skip that cost."""
-    path = Path(path)
-    tmp = _new_file_beside(path)
+    with _atomic(path, durable) as tmp:
+        yield Path(tmp)
+
+
+@contextlib.contextmanager
+def _atomic(path: Path | str, durable: bool) -> Iterator[str]:
+    """:func:`atomic_path` on plain strings (cheaper: a study plan writes 10,000 files)."""
+    folder, name = os.path.split(os.fspath(path))
+    tmp = _new_file_beside(folder, name)
     try:
         yield tmp
         if durable:
@@ -93,21 +100,22 @@ def atomic_path(path: Path | str, *, durable: bool = True) -> Iterator[Path]:
                 os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     if durable:
-        fsync_dir(path.parent)
+        fsync_dir(Path(folder or "."))
 
 
-def _new_file_beside(path: Path) -> Path:
-    """A new, empty ``.<name>.<random>.tmp`` in ``path``'s folder.
+def _new_file_beside(folder: str, name: str) -> str:
+    """A new, empty ``.<name>.<random>.tmp`` in ``folder``.
 
     Created with mode 0o666 so that the kernel applies the process's umask, as a plain
     ``open()`` would (``mkstemp`` would make it readable by its owner only): shared and
     rsynced repositories stay readable by the group and others the umask allows.
     """
     while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:  # another writer drew the same name: draw again
@@ -116,12 +124,13 @@ def _new_file_beside(path: Path) -> Path:
         return tmp
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Replace ``path`` by ``data`` atomically and durably (see :func:`atomic_path`)."""
+def atomic_write(path: Path | str, data: bytes | str, *, durable: bool = True) -> None:
+    """Replace ``path`` by ``data`` atomically, and durably unless ``durable`` is false (see
+    :func:`atomic_path`)."""
     if isinstance(data, str):
         data = data.encode("utf-8")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    with _atomic(path, durable) as tmp, open(tmp, "wb") as out:
+        out.write(data)
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ reading, so every file stays valid JSON and a lost metric never becomes a crash.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -118,7 +119,8 @@ def encode(value: Any, indent: int | None = None) -> str:
 _COMPACT = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
-def _encoder(indent: int) -> json.JSONEncoder:
+@functools.lru_cache(maxsize=8)
+def _encoder(indent: int) -> json.JSONEncoder:  # made once per indent, like _COMPACT
     return json.JSONEncoder(allow_nan=False, indent=indent, separators=(",", ": "))
 
 

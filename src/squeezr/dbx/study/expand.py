@@ -9,6 +9,7 @@ params, ``{name}``, ``{id}``, ``{stage}`` and, after another stage, ``{<stage>.i
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import json
 import re
@@ -23,6 +24,7 @@ from squeezr.dbx.study.spec import Item, Stage, Study
 from squeezr.dbx.views import flatten
 
 __all__ = [
+    "check_templates",
     "combinations",
     "dig",
     "expand",
@@ -34,6 +36,7 @@ __all__ = [
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)\}")
 _FILL = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_.]*)\}")
+_KEY = json.JSONEncoder(sort_keys=True)  # json.dumps(values, sort_keys=True), made once
 
 
 def combinations(stage: Stage) -> list[dict[str, Any]]:
@@ -58,6 +61,27 @@ def expand(study: Study) -> list[Item]:
     return [copy.copy(item) for item in study.expanded]
 
 
+def check_templates(study: Study) -> None:
+    """Expand ``study`` (names, dependencies) and fill each stage's command once with
+    placeholder ids: a UserError now for a template that names an unknown field, rather
+    than when the experiment runs. A stage's items all have the same fields, so one each
+    is enough."""
+    if not study.expanded:
+        study.expanded.extend(_expand(study))
+    by_key = {item.key: item for item in study.expanded}
+    for stage in study.stages:
+        first = next((item for item in study.expanded if item.stage == stage.name), None)
+        if first is None:
+            continue
+        probe = copy.copy(first)
+        probe.id = "0" * 12
+        known: dict[str, Item] = {}
+        if first.depends is not None:
+            dep = known[first.depends] = copy.copy(by_key[first.depends])
+            dep.id = "0" * 12
+        render_command(study, probe, known)
+
+
 def _expand(study: Study) -> list[Item]:
     items: list[Item] = []
     names: dict[str, str] = {}
@@ -65,7 +89,7 @@ def _expand(study: Study) -> list[Item]:
         sources = _sources(stage, [item for item in items if item.stage == stage.after])
         for values in combinations(stage):
             flat = {**stage.params, **values}
-            key = stage.name + ":" + json.dumps(values, sort_keys=True)
+            key = stage.name + ":" + _KEY.encode(values)
             item = Item(
                 stage=stage.name,
                 key=key,
@@ -177,18 +201,33 @@ def fill(template: str, fields: Mapping[str, Any], where: str, quote: bool) -> s
     """``template`` with each ``{field}`` (a name, possibly dotted) replaced by its value,
     ``{{`` and ``}}`` by one brace; other braces are left as they are. UserError naming an
     unknown field and the known ones."""
-
-    def text(match: re.Match[str]) -> str:
-        key = match.group(1)
+    out = []
+    for literal, key in _parts(template):
+        out.append(literal)
         if key is None:
-            return match.group(0)[0]
-        if key not in fields or fields[key] is None:
+            continue
+        value = fields.get(key)
+        if value is None:
             known = ", ".join(sorted(k for k, v in fields.items() if v is not None))
             raise UserError(f"{where}: unknown field {{{key}}} (known: {known})")
-        value = _text(fields[key])
-        return shlex.quote(value) if quote else value
+        text = _text(value)
+        out.append(shlex.quote(text) if quote else text)
+    return "".join(out)
 
-    return _FILL.sub(text, template)
+
+@functools.lru_cache(maxsize=256)
+def _parts(template: str) -> tuple[tuple[str, str | None], ...]:
+    """``template`` cut once into (literal text, field name or None) pairs: a study fills
+    each of its few templates thousands of times (10,000 experiment names)."""
+    parts: list[tuple[str, str | None]] = []
+    start = 0
+    for match in _FILL.finditer(template):
+        literal = template[start : match.start()]
+        key = match.group(1)
+        parts.append((literal + match.group(0)[0], None) if key is None else (literal, key))
+        start = match.end()
+    parts.append((template[start:], None))
+    return tuple(parts)
 
 
 def _text(value: Any) -> str:
@@ -201,6 +240,8 @@ def _text(value: Any) -> str:
 
 def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     """``{"optimizer.lr": 0.1}`` as ``{"optimizer": {"lr": 0.1}}`` (dbx params have no dots)."""
+    if not any("." in path for path in flat):  # the common case: nothing to nest
+        return dict(flat)
     tree: dict[str, Any] = {}
     for path, value in flat.items():
         *parents, last = path.split(".")

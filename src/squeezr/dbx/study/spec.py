@@ -201,16 +201,9 @@ def load(path: Path | str) -> Study:
     )
     if "tune" in data:
         study = replace(study, tune=_tune(data["tune"], study, f"{where}: [tune]"))
-    from squeezr.dbx.study.expand import expand, render_command  # expand imports this module
+    from squeezr.dbx.study.expand import check_templates  # expand imports this module
 
-    items = expand(study)  # every template and dependency is checked now, not when it runs
-    by_key = {item.key: item for item in items}
-    for item in items:
-        item.id = "0" * 12
-    for stage in study.stages:  # a stage's items all have the same fields: try one
-        first = next((item for item in items if item.stage == stage.name), None)
-        if first is not None:
-            render_command(study, first, by_key)
+    check_templates(study)  # every template and dependency is checked now, not when it runs
     return study
 
 
