@@ -12,6 +12,10 @@ size (candidates × chunk) is capped by ``SaliencyContext.stack_images``. On CUD
 under bf16 autocast; on CPU in the model's dtype.
 ``brute_force_oracle`` is the plain way (copy, remove, evaluate the whole model), kept as the
 reference for the tests and the speed benchmark.
+
+Under torchrun (:mod:`squeezr.distributed`) the data-driven methods split the selection set
+across ranks (:func:`batches` yields only this rank's share) and all-reduce their sums, so
+every rank gets the scores of the whole set.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from squeezr import distributed
 from squeezr.augment import normalize
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
@@ -162,10 +167,12 @@ def batches(
     data, ctx: SaliencyContext, size: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The selection set in order, in chunks of ``size`` (default ``ctx.batch_size``) images,
-    ready for the model."""
+    ready for the model; under torchrun only this rank's contiguous share of it (callers sum
+    over ranks with :func:`squeezr.distributed.all_reduce` and divide by ``len(data)``)."""
     size = size or ctx.batch_size
-    for start in range(0, len(data), size):
-        stop = start + size
+    part = distributed.shard(len(data))
+    for start in range(part.start, part.stop, size):
+        stop = min(start + size, part.stop)
         yield prepare(data.x[start:stop], ctx), data.y[start:stop].to(ctx.device)
 
 
@@ -223,7 +230,7 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
             correct += (logits.argmax(-1) == y).sum(1)
         bar.update(len(y))
     bar.close()
-    errors = 1.0 - correct.double().cpu() / len(data)
+    errors = 1.0 - distributed.all_reduce(correct).double().cpu() / len(data)
     return {idx: float(errors[slot]) for idx, slot in slots.items()}
 
 
@@ -277,9 +284,10 @@ def _activation_scores(model, data, ctx: SaliencyContext, measure) -> Scores:
                 h = out
             if waiting is not None:
                 add(*waiting, model.head, model.head(h), len(x))
-    ids = list(totals)
-    means = (torch.stack([totals[i] for i in ids]) / len(data)).tolist() if ids else []
-    return dict(zip(ids, means, strict=True))
+    ids = [idx for _, idx in _block_positions(model)]  # a rank may have had no data
+    zero = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    sums = distributed.all_reduce(torch.stack([totals.get(i, zero) for i in ids] or [zero]))
+    return dict(zip(ids, (sums[: len(ids)] / len(data)).tolist(), strict=True))
 
 
 @method("activation-mean")
@@ -312,6 +320,8 @@ def activation_change_plus_one(model, data, ctx: SaliencyContext) -> Scores:
 def block_gradient(model, data, ctx: SaliencyContext) -> Scores:
     """|dloss/dm| for a scalar mask m = 1 on each block's residual branch, one random batch."""
     pick = torch.randperm(len(data), generator=ctx.generator)[: ctx.grad_batch_size]
+    batch = len(pick)
+    pick = pick[distributed.shard(batch)]  # each rank its share of the batch; sums reduced
     x = prepare(data.x[pick], ctx)
     y = data.y[pick].to(ctx.device)
     ids = model.block_ids()
@@ -321,12 +331,13 @@ def block_gradient(model, data, ctx: SaliencyContext) -> Scores:
         for i in ids:
             model.block(i).residual_scale = masks[i]
         with torch.enable_grad():
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(model(x), y, reduction="sum") / batch
             grads = torch.autograd.grad(loss, [masks[i] for i in ids])
     finally:
         for i in ids:
             model.block(i).residual_scale = saved[i]
-    return {i: abs(float(g)) for i, g in zip(ids, grads, strict=True)}
+    grads = distributed.all_reduce(torch.stack(grads).double()).tolist()
+    return {i: abs(g) for i, g in zip(ids, grads, strict=True)}
 
 
 @method("block-gradient-max")

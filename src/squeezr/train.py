@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from squeezr import distributed
 from squeezr.augment import normalize, pad_crop_flip
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
@@ -242,7 +243,7 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise UserError(f"device {text!r} does not exist: this machine has {count} GPU(s)")
-    return device
+    return distributed.local_device(device)
 
 
 def evaluate(
@@ -272,6 +273,9 @@ def evaluate(
 def _accuracy(model, x, y, mean, std, batch_size, device, amp) -> float:
     if len(y) == 0:
         return float("nan")
+    total = len(y)
+    part = distributed.shard(total)  # under torchrun each rank counts its share
+    x, y = x[part], y[part]
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -284,7 +288,7 @@ def _accuracy(model, x, y, mean, std, batch_size, device, amp) -> float:
             correct += (out.argmax(1) == y[i : i + batch_size].to(device)).sum()
     finally:
         model.train(was_training)
-    return correct.item() / len(y)
+    return distributed.all_reduce(correct).item() / total
 
 
 class StochasticDepth:
@@ -368,11 +372,19 @@ def batch_loss(ctx: EpochContext, out, y, x, idx) -> torch.Tensor:
 class PlainEpochRunner:
     """One epoch of ordinary training: fp32, eager, batch-by-batch augmentation.
 
-    Keeps the last partial batch. Used on CPU, and on CUDA when ``fast=False``.
+    Keeps the last partial batch. Used on CPU, on CUDA when ``fast=False``, and under
+    torchrun: there every rank draws the same data order and augments the whole global batch
+    (the same random streams as one process), then trains on its shard of it
+    (:func:`squeezr.distributed.shard`) through :class:`squeezr.distributed.DataParallel`.
+    DDP averages gradients over ranks, so each rank's loss is scaled by its share of the
+    batch times the world size: the update is the global batch's mean-loss gradient, also
+    when the last batch splits unevenly.
     """
 
     def __init__(self, ctx: EpochContext) -> None:
         self.ctx = ctx
+        self.world = distributed.world_size()
+        self.parallel = distributed.DataParallel(ctx.model, ctx.device) if self.world > 1 else None
 
     @property
     def images_per_epoch(self) -> int:
@@ -388,6 +400,7 @@ class PlainEpochRunner:
         sd_scales = ctx.sd.draw(math.ceil(n / bs)) if ctx.sd is not None else None
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
+        net = self.parallel or model
         for step, i in enumerate(range(0, n, bs)):
             idx = perm[i : i + bs]
             xb = ctx.split.x[idx].to(device, non_blocking=True)
@@ -396,29 +409,38 @@ class PlainEpochRunner:
                 xb = pad_crop_flip(xb, ctx.aug_gen)
             if sd_scales is not None:
                 ctx.sd.use(sd_scales[step])
+            part, batch = distributed.shard(len(idx)), len(idx)
+            idx, xb, yb = idx[part], xb[part], yb[part]
             xb = normalize(xb, ctx.mean, ctx.std)
-            out = model(xb)
-            loss = batch_loss(ctx, out, yb, xb, idx)
+            out = net(xb)
+            # an empty shard (a last batch smaller than the world) still joins the backward
+            loss = batch_loss(ctx, out, yb, xb, idx) if len(idx) else out.sum() * 0.0
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (len(idx) * self.world / batch) if self.world > 1 else loss).backward()
             opt.step()
             loss_sum += loss.detach() * len(idx)
             correct += (out.argmax(1) == yb).sum()
         if ctx.sd is not None:
             ctx.sd.reset()
+        loss_sum, correct = distributed.all_reduce(loss_sum), distributed.all_reduce(correct)
         return loss_sum.item() / n, correct.item() / n
 
     def close(self) -> None:
-        """Nothing to undo (the fast runner restores global settings here)."""
+        """Undo the data-parallel wrapping (the fast runner restores global settings here)."""
+        if self.parallel is not None:
+            self.parallel.close()
+            self.parallel = None
 
 
 def make_epoch_runner(ctx: EpochContext) -> Any:
-    """The fast GPU runner when ``cfg.fast`` on CUDA with at least one full batch, else plain.
+    """The fast GPU runner when ``cfg.fast`` on CUDA with at least one full batch, in one
+    process (its CUDA graphs hold no collectives), else plain.
 
     Both have ``run() -> (train_loss, train_acc)`` (one epoch), ``images_per_epoch`` and
     ``close()`` (call it when training ends: it undoes the runner's global side effects).
     """
-    if ctx.cfg.fast and ctx.device.type == "cuda" and len(ctx.split.y) >= ctx.cfg.batch_size:
+    fast = ctx.cfg.fast and ctx.device.type == "cuda" and distributed.world_size() == 1
+    if fast and len(ctx.split.y) >= ctx.cfg.batch_size:
         from squeezr.fastpath import FastEpochRunner
 
         return FastEpochRunner(ctx)
@@ -471,14 +493,20 @@ def fit(
     resume). ``scales`` (an object like :class:`StochasticDepth`: ``draw``, ``use``, ``reset``,
     ``remove``) sets the blocks' residual scales per batch, as phased pruning does; ``loss``
     replaces the cross-entropy (see :class:`EpochContext`), as distillation does.
+
+    Under torchrun every rank calls fit alike and trains its shard of each global batch
+    (:class:`PlainEpochRunner`); only rank 0 writes (``exp``, resume state, checkpoints: the
+    other ranks' are ignored), and the others continue from the resume state rank 0 read.
     """
     device = resolve_device(cfg.device)
     if set_results is None:
         set_results = prefix == "train"
-    if cfg.checkpoint_every and exp is None and checkpoint_dir is None:
+    if not distributed.is_main():  # rank 0 writes; the others get its resume state
+        exp = resume_path = checkpoint_dir = None
+    elif cfg.checkpoint_every and exp is None and checkpoint_dir is None:
         raise UserError("checkpoint_every needs an experiment or a checkpoint_dir to write to")
     resume_file = _resume_file(exp, prefix, resume_path, checkpoint_dir)
-    saved = _load_resume(resume_file)
+    saved = distributed.broadcast_object(_load_resume(resume_file))
     seed_everything(cfg.seed)
     model.to(device)
     training = _Training(model, splits, cfg, device, exp, prefix, checkpoint_dir)
@@ -618,7 +646,8 @@ class _Training:
             self.exp.log(
                 f"{self.prefix}/epoch/{epoch}", **{k: v for k, v in row.items() if k != "epoch"}
             )
-        if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+        writes = self.exp is not None or self.checkpoint_dir is not None  # rank 0 only
+        if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and writes:
             _checkpoint(self.model, epoch, self.exp, self.prefix, self.checkpoint_dir)
         run.save(resume_file)
 

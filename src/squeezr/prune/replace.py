@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from squeezr import saliency
+from squeezr import distributed, saliency
 from squeezr.models import ResNet
 
 INITS = ("random", "zero")
@@ -71,4 +71,5 @@ def window_oracle(model: ResNet, data, ctx: saliency.SaliencyContext, k: int) ->
                     h = unit(h)
     finally:
         model.train(was_training)
-    return {first: 1.0 - hits / len(data) for first, hits in correct.items()}
+    hits = distributed.all_reduce(torch.tensor(list(correct.values()))).tolist()  # torchrun
+    return {first: 1.0 - n / len(data) for first, n in zip(correct, hits, strict=True)}

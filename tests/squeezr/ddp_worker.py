@@ -1,0 +1,96 @@
+"""What each process of the data-parallel tests runs (``torchrun ... ddp_worker.py SCENARIO OUT``).
+
+The same function also runs in the test process itself (one process, no torchrun) to give the
+reference, so the two runs share every setting. Rank 0 saves the outcome to ``OUT``.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import torch
+
+from squeezr import distributed, saliency
+from squeezr.augment import normalize
+from squeezr.data import load_dataset
+from squeezr.models import ResNet
+from squeezr.train import TrainConfig, fit
+
+SCENARIOS = {}
+
+
+def scenario(fn):
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def splits():
+    """256 synthetic images of 4 classes: 231 for training, 25 validation, 51 test."""
+    return load_dataset("synthetic", synthetic_size=256, synthetic_classes=4, seed=0)
+
+
+def model():
+    torch.manual_seed(0)
+    return ResNet((1, 1, 1), num_classes=4)
+
+
+def train(dtype: torch.dtype) -> dict:
+    """One short training run (augmentation, Nesterov momentum, weight decay, a milestone)
+    per batch size: the final weights and the per-epoch records. With 231 training images,
+    batch 50 ends with a batch of 31 (16 + 15 per rank) and batch 115 with one of 1 (an empty
+    shard on rank 1)."""
+    import squeezr.train
+
+    # the trainer feeds float32 images; a float64 run needs float64 ones
+    squeezr.train.normalize = functools.partial(normalize, dtype=dtype)
+    out = {}
+    for batch in (50, 115):
+        net = model().to(dtype)
+        cfg = TrainConfig(
+            epochs=2, lr=0.02, milestones=(1,), batch_size=batch, device="cpu", seed=3
+        )
+        result = fit(net, splits(), cfg, progress=False)
+        out[batch] = {"state": net.state_dict(), "history": result.history}
+    return out
+
+
+@scenario
+def train32() -> dict:
+    return train(torch.float32)
+
+
+@scenario
+def train64() -> dict:
+    return train(torch.float64)
+
+
+@scenario
+def scores() -> dict:
+    """Every data-driven saliency method's scores (selection set: the 25 validation images,
+    split 13 + 12; chunks of 7 images) on an untrained network with random batch-norm
+    statistics and affine parameters (training first would amplify float rounding)."""
+    data = splits()
+    net = model()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+    ctx = saliency.SaliencyContext(mean=data.mean, std=data.std, batch_size=7, grad_batch_size=9)
+    names = [name for name, m in saliency.METHODS.items() if m.needs_data]
+    return {name: saliency.compute(name, net, data.val, ctx) for name in names}
+
+
+def main(name: str, path: str) -> None:
+    torch.set_num_threads(1)
+    outcome = SCENARIOS[name]()
+    if distributed.is_main():
+        torch.save({"world": distributed.world_size(), "outcome": outcome}, path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
