@@ -15,7 +15,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from squeezr import saliency, schedules
+from squeezr import distributed, saliency, schedules
 from squeezr.cli.options import (
     ResumeHint,
     add_repo_option,
@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--checkpoint goes with --from; a resumed run keeps its source")
         exp = open_pruning_run(args.resume, repo=repo)
         if has_finished(exp):
+            if not distributed.is_main():
+                return 0
             print(f"squeezr: {exp.name} ({exp.id}) has already finished", file=sys.stderr)
             return report(exp, dict(exp.results), None, args.fmt)
         prepared = prepare_resume(exp.id, repo=repo, device=args.device)
@@ -174,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
             dataset=dataset,
             checkpoint=args.checkpoint,
         )
+    if not distributed.is_main():  # torchrun: rank 0 prints and records, the others compute
+        prepared.start(progress=False)
+        return 0
     if args.fmt == "table":
         print(prepared.plan.describe(), flush=True)
     if prepared.resume_note:
