@@ -8,15 +8,15 @@ rank, see :func:`cli`).
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import sys
 
 import torch
 
 from squeezr import distributed, saliency
-from squeezr.augment import normalize
 from squeezr.data import load_dataset
 from squeezr.models import ResNet
+from squeezr.tasks import ImageClassification
 from squeezr.train import TrainConfig, fit
 
 SCENARIOS = {}
@@ -42,22 +42,25 @@ def train(dtype: torch.dtype) -> dict:
     per batch size: the final weights and the per-epoch records. With 231 training images,
     batch 50 ends with a batch of 31 (16 + 15 per rank) and batch 115 with one of 1 (an empty
     shard on rank 1)."""
-    import squeezr.train
-
-    # the trainer feeds float32 images; a float64 run needs float64 ones
-    squeezr.train.normalize = functools.partial(normalize, dtype=dtype)
+    data = splits()
+    if dtype == torch.float64:
+        data = dataclasses.replace(data, task=Float64Images(data.mean, data.std))
     out = {}
-    try:
-        for batch in (50, 115) if dtype == torch.float64 else (50,):
-            net = model().to(dtype)
-            cfg = TrainConfig(
-                epochs=2, lr=0.02, milestones=(1,), batch_size=batch, device="cpu", seed=3
-            )
-            result = fit(net, splits(), cfg, progress=False)
-            out[batch] = {"state": net.state_dict(), "history": result.history}
-    finally:
-        squeezr.train.normalize = normalize
+    for batch in (50, 115) if dtype == torch.float64 else (50,):
+        net = model().to(dtype)
+        cfg = TrainConfig(
+            epochs=2, lr=0.02, milestones=(1,), batch_size=batch, device="cpu", seed=3
+        )
+        result = fit(net, data, cfg, progress=False)
+        out[batch] = {"state": net.state_dict(), "history": result.history}
     return out
+
+
+class Float64Images(ImageClassification):
+    """Images fed to the network in float64 (the trainer prepares float32 ones)."""
+
+    def prepare(self, x, device, dtype=torch.float32):
+        return super().prepare(x, device, torch.float64)
 
 
 @scenario
