@@ -243,6 +243,15 @@ class DataParallel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.module(x)
 
+    @property
+    def stand_in(self) -> bool:
+        """Whether a rank with no share of a batch should forward one sample at weight 0
+        instead of an empty batch: every rank must run the forward and backward (DDP's
+        gradient all-reduce), and some models (a Llama attention reshape) refuse an empty
+        batch. Not with batch norm, whose global statistics must not count a stand-in (and
+        convolutions take an empty batch)."""
+        return not self.swapped
+
     def close(self) -> None:
         """Give the BatchNorm modules back their own class (idempotent)."""
         for module, cls in self.swapped:

@@ -428,18 +428,21 @@ class PlainEpochRunner:
             if sd_scales is not None:
                 ctx.sd.use(sd_scales[step])
             part, batch = distributed.shard(len(idx)), len(idx)
+            share = part.stop - part.start  # 0: a last batch smaller than the world
+            if share == 0 and self.parallel.stand_in:
+                part = slice(0, 1)  # one sample at weight 0 (some models refuse empty batches)
             idx, xb, yb = idx[part], xb[part], yb[part]
             xb = task.prepare(xb, device)
             out = net(xb)
-            # an empty shard (a last batch smaller than the world) still joins the backward
             loss = batch_loss(ctx, out, yb, xb, idx) if len(idx) else out.sum() * 0.0
             opt.zero_grad(set_to_none=True)
-            (loss * (len(idx) * self.world / batch) if self.world > 1 else loss).backward()
+            (loss * (share * self.world / batch) if self.world > 1 else loss).backward()
             opt.step()
-            loss_sum += loss.detach() * len(idx)
-            hits, count = task.hits(out, yb)
-            correct += hits
-            total += count
+            if share:
+                loss_sum += loss.detach() * share
+                hits, count = task.hits(out, yb)
+                correct += hits
+                total += count
         if ctx.sd is not None:
             ctx.sd.reset()
         if self.world > 1:

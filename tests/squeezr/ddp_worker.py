@@ -32,12 +32,20 @@ def splits():
     return load_dataset("synthetic", synthetic_size=256, synthetic_classes=4, seed=0)
 
 
-def model():
+def model(batch_norm: bool = True):
+    """A seeded ResNet (1, 1, 1); without ``batch_norm`` its BatchNorm layers are identities
+    (a network the trainer gives a stand-in sample when a rank's share is empty)."""
     torch.manual_seed(0)
-    return ResNet((1, 1, 1), num_classes=4)
+    net = ResNet((1, 1, 1), num_classes=4)
+    if not batch_norm:
+        for name, module in list(net.named_modules()):
+            if isinstance(module, torch.nn.BatchNorm2d):
+                parent, _, leaf = name.rpartition(".")
+                setattr(net.get_submodule(parent), leaf, torch.nn.Identity())
+    return net
 
 
-def train(dtype: torch.dtype) -> dict:
+def train(dtype: torch.dtype, batches=(50, 115), batch_norm: bool = True) -> dict:
     """One short training run (augmentation, Nesterov momentum, weight decay, a milestone)
     per batch size: the final weights and the per-epoch records. With 231 training images,
     batch 50 ends with a batch of 31 (16 + 15 per rank) and batch 115 with one of 1 (an empty
@@ -46,8 +54,8 @@ def train(dtype: torch.dtype) -> dict:
     if dtype == torch.float64:
         data = dataclasses.replace(data, task=Float64Images(data.mean, data.std))
     out = {}
-    for batch in (50, 115) if dtype == torch.float64 else (50,):
-        net = model().to(dtype)
+    for batch in batches:
+        net = model(batch_norm).to(dtype)
         cfg = TrainConfig(
             epochs=2, lr=0.02, milestones=(1,), batch_size=batch, device="cpu", seed=3
         )
@@ -65,9 +73,14 @@ class Float64Images(ImageClassification):
 
 @scenario
 def training() -> dict:
-    """:func:`train` in float64 (rounding out of the way) and in float32 (as squeezr trains;
-    batch 50 only, to keep the test short)."""
-    return {"float32": train(torch.float32), "float64": train(torch.float64)}
+    """:func:`train` in float64 (rounding out of the way), also without batch norm (the
+    empty shard's stand-in sample), and in float32 (as squeezr trains; batch 50 only, to
+    keep the test short)."""
+    return {
+        "float64": train(torch.float64),
+        "float64-no-bn": train(torch.float64, batches=(115,), batch_norm=False),
+        "float32": train(torch.float32, batches=(50,)),
+    }
 
 
 @scenario
