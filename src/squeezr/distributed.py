@@ -109,7 +109,7 @@ def local_device(device: torch.device) -> torch.device:
     if device.type != "cuda" or world_size() == 1:
         return device
     local = _env_int("LOCAL_RANK", rank())
-    if device.index is not None and device.index != local:
+    if device.index is not None:  # refused on every rank alike, so all of them stop
         raise UserError(
             f"device {device} under torchrun: each process takes the GPU of its LOCAL_RANK; "
             "use --device cuda (or auto), and CUDA_VISIBLE_DEVICES to pick the GPUs"

@@ -92,6 +92,13 @@ def test_one_process_helpers_change_nothing():
     assert distributed.local_device(torch.device("cpu")) == torch.device("cpu")
 
 
+def test_a_gpu_index_under_torchrun_is_refused(monkeypatch):
+    """Every process would take that one GPU; each takes its LOCAL_RANK's instead."""
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(distributed.UserError, match=r"use --device cuda \(or auto\)"):
+        distributed.local_device(torch.device("cuda", 1))
+
+
 def test_a_half_launched_group_is_a_one_line_error(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_ADDR", raising=False)
