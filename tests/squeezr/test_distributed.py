@@ -222,3 +222,28 @@ def test_two_process_prune_writes_one_experiment_and_resumes_after_a_crash(tmp_p
     (run,) = [e for e in _prune_runs(repo) if e.name == "crash"]
     assert dict(run.results)["order"] == one["order"]
     assert dict(run.results)["final_val_acc"] == one["final_val_acc"]
+
+
+@pytest.mark.slow
+def test_two_process_train_writes_one_experiment(tmp_path):
+    """``squeezr train`` under torchrun: one experiment (rank 0's), its checkpoints attached
+    once, and the accuracies of a 1-process run."""
+    from squeezr import dbx
+    from squeezr.cli import main
+
+    repo = tmp_path / "repo"
+    train = ["train", "--config", "1,1,1", "--dataset", "digits", "--train-images", "64"]
+    train += ["--epochs", "1", "--batch-size", "16", "--checkpoint-every", "1", "--device", "cpu"]
+    train += ["--no-progress", "--json", "--repo", str(repo)]
+    assert main([*train, "--name", "one"]) == 0
+    proc = torchrun(tmp_path, "cli", *train, "--name", "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {e.name: e for e in dbx.Repository(repo).experiments()}
+    assert sorted(runs) == ["one", "two"]
+    two, one = runs["two"], runs["one"]
+    assert len(two.runs()) == 1
+    assert sorted(two.attachments) == sorted(one.attachments)
+    assert [f"checkpoints/epoch-000{e}.pt" in two.attachments for e in (0, 1)] == [True, True]
+    assert not list(two.path.glob("resume-*.pt"))
+    for key in ("best_epoch", "val_acc", "test_acc", "params"):
+        assert dict(two.results)[key] == dict(one.results)[key]
