@@ -106,6 +106,44 @@ def test_a_half_launched_group_is_a_one_line_error(monkeypatch):
         distributed.world_size()
 
 
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_global_batch_norm_computes_what_batch_norm_does(momentum):
+    """Forward, backward and running statistics of the global batch norm (here over a
+    1-process gloo group) equal nn.BatchNorm2d's; evaluation mode is BatchNorm2d itself."""
+    import copy
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        ref = torch.nn.BatchNorm2d(3, momentum=momentum)
+        torch.nn.init.uniform_(ref.weight, 0.5, 1.5)
+        torch.nn.init.uniform_(ref.bias, -0.5, 0.5)
+        bn = copy.deepcopy(ref)
+        bn.__class__ = distributed._global_class(torch.nn.BatchNorm2d)
+        assert (
+            isinstance(bn, torch.nn.BatchNorm2d)
+            and bn.state_dict().keys() == ref.state_dict().keys()
+        )
+        for _ in range(2):
+            x = torch.randn(4, 3, 5, 5) * 2 + 1
+            w = torch.randn(4, 3, 5, 5)
+            a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+            ((bn(a) * w).sum()).backward()
+            ((ref(b) * w).sum()).backward()
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.weight.grad, ref.weight.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(bn.bias.grad, ref.bias.grad)
+        for key, value in ref.state_dict().items():
+            torch.testing.assert_close(bn.state_dict()[key], value)
+        bn.eval()
+        ref.eval()
+        torch.testing.assert_close(bn(x), ref(x))
+    finally:
+        dist.destroy_process_group()
+
+
 # --------------------------------------------------------------------------- two processes
 
 
