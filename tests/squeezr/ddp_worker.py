@@ -103,6 +103,50 @@ def scores() -> dict:
     return {name: saliency.compute(name, net, data.val, ctx) for name in names}
 
 
+@scenario
+def language() -> dict:
+    """A tiny decoder-style language model (``test_blocknet.TinyLM``, no batch norm), trained
+    in float64 at batches 9 (40 sequences: a last batch of 4 = 2 + 2) and 13 (a last batch
+    of 1: rank 1 forwards a stand-in at weight 0), then scored by the oracle (token NLL)."""
+    from blocknet_contract import Data
+    from test_blocknet import TinyLM, tokens
+
+    from squeezr.data import DataSplits
+    from squeezr.tasks import LanguageModelling
+
+    def part(n, seed):
+        ids = tokens(n=n, seed=seed)
+        return Data(x=ids, y=ids)
+
+    data = DataSplits(
+        name="tokens",
+        num_classes=11,
+        train=part(40, 1),
+        val=part(13, 2),
+        test=part(12, 3),
+        prune=None,
+        mean=(),
+        std=(),
+        task=LanguageModelling(),
+    )
+    out = {}
+    for batch in (9, 13):
+        torch.manual_seed(0)
+        net = TinyLM().double()
+        fit(
+            net,
+            data,
+            TrainConfig(epochs=2, batch_size=batch, lr=0.05, device="cpu"),
+            progress=False,
+        )
+        ctx = saliency.SaliencyContext(task=data.task, batch_size=5, dtype=torch.float64)
+        out[batch] = {
+            "state": net.state_dict(),
+            "oracle": saliency.compute("oracle", net, data.val, ctx),
+        }
+    return out
+
+
 def cli(args: list[str]) -> int:
     """The ``squeezr`` command; with ``$DDP_WORKER_CRASH=RANK:N`` that rank raises at its
     N-th fine-tuning loop (a crashed process in the middle of a pruning run)."""

@@ -179,6 +179,17 @@ def test_two_processes_score_blocks_like_one(tmp_path):
     assert two["oracle"] == one["oracle"]  # error counts: exact
 
 
+@pytest.mark.slow
+def test_two_processes_train_and_score_a_language_model_like_one(tmp_path):
+    """The task-generic path: token NLL, next-token accuracy, no batch norm."""
+    two = run_scenario(tmp_path, "language")
+    one = ddp_worker.SCENARIOS["language"]()
+    for batch, run in one.items():
+        for key, value in run["state"].items():
+            torch.testing.assert_close(two[batch]["state"][key], value, rtol=1e-10, atol=1e-12)
+        assert two[batch]["oracle"] == pytest.approx(run["oracle"], rel=1e-10)
+
+
 def _source(repo: Path) -> None:
     """A trained tiny network (one process) to prune."""
     from squeezr.baselines import train_experiment, training_params
