@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from squeezr import dbx
+from squeezr import dbx, distributed
 from squeezr.blocknet import build, from_spec, output_size
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
@@ -105,7 +105,8 @@ def train_experiment(
 
     Everything is validated before the experiment is created or resumed; ``announce(exp)``
     runs once it exists (e.g. to print where it went). A resumed experiment that already
-    has results trains nothing and gets no new run. ``repo=None`` is the repository dbx finds (``$DBX_REPO`` or
+    has results trains nothing and gets no new run. Under torchrun every rank calls this
+    alike; rank 0 alone creates the experiment (the others get (None, {})). ``repo=None`` is the repository dbx finds (``$DBX_REPO`` or
     the enclosing one), for a new experiment else ``./experiments``. Returns (experiment,
     its results).
     """
@@ -120,6 +121,9 @@ def train_experiment(
         arch = str(params.get("arch")).replace(":", "-")  # torchvision:resnet50
         name = validate_name(name or f"baselines/{arch}/{seed}")
     cfg, splits, model = _prepare(params, download)
+    if not distributed.is_main():  # torchrun: rank 0 records, the other ranks train alongside
+        fit(model, splits, cfg, progress=False)
+        return None, {}
     if resume is not None:
         exp = dbx.resume(resume, repo=repo)
     else:

@@ -15,6 +15,10 @@ size (candidates × chunk) is capped by ``SaliencyContext.stack_images``. On CUD
 under bf16 autocast; on CPU in the model's dtype.
 ``brute_force_oracle`` is the plain way (copy, remove, evaluate the whole model), kept as the
 reference for the tests and the speed benchmark.
+
+Under torchrun (:mod:`squeezr.distributed`) the data-driven methods split the selection set
+across ranks (:func:`batches` yields only this rank's share) and all-reduce their sums, so
+every rank gets the scores of the whole set.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from squeezr import distributed
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
 from squeezr.tasks import ImageClassification, Task
@@ -173,10 +178,12 @@ def batches(
     data, ctx: SaliencyContext, size: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The selection set in order, in chunks of ``size`` (default ``ctx.batch_size``) samples,
-    ready for the model: (inputs, targets)."""
+    ready for the model: (inputs, targets). Under torchrun only this rank's contiguous share
+    of the set: callers sum over ranks (:func:`squeezr.distributed.all_reduce`)."""
     size = size or ctx.batch_size
-    for start in range(0, len(data), size):
-        stop = start + size
+    part = distributed.shard(len(data))
+    for start in range(part.start, part.stop, size):
+        stop = min(start + size, part.stop)
         yield prepare(data.x[start:stop], ctx), ctx.task.targets(data.y[start:stop], ctx.device)
 
 
@@ -245,7 +252,8 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
             counts += chunk_counts
         bar.update(len(y))
     bar.close()
-    scores = (sums / counts).cpu()
+    sums, counts = distributed.all_reduce(torch.stack([sums, counts])).cpu()
+    scores = sums / counts
     return {idx: float(scores[slot]) for idx, slot in slots.items()}
 
 
@@ -300,9 +308,10 @@ def _activation_scores(model, data, ctx: SaliencyContext, measure) -> Scores:
                 h = out
             if waiting is not None:
                 add(*waiting, model.readout, model.readout(h), len(x))
-    ids = list(totals)
-    means = (torch.stack([totals[i] for i in ids]) / len(data)).tolist() if ids else []
-    return dict(zip(ids, means, strict=True))
+    ids = [idx for _, idx in _block_positions(model)]  # a rank may have had no data
+    zero = torch.zeros((), dtype=torch.float64, device=ctx.device)
+    sums = distributed.all_reduce(torch.stack([totals.get(i, zero) for i in ids] or [zero]))
+    return dict(zip(ids, (sums[: len(ids)] / len(data)).tolist(), strict=True))
 
 
 @method("activation-mean")
@@ -333,8 +342,14 @@ def activation_change_plus_one(model, data, ctx: SaliencyContext) -> Scores:
 
 @method("block-gradient")
 def block_gradient(model, data, ctx: SaliencyContext) -> Scores:
-    """|dloss/dm| for a scalar mask m = 1 on each block's residual branch, one random batch."""
+    """|dloss/dm| for a scalar mask m = 1 on each block's residual branch, one random batch.
+
+    Under torchrun each rank takes its share of the batch and weights its mean loss by that
+    share; the gradients are summed over ranks (exact when every sample counts alike, as
+    images do; a language model's samples are weighted by sample, not by scored token)."""
     pick = torch.randperm(len(data), generator=ctx.generator)[: ctx.grad_batch_size]
+    batch = len(pick)
+    pick = pick[distributed.shard(batch)]
     x = prepare(data.x[pick], ctx)
     y = ctx.task.targets(data.y[pick], ctx.device)
     ids = model.block_ids()
@@ -344,12 +359,18 @@ def block_gradient(model, data, ctx: SaliencyContext) -> Scores:
         for i in ids:
             model.set_residual_scale(i, masks[i])
         with torch.enable_grad():
-            loss = ctx.task.loss(model(x), y)
-            grads = torch.autograd.grad(loss, [masks[i] for i in ids])
+            if len(pick):  # (a rank with no share of a small batch contributes nothing)
+                loss = ctx.task.loss(model(x), y)
+                if len(pick) < batch:
+                    loss = loss * (len(pick) / batch)
+                grads = torch.stack(torch.autograd.grad(loss, [masks[i] for i in ids]))
+            else:
+                grads = torch.zeros(len(ids), dtype=ctx.dtype, device=ctx.device)
     finally:
         for i in ids:
             model.set_residual_scale(i, saved[i])
-    return {i: abs(float(g)) for i, g in zip(ids, grads, strict=True)}
+    grads = distributed.all_reduce(grads.double()).tolist()
+    return {i: abs(g) for i, g in zip(ids, grads, strict=True)}
 
 
 @method("block-gradient-max")

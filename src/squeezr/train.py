@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezr import distributed
 from squeezr.blocknet import BlockNet, attach_model, count_macs, count_params, save_model
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
@@ -238,7 +239,7 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
             raise UserError(f"device {text!r} does not exist: this machine has {count} GPU(s)")
-    return device
+    return distributed.local_device(device)
 
 
 def evaluate(
@@ -276,6 +277,8 @@ def evaluate(
 def _accuracy(model, x, y, task: Task, batch_size, device, amp) -> float:
     if len(y) == 0:
         return float("nan")
+    part = distributed.shard(len(y))  # under torchrun each rank counts its share
+    x, y = x[part], y[part]
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -291,6 +294,9 @@ def _accuracy(model, x, y, task: Task, batch_size, device, amp) -> float:
             total += count
     finally:
         model.train(was_training)
+    if distributed.world_size() > 1:
+        counts = distributed.all_reduce(torch.stack([correct, correct.new_tensor(total)]))
+        correct, total = counts[0], int(counts[1])
     return correct.item() / total if total else float("nan")
 
 
@@ -381,11 +387,20 @@ def batch_loss(ctx: EpochContext, out, y, x, idx) -> torch.Tensor:
 class PlainEpochRunner:
     """One epoch of ordinary training: fp32, eager, batch-by-batch augmentation.
 
-    Keeps the last partial batch. Used on CPU, and on CUDA when ``fast=False``.
+    Keeps the last partial batch. Used on CPU, on CUDA when ``fast=False``, and under
+    torchrun: there every rank draws the same data order and augments the whole global batch
+    (the same random streams as one process), then trains on its shard of it
+    (:func:`squeezr.distributed.shard`) through :class:`squeezr.distributed.DataParallel`.
+    DDP averages gradients over ranks, so each rank's loss is scaled by its share of the
+    batch times the world size: the update is the global batch's mean-loss gradient, also
+    when the last batch splits unevenly (for a language model: exact when the samples have
+    equally many scored tokens, as fixed-length sequences do).
     """
 
     def __init__(self, ctx: EpochContext) -> None:
         self.ctx = ctx
+        self.world = distributed.world_size()
+        self.parallel = distributed.DataParallel(ctx.model, ctx.device) if self.world > 1 else None
 
     @property
     def images_per_epoch(self) -> int:
@@ -403,6 +418,7 @@ class PlainEpochRunner:
         correct = torch.zeros((), dtype=torch.int64, device=device)
         total = 0
         task = ctx.task
+        net = self.parallel or model
         for step, i in enumerate(range(0, n, bs)):
             idx = perm[i : i + bs]
             xb = ctx.split.x[idx].to(device, non_blocking=True)
@@ -411,27 +427,41 @@ class PlainEpochRunner:
                 xb = task.augment(xb, ctx.aug_gen)
             if sd_scales is not None:
                 ctx.sd.use(sd_scales[step])
+            part, batch = distributed.shard(len(idx)), len(idx)
+            share = part.stop - part.start  # 0: a last batch smaller than the world
+            if share == 0 and self.parallel.stand_in:
+                part = slice(0, 1)  # one sample at weight 0 (some models refuse empty batches)
+            idx, xb, yb = idx[part], xb[part], yb[part]
             xb = task.prepare(xb, device)
-            out = model(xb)
-            loss = batch_loss(ctx, out, yb, xb, idx)
+            out = net(xb)
+            loss = batch_loss(ctx, out, yb, xb, idx) if len(idx) else out.sum() * 0.0
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * (share * self.world / batch) if self.world > 1 else loss).backward()
             opt.step()
-            loss_sum += loss.detach() * len(idx)
-            hits, count = task.hits(out, yb)
-            correct += hits
-            total += count
+            if share:
+                loss_sum += loss.detach() * share
+                hits, count = task.hits(out, yb)
+                correct += hits
+                total += count
         if ctx.sd is not None:
             ctx.sd.reset()
+        if self.world > 1:
+            sums = torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(total)])
+            loss_sum, correct, total = distributed.all_reduce(sums).tolist()
+            return loss_sum / n, correct / max(total, 1)
         return loss_sum.item() / n, correct.item() / max(total, 1)
 
     def close(self) -> None:
-        """Nothing to undo (the fast runner restores global settings here)."""
+        """Undo the data-parallel wrapping (the fast runner restores global settings here)."""
+        if self.parallel is not None:
+            self.parallel.close()
+            self.parallel = None
 
 
 def make_epoch_runner(ctx: EpochContext) -> Any:
     """The fast GPU runner when ``cfg.fast`` on CUDA with at least one full batch of an image
-    classification set that fits the device (:data:`FAST_PATH_BYTES`), else plain.
+    classification set that fits the device (:data:`FAST_PATH_BYTES`), in one process (its
+    CUDA graphs hold no collectives), else plain.
 
     Both have ``run() -> (train_loss, train_acc)`` (one epoch), ``images_per_epoch`` and
     ``close()`` (call it when training ends: it undoes the runner's global side effects).
@@ -445,6 +475,7 @@ def make_epoch_runner(ctx: EpochContext) -> Any:
         and ctx.cfg.fast
         and ctx.device.type == "cuda"
         and len(ctx.split.y) >= ctx.cfg.batch_size
+        and distributed.world_size() == 1
     ):
         from squeezr.fastpath import FastEpochRunner
 
@@ -498,14 +529,20 @@ def fit(
     resume). ``scales`` (an object like :class:`StochasticDepth`: ``draw``, ``use``, ``reset``,
     ``remove``) sets the blocks' residual scales per batch, as phased pruning does; ``loss``
     replaces the cross-entropy (see :class:`EpochContext`), as distillation does.
+
+    Under torchrun every rank calls fit alike and trains its shard of each global batch
+    (:class:`PlainEpochRunner`); only rank 0 writes (``exp``, resume state, checkpoints: the
+    other ranks' are ignored), and the others continue from the resume state rank 0 read.
     """
     device = resolve_device(cfg.device)
     if set_results is None:
         set_results = prefix == "train"
-    if cfg.checkpoint_every and exp is None and checkpoint_dir is None:
+    if not distributed.is_main():  # rank 0 writes; the others get its resume state
+        exp = resume_path = checkpoint_dir = None
+    elif cfg.checkpoint_every and exp is None and checkpoint_dir is None:
         raise UserError("checkpoint_every needs an experiment or a checkpoint_dir to write to")
     resume_file = _resume_file(exp, prefix, resume_path, checkpoint_dir)
-    saved = _load_resume(resume_file)
+    saved = distributed.broadcast_object(_load_resume(resume_file))
     seed_everything(cfg.seed)
     model.to(device)
     training = _Training(model, splits, cfg, device, exp, prefix, checkpoint_dir)
@@ -645,7 +682,8 @@ class _Training:
             self.exp.log(
                 f"{self.prefix}/epoch/{epoch}", **{k: v for k, v in row.items() if k != "epoch"}
             )
-        if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0:
+        writes = self.exp is not None or self.checkpoint_dir is not None  # rank 0 only
+        if cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0 and writes:
             _checkpoint(self.model, epoch, self.exp, self.prefix, self.checkpoint_dir)
         run.save(resume_file)
 

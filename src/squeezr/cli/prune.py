@@ -16,7 +16,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
-from squeezr import saliency, schedules
+from squeezr import distributed, saliency, schedules
 from squeezr.cli.options import (
     ResumeHint,
     add_repo_option,
@@ -168,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--checkpoint goes with --from; a resumed run keeps its source")
         exp = open_pruning_run(args.resume, repo=repo)
         if has_finished(exp):
+            if not distributed.is_main():
+                return 0
             print(f"squeezr: {exp.name} ({exp.id}) has already finished", file=sys.stderr)
             return report(exp, dict(exp.results), None, args.fmt)
         prepared = prepare_resume(exp.id, repo=repo, device=args.device)
@@ -183,6 +185,9 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             weights=args.weights,
         )
+    if not distributed.is_main():  # torchrun: rank 0 prints and records, the others compute
+        prepared.start(progress=False)
+        return 0
     if args.fmt == "table":
         print(prepared.plan.describe(), flush=True)
     if prepared.resume_note:

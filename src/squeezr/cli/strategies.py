@@ -113,6 +113,7 @@ def run_checkpoint_study(args: argparse.Namespace, cfg) -> int:
     """``--checkpoints E1,E2,...``: prune each training checkpoint of ``--from`` with the same
     settings and ``--total-budget``, as experiments ``<name>/epoch-<E>``, and print one row
     per checkpoint. Every run is loaded and checked before the first one starts."""
+    from squeezr import distributed
     from squeezr.prune.experiment import default_name, prepare_run
 
     if args.resume or args.checkpoint is not None or args.source is None:
@@ -133,10 +134,13 @@ def run_checkpoint_study(args: argparse.Namespace, cfg) -> int:
         for epoch in checkpoint_list(args.checkpoints)
     ]
     rows = []
+    main = distributed.is_main()  # under torchrun rank 0 records and prints
     for run in prepared:
-        if args.fmt == "table":
+        if args.fmt == "table" and main:
             print(run.plan.describe(), flush=True)
-        exp, result = run.start(args.progress)
+        exp, result = run.start(args.progress and main)
+        if exp is None:
+            continue
         s = result.summary
         rows.append(
             {
@@ -151,5 +155,6 @@ def run_checkpoint_study(args: argparse.Namespace, cfg) -> int:
                 "id": exp.id,
             }
         )
-    emit(rows, args.fmt)
+    if main:
+        emit(rows, args.fmt)
     return 0

@@ -170,7 +170,7 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from squeezr import dbx
+    from squeezr import dbx, distributed
     from squeezr.baselines import has_finished, resume_point, train_experiment
     from squeezr.models import MODEL_ATTACHMENT
 
@@ -184,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(params.get("train"), dict):
             params["train"]["device"] = args.device
         resume = existing.id
-        if has_finished(existing):
+        if not distributed.is_main():
+            pass  # torchrun: rank 0 speaks
+        elif has_finished(existing):
             print(f"squeezr: {existing.name} ({existing.id}) has already finished", file=sys.stderr)
         else:
             print(f"squeezr: {resume_point(existing)}", file=sys.stderr, flush=True)
@@ -206,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             announce=announce,
         )
+    if exp is None:  # not rank 0 under torchrun
+        return 0
     if args.json:
         print(jsonx.encode({"id": exp.id, "name": exp.name, "path": str(exp.path), **results}))
     else:

@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from squeezr import dbx, schedules
+from squeezr import dbx, distributed, schedules
 from squeezr.blocknet import (
     BlockNet,
     adapt,
@@ -150,7 +150,12 @@ class PreparedRun:
     def start(self, progress: bool = True, announce=None) -> tuple[Any, PruneResult]:
         """Create (or resume) the experiment and run; returns (experiment, result).
         ``announce(exp)`` runs as soon as the experiment exists (a Ctrl-C after that can be
-        resumed: the caller may want to say how)."""
+        resumed: the caller may want to say how). Under torchrun only rank 0 has an
+        experiment; the other ranks take part in the run and get (None, result)."""
+        if not distributed.is_main():
+            return None, prune(
+                self.model, self.splits, self.cfg, progress=False, plan=self.plan, state=None
+            )
         if self.resume_id is not None:
             exp = dbx.resume(self.resume_id, repo=self.repo)
         else:

@@ -11,6 +11,10 @@ fine-tuning therefore continues with the blocks it had already chosen (on a GPU 
 oracle is not bit-reproducible, so choosing again could pick another block) and the loop's
 own per-epoch resume file. Every random number comes from state that is saved, so on CPU a
 resumed run ends exactly as an uninterrupted run would.
+
+Under torchrun every rank runs the loop (scoring and fine-tuning are data-parallel); rank 0
+alone writes the state and the events, reads the state back on resume, and decides: the
+scores every rank removes blocks by are rank 0's, broadcast.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import torch
 
-from squeezr import saliency
+from squeezr import distributed, saliency
 from squeezr.blocknet import BlockNet, count_macs, count_params, from_spec
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
@@ -225,6 +229,8 @@ class _Pruner(StrategySteps):
             self.cached_scores = window_oracle(self.model, self.data, self.ctx, self.cfg.replace)
         elif fresh:
             self.cached_scores = saliency.compute(self.cfg.method, self.model, self.data, self.ctx)
+        if fresh:  # one choice for all ranks
+            self.cached_scores = distributed.broadcast_object(self.cached_scores)
         remaining = set(self.model.block_ids())
         return {b: s for b, s in self.cached_scores.items() if b in remaining}, fresh
 
@@ -460,13 +466,17 @@ def prune(
     and the ``model.pt`` attachment are the caller's (``squeezr.prune.experiment``) so that
     this function also serves plain Python use. ``plan`` (:func:`plan_run` of these
     arguments) and ``state`` (what :func:`squeezr.prune.state.load_state` read from
-    ``state_path``) spare the work when the caller already did it.
+    ``state_path``) spare the work when the caller already did it. Under torchrun every rank
+    calls this alike; ``exp`` and ``state_path`` are used on rank 0 only (module docstring).
     """
     if plan is None:
         plan = plan_run(model, splits, cfg)
+    if not distributed.is_main():  # under torchrun rank 0 alone writes
+        exp, state_path = None, None
     path = Path(state_path) if state_path else None
     if state is None and path is not None:
         state = load_state(path, cfg)
+    state = distributed.broadcast_object(state)  # rank 0's; only rank 0 has the state path
     teacher = None
     if cfg.distill is not None:  # the unpruned starting model, before a resume replaces it
         teacher = Teacher(

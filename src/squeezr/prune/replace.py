@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from squeezr import saliency
+from squeezr import distributed, saliency
 from squeezr.blocknet import BlockNet
 
 INITS = ("random", "zero")
@@ -74,4 +74,8 @@ def window_oracle(model: BlockNet, data, ctx: saliency.SaliencyContext, k: int) 
                     h = unit(h)
     finally:
         model.train(was_training)
-    return {first: sums[first] / counts[first] for first in found}
+    totals = torch.tensor(
+        [[sums[f] for f in found], [counts[f] for f in found]], dtype=torch.float64
+    )
+    sums, counts = distributed.all_reduce(totals).tolist()  # under torchrun: all ranks' shares
+    return {first: s / n for first, s, n in zip(found, sums, counts, strict=True)}
