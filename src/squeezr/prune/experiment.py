@@ -75,7 +75,7 @@ def load_source(
 
 
 def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
-    """``prune/<source>/<method>/<schedule>``: the source experiment's name (with
+    """``prune/<source>/<method>/<schedule>[/channels-<RATIO>]``: the source experiment's name (with
     ``/epoch-<E>`` for one of its checkpoints), a model file's stem, or ``model``; the schedule
     as normalised; awkward characters as '-'. So runs of different networks never share a
     name, and ``--from base`` after ``prune/base/...`` reads as what it is."""
@@ -89,6 +89,8 @@ def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
     else:
         origin = "model"
     parts = [*origin.split("/"), cfg.method, schedules.parse(cfg.schedule).text]
+    if cfg.then:
+        parts.append(cfg.then.split(",")[0].strip().lower())  # channels:RATIO
     return "/".join(
         ["prune", *(re.sub(r"[^A-Za-z0-9_.-]+", "-", part).lstrip(".") or "-" for part in parts)]
     )
@@ -197,6 +199,11 @@ def resume_point(exp: Any, state: dict[str, Any] | None) -> str:
     epoch 7`` (from the run's resume state ``state`` and its fine-tuning loop's own)."""
     if state is None:
         return "resuming at step 1 (no block had been removed yet)"
+    stage = state.get("channels") or {}
+    if stage.get("start_layers") is not None:
+        step = len(stage["steps"]) + 1
+        where = "before its fine-tuning" if stage.get("pending") else "(channels not yet cut)"
+        return f"resuming at channel step {step} {where}, after the block steps"
     done = len(state["steps"])
     pending = state.get("pending")
     if not pending:
