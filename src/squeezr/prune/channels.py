@@ -29,9 +29,11 @@ Choices (docs/pruning.md, "Channel pruning"):
   ``none``). Fine-tuning loops there train the whole network (``--local`` applies to block
   removals only); ``--distill`` keeps its teacher.
 
-Records: ``prune/channels/start`` (the groups and their widths), then ``prune/channels/step/<j>``
-(widths, channels removed, accuracies before/after fine-tuning, loops, params, MACs, cost)
-with the loops' events under ``prune/channels/step/<j>/finetune``. The network's spec records
+Records: ``prune/channels/start`` (the groups, named by their first conv, and their widths),
+then ``prune/channels/step/<j>`` (the groups' widths in that order, channels removed,
+accuracies before/after fine-tuning, loops, params, MACs, cost) with the loops' events under
+``prune/channels/step/<j>/finetune``; widths are lists because layer names hold dots, which
+dbx reads as nesting. The network's spec records
 the narrowed layers (:meth:`squeezr.models.ResNet.record_widths`), so it saves, loads,
 resumes and exports without Torch-Pruning.
 """
@@ -331,7 +333,8 @@ class ChannelStage:
                 "ratio": self.plan.ratio,
                 "steps": self.plan.steps,
                 "importance": self.plan.importance,
-                "groups": self.start_groups,
+                "groups": list(self.start_groups),
+                "widths": list(self.start_groups.values()),
                 "channels": sum(self.start_groups.values()),
                 **self._sizes(),
             },
@@ -375,7 +378,7 @@ class ChannelStage:
             "step": j,
             "stage": STAGE,
             "fraction": fraction,
-            "groups": groups,
+            "widths": [groups[key] for key in self.start_groups],
             "channels": sum(groups.values()),
             "channels_removed_pct": 100.0 * (1 - sum(groups.values()) / start),
             "config": list(p.model.config),
@@ -435,7 +438,7 @@ class ChannelStage:
             "then": self.plan.text,
             "channel_steps": len(self.steps),
             "channels_removed_pct": last["channels_removed_pct"],
-            "channel_groups": last["groups"],
+            "channel_widths": last["widths"],
             "final_val_acc": last["val_acc_after"],
             "final_test_acc": last["test_acc_after"],
             **self._sizes(),
