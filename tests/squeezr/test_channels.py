@@ -9,11 +9,12 @@ settings or a missing extra are one-line errors.
 import json
 import subprocess
 import sys
+from types import SimpleNamespace as NS
 
 import onnx
 import pytest
 import torch
-from test_prune_loop import _dying_fit, _same_run, cfg, model, splits  # noqa: F401 (fixture)
+from test_prune_loop import _dying_fit, _same_run, _split, cfg, model
 
 from squeezr import dbx
 from squeezr.cli import main
@@ -39,6 +40,21 @@ from squeezr.prune.targets import Target
 from squeezr.widths import changed_widths, layer_widths
 
 EXAMPLE = torch.zeros(1, 3, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """The loop tests' tiny 4-class set of 16x16 images."""
+    g = torch.Generator().manual_seed(0)
+    return NS(
+        train=_split(96, g),
+        val=_split(48, g),
+        prune=_split(48, g),
+        test=_split(48, g),
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        num_classes=4,
+    )
 
 
 def resnet_params(config, widths, classes=4):

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,11 @@ def removed_count(width: int, fraction: float) -> int:
 def check_plan(plan: ChannelPlan, model: nn.Module) -> None:
     """UserError unless every channel group of ``model`` keeps a channel and the stage
     removes something (checked on the starting model: block removal keeps widths)."""
+    if not hasattr(model, "record_widths"):
+        raise UserError(
+            f"--then channels: {type(model).__name__} networks cannot record narrowed layers "
+            "in their spec yet (CIFAR ResNets can: squeezr.models.ResNet.record_widths)"
+        )
     widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
     narrowest, widest = min(widths), max(widths)
     if narrowest - removed_count(narrowest, plan.ratio) < 1:
@@ -233,13 +239,15 @@ def prune_channels(
     importance: str = DEFAULT_IMPORTANCE,
     *,
     batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
     generator: torch.Generator | None = None,
 ) -> dict[str, int]:
     """Narrow each channel group ``keep`` names to that many channels, in place, keeping
     the most important ones; returns every group's width afterwards.
 
-    ``example`` is an input batch for tracing; ``batch`` (inputs, labels) feeds the
-    ``taylor`` criterion's one forward/backward pass; ``generator`` draws ``random`` scores.
+    ``example`` is an input batch for tracing; ``batch`` (inputs, targets) feeds the
+    ``taylor`` criterion's one forward/backward pass of ``loss``; ``generator`` draws
+    ``random`` scores.
     All groups are scored before any is pruned, so the order of groups does not matter.
     """
     graph = _dependency_graph(model, example)
@@ -254,7 +262,7 @@ def prune_channels(
         model.eval()
         model.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            F.cross_entropy(model(batch[0]), batch[1]).backward()
+            loss(model(batch[0]), batch[1]).backward()
         model.train(training)
     scorer = _importance(importance) if importance != "random" else None
     chosen = []
@@ -315,8 +323,9 @@ class ChannelStage:
         self.start_groups = state.get("start_groups")
 
     def _example(self) -> torch.Tensor:
+        """One selection-set input, prepared as the model sees it (for tracing)."""
         p = self.pruner
-        return torch.zeros(1, *p.data.x.shape[1:], device=p.device)
+        return saliency.prepare(p.data.x[:1], p.ctx)
 
     def _sizes(self) -> dict[str, Any]:
         return self.pruner.accounting.sizes(self.pruner.model)
@@ -367,9 +376,19 @@ class ChannelStage:
         batch = None
         if plan.importance == "taylor":
             pick = torch.randperm(len(p.data), generator=p.ctx.generator)[: p.ctx.grad_batch_size]
-            batch = (saliency.prepare(p.data.x[pick], p.ctx), p.data.y[pick].to(p.device))
+            task = p.ctx.task
+            batch = (
+                saliency.prepare(p.data.x[pick], p.ctx),
+                task.targets(p.data.y[pick], p.device),
+            )
         groups = prune_channels(
-            p.model, self._example(), keep, plan.importance, batch=batch, generator=p.ctx.generator
+            p.model,
+            self._example(),
+            keep,
+            plan.importance,
+            batch=batch,
+            loss=p.ctx.task.loss,
+            generator=p.ctx.generator,
         )
         p.model.record_widths(changed_widths(self.start_layers, p.model))
         p._place()

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from squeezr import saliency
+from squeezr.blocknet import BlockNet
 from squeezr.dbx.errors import UserError
-from squeezr.models import ResNet
 from squeezr.names import plural
 from squeezr.prune import channels
 from squeezr.prune.config import PruneConfig
@@ -115,7 +115,7 @@ def per_step(cfg: PruneConfig) -> int:
     return cfg.replace - 1 if cfg.replace else cfg.blocks_per_step
 
 
-def plan_run(model: ResNet, splits, cfg: PruneConfig) -> RunPlan:
+def plan_run(model: BlockNet, splits, cfg: PruneConfig) -> RunPlan:
     """Check everything about a run that can be checked up front; UserError otherwise."""
     cfg.validate()
     device = resolve_device(cfg.device)
@@ -145,6 +145,13 @@ def check_strategies(cfg: PruneConfig, schedule: Schedule, total: int | None, mo
         raise UserError(f"--phase-mode {cfg.phase_mode} shapes phasing; give --phase S too")
     if cfg.phase_sample != "epoch" and cfg.phase_mode != "bernoulli":
         raise UserError("--phase-sample batch draws bernoulli masks; give --phase-mode bernoulli")
+    needs = {"phase": "reinsert_block", "replace": "replace_blocks"}
+    for flag, method_name in needs.items():
+        if getattr(cfg, flag) and not callable(getattr(model, method_name, None)):
+            raise UserError(
+                f"--{flag} needs a network with {method_name}(); "
+                f"{type(model).__name__} has none (use it without --{flag})"
+            )
     if cfg.phase:
         if schedule.low_epochs:
             raise UserError(
