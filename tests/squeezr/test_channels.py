@@ -36,6 +36,7 @@ from squeezr.prune.channels import (
     prune_channels,
     removed_count,
 )
+from squeezr.prune.experiment import resume_point
 from squeezr.prune.targets import Target
 from squeezr.widths import changed_widths, layer_widths
 
@@ -368,3 +369,18 @@ def test_the_command_without_the_extra_is_a_one_line_error(repo, capsys, monkeyp
     assert _prune(repo, "--target-blocks", "1", "--then", "channels:0.3") == 2
     err = capsys.readouterr().err
     assert "pip install 'squeezr[channels]'" in err and err.count("\n") == 1
+
+
+def test_a_resumed_run_says_where_in_the_channel_stage_it_continues(tmp_path):
+    exp = NS(path=tmp_path)
+    stage = {"start_layers": {}, "steps": [{}], "pending": None}
+    state = {"steps": [{}], "pending": None, "channels": stage}
+    assert resume_point(exp, state) == "resuming at channel step 2 (the block steps are done)"
+    stage["pending"] = {"record": {"step": 2}}
+    assert resume_point(exp, state) == (
+        "resuming at channel step 2 (channels cut), before its fine-tuning"
+    )
+    torch.save({"epoch": 3}, tmp_path / "prune-state.prune-channels-step-2-finetune.pt")
+    assert resume_point(exp, state) == (
+        "resuming at channel step 2 (channels cut), fine-tuning epoch 4"
+    )

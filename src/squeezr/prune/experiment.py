@@ -206,10 +206,11 @@ def resume_point(exp: Any, state: dict[str, Any] | None) -> str:
     if state is None:
         return "resuming at step 1 (no block had been removed yet)"
     stage = state.get("channels") or {}
-    if stage.get("start_layers") is not None:
+    if stage.get("start_layers") is not None:  # in the --then channels stage
         step = len(stage["steps"]) + 1
-        where = "before its fine-tuning" if stage.get("pending") else "(channels not yet cut)"
-        return f"resuming at channel step {step} {where}, after the block steps"
+        if not stage.get("pending"):
+            return f"resuming at channel step {step} (the block steps are done)"
+        return _in_loop(exp, f"channel step {step} (channels cut)", f"prune-channels-step-{step}")
     done = len(state["steps"])
     pending = state.get("pending")
     if not pending:
@@ -217,13 +218,18 @@ def resume_point(exp: Any, state: dict[str, Any] | None) -> str:
     step = pending["record"]["step"]
     blocks = pending["record"]["chosen"]
     chosen = f"block{'s' * (len(blocks) != 1)} {', '.join(map(str, blocks))}"
+    return _in_loop(exp, f"step {step} ({chosen} removed)", f"prune-step-{step}")
+
+
+def _in_loop(exp: Any, where: str, prefix: str) -> str:
+    """``resuming at <where>``, with the fine-tuning epoch its loop's own resume file (next
+    to the state, named by the loop's ``prefix``: squeezr.prune.loop) has reached."""
     for suffix, what in (("-low", "low fine-tuning"), ("", "fine-tuning")):
-        # the loop's own resume file, next to the state (squeezr.prune.loop)
-        path = Path(exp.path) / f"{Path(STATE_FILE).stem}.prune-step-{step}-finetune{suffix}.pt"
+        path = Path(exp.path) / f"{Path(STATE_FILE).stem}.{prefix}-finetune{suffix}.pt"
         if path.is_file():
             epoch = load_torch_file(path, "fine-tuning resume state", "delete it")["epoch"]
-            return f"resuming at step {step} ({chosen} removed), {what} epoch {epoch + 1}"
-    return f"resuming at step {step} ({chosen} removed), before its fine-tuning"
+            return f"resuming at {where}, {what} epoch {epoch + 1}"
+    return f"resuming at {where}, before its fine-tuning"
 
 
 def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> PreparedRun:
