@@ -384,3 +384,12 @@ def test_a_resumed_run_says_where_in_the_channel_stage_it_continues(tmp_path):
     assert resume_point(exp, state) == (
         "resuming at channel step 2 (channels cut), fine-tuning epoch 4"
     )
+
+
+def test_a_family_that_cannot_record_narrowed_layers_is_refused_in_one_line(splits):
+    from squeezr.networks.torchvision import TorchvisionResNet
+
+    net = TorchvisionResNet({"block": "basic", "layers": [1, 1, 1, 1], "num_classes": 4})
+    with pytest.raises(UserError, match="TorchvisionResNet networks cannot record") as info:
+        plan_run(net, splits, cfg(then="channels:0.3"))
+    assert "\n" not in str(info.value)
