@@ -30,6 +30,7 @@ DATASET_OPTIONS = (
     "seed",
     "train_images",
     "pruning_set",
+    "resolution",
 )
 
 # The dataset options training runs record next to ``dataset`` (a name) in their params; the
