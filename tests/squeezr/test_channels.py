@@ -393,3 +393,18 @@ def test_a_family_that_cannot_record_narrowed_layers_is_refused_in_one_line(spli
     with pytest.raises(UserError, match="TorchvisionResNet networks cannot record") as info:
         plan_run(net, splits, cfg(then="channels:0.3"))
     assert "\n" not in str(info.value)
+
+
+def test_distillation_keeps_its_teacher_through_the_channel_stage(splits):
+    settings = cfg(
+        target=Target("removed", 1),
+        schedule="once",
+        distill=(0.5, 4.0),
+        then="channels:0.5,steps=2,importance=random",
+    )
+    result = prune(model(), splits, settings, progress=False)
+    first, last = result.channel_steps
+    assert "high" not in first["loops"] and last["finetune"] == "final"  # once: the end only
+    assert last["loops"]["high"]["teacher_epochs"] > 0
+    ops = [op[0] for op in result.model.spec()["operations"]]
+    assert ops.count("channels") == 1  # cumulative widths, recorded once
