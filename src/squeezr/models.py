@@ -53,6 +53,7 @@ from squeezr.blocknet import (  # noqa: F401 (re-exported: squeezr.models was th
 )
 from squeezr.dbx.errors import UserError
 from squeezr.names import normalised_key
+from squeezr.widths import set_widths
 
 PRESETS: dict[str, tuple[int, int, int]] = {
     "resnet20": (3, 3, 3),
@@ -375,6 +376,15 @@ class ResNet(BlockNet):
         self.operations.append(["replace", ids, bool(zero)])
         return fresh
 
+    def record_widths(self, widths: dict[str, list[int]]) -> None:
+        """Record that channel pruning narrowed the layers ``widths`` names (as
+        :func:`squeezr.widths.changed_widths` lists them against the network before the
+        channel stage), so that :meth:`spec` / :meth:`from_spec` rebuild them narrowed.
+        Replaces an earlier record: ``widths`` is cumulative. Channel pruning comes after
+        block pruning, so blocks are neither removed nor replaced once widths are recorded."""
+        self.operations = [op for op in self.operations if op[0] != "channels"]
+        self.operations.append(["channels", {k: list(v) for k, v in widths.items()}])
+
     # -- spec ------------------------------------------------------------------------------
 
     def spec(self) -> dict[str, Any]:
@@ -387,7 +397,7 @@ class ResNet(BlockNet):
             "remaining_config": list(self.config),
         }
         if any(op[0] != "remove" for op in self.operations):
-            # Replacements do not replay from ``removed`` alone.
+            # Replacements and narrowed layers do not replay from ``removed`` alone.
             spec["operations"] = [list(op) for op in self.operations]
         return spec
 
@@ -431,6 +441,9 @@ class ResNet(BlockNet):
                 self.remove_block(int(op[1]))
             elif op[0] == "replace":
                 self.replace_blocks([int(i) for i in op[1]], zero=bool(op[2]))
+            elif op[0] == "channels":
+                set_widths(self, op[1])
+                self.record_widths(op[1])
             else:
                 raise UserError(f"unknown operation {op[0]!r} in a ResNet spec")
 

@@ -114,6 +114,12 @@ def register(subparsers) -> None:
     ft.add_argument("--noise", type=float, default=0.0, help="weight noise eta before each loop")
     ft.add_argument("--freeze-classifier", action="store_true")
     ft.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--then",
+        metavar="channels:RATIO",
+        help="after the block target, remove RATIO of the channels with Torch-Pruning "
+        "(extra 'channels'): channels:RATIO[,steps=N][,importance=l2|l1|bn-scale|taylor|random]",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--device", help="auto (default), cpu, cuda or cuda:N; with --resume: the recorded one"
@@ -151,6 +157,7 @@ def config_from_args(args: argparse.Namespace) -> PruneConfig:
         batch_size=args.batch_size,
         seed=args.seed,
         device=args.device or "auto",
+        then=args.then,
         **strategy_settings(args),
     )
 
@@ -203,17 +210,18 @@ def report(exp: Any, summary: dict[str, Any], result: PruneResult | None, fmt: s
     raw summary and the unrounded per-step rows; ``--csv``: the rows."""
     from squeezr.cli.steps import step_rows
 
-    rows = step_rows(result.initial, result.steps, digits=None) if result else None
+    rows = step_rows(result.initial, result.steps, None, result.channel_steps) if result else None
     if fmt == "json":
         out = {"id": exp.id, "name": exp.name, "path": str(exp.path), **summary}
         print(jsonx.encode({**out, "steps": rows} if rows is not None else out))
         return 0
     if result is not None:
-        emit(step_rows(result.initial, result.steps), fmt)
+        emit(step_rows(result.initial, result.steps, channel_steps=result.channel_steps), fmt)
     if fmt == "table":
         s = summary
+        channels = f" and {s['channels_removed_pct']:.1f}% of the channels" if "then" in s else ""
         print(
-            f"{exp.name} ({exp.id}): {plural(s['blocks_removed'], 'block')} removed, "
+            f"{exp.name} ({exp.id}): {plural(s['blocks_removed'], 'block')}{channels} removed, "
             f"val {s['final_val_acc']:.4f}, test {s['final_test_acc']:.4f}, "
             f"{s['params_removed_pct']:.1f}% params removed, cost {s['cost']:.4g} epoch-params"
         )

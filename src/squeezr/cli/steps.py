@@ -18,11 +18,16 @@ STEP_LEGEND = (
 
 
 def step_rows(
-    initial: dict[str, Any], steps: Sequence[dict[str, Any]], digits: int | None = 4
+    initial: dict[str, Any],
+    steps: Sequence[dict[str, Any]],
+    digits: int | None = 4,
+    channel_steps: Sequence[dict[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """The per-step table printed by ``squeezr prune`` and ``squeezr demo`` (step 0 = start);
     :data:`STEP_LEGEND` explains its columns. Accuracies are rounded to ``digits`` (the
-    share of parameters to one digit less); ``None`` keeps the raw values (``--json``)."""
+    share of parameters to one digit less); ``None`` keeps the raw values (``--json``).
+    The steps of a ``--then channels`` stage follow as ``c1``, ``c2``, ... with the share
+    of channels removed in the ``blocks`` column."""
 
     def _acc(value: float | None) -> float | None:
         return value if value is None or digits is None else round(value, digits)
@@ -43,15 +48,21 @@ def step_rows(
             "cost": 0,
         }
     ]
-    for s in steps:
+    removed = steps[-1]["blocks_removed"] if steps else 0
+    for s in [*steps, *channel_steps]:
         loops = s.get("loops", {})
         epochs = "+".join(f"{loops[k]['best_epoch']}/{loops[k]['epochs']}" for k in loops)
         why = s["finetune"] or ("low" if "low" in loops else "phase" if loops else "")
+        channels = "chosen" not in s
         rows.append(
             {
-                "step": s["step"],
-                "removed": s["blocks_removed"],
-                "blocks": ",".join(map(str, s["chosen"])),
+                "step": f"c{s['step']}" if channels else s["step"],
+                "removed": removed if channels else s["blocks_removed"],
+                "blocks": (
+                    f"-{_pct(s['channels_removed_pct'])}% channels"
+                    if channels
+                    else ",".join(map(str, s["chosen"]))
+                ),
                 "val_before": _acc(s["val_acc_before"]),
                 "val_after": _acc(s["val_acc_after"]),
                 "test_after": _acc(s["test_acc_after"]),

@@ -9,6 +9,7 @@ from typing import Any
 
 from squeezr import saliency, schedules
 from squeezr.dbx.errors import UserError
+from squeezr.prune import channels
 from squeezr.prune.phasing import MODES, SAMPLES
 from squeezr.prune.replace import INITS
 from squeezr.prune.targets import Target
@@ -51,6 +52,8 @@ class PruneConfig:
     local: tuple[int, int] | None = None
     total_budget: int | None = None
     initial_epochs: int | None = None
+    # A stage after the blocks: "channels:RATIO[,...]" (squeezr.prune.channels). Off: None.
+    then: str | None = None
 
     def validate(self) -> None:
         """UserError for settings that cannot work, before any compute is spent.
@@ -77,6 +80,9 @@ class PruneConfig:
         if self.eval_batch_size < 1:
             raise UserError(f"eval_batch_size must be at least 1, not {self.eval_batch_size}")
         self._validate_strategies()
+        if self.then is not None:
+            channels.parse(self.then)
+            channels.require_torch_pruning()
         if schedule.never:
             return
         if self.epochs < 1:
@@ -127,6 +133,11 @@ class PruneConfig:
         out["schedule"] = schedules.parse(self.schedule).text
         for name in ("distill", "local"):
             out[name] = None if out[name] is None else list(out[name])
+        if self.then is None:
+            # Recorded only when used, so runs recorded before the stage existed resume.
+            del out["then"]
+        else:
+            out["then"] = channels.parse(self.then).text
         return out
 
     @classmethod

@@ -106,7 +106,7 @@ def load_source(
 
 
 def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
-    """``prune/<source>/<method>/<schedule>``: the source experiment's name (with
+    """``prune/<source>/<method>/<schedule>[/channels-<RATIO>]``: the source experiment's name (with
     ``/epoch-<E>`` for one of its checkpoints), a model file's stem, or ``model``; the schedule
     as normalised; awkward characters as '-'. So runs of different networks never share a
     name, and ``--from base`` after ``prune/base/...`` reads as what it is."""
@@ -122,6 +122,8 @@ def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
     else:
         origin = "model"
     parts = [*origin.split("/"), cfg.method, schedules.parse(cfg.schedule).text]
+    if cfg.then:
+        parts.append(cfg.then.split(",")[0].strip().lower())  # channels:RATIO
     return "/".join(
         ["prune", *(re.sub(r"[^A-Za-z0-9_.-]+", "-", part).lstrip(".") or "-" for part in parts)]
     )
@@ -242,6 +244,12 @@ def resume_point(exp: Any, state: dict[str, Any] | None) -> str:
     epoch 7`` (from the run's resume state ``state`` and its fine-tuning loop's own)."""
     if state is None:
         return "resuming at step 1 (no block had been removed yet)"
+    stage = state.get("channels") or {}
+    if stage.get("start_layers") is not None:  # in the --then channels stage
+        step = len(stage["steps"]) + 1
+        if not stage.get("pending"):
+            return f"resuming at channel step {step} (the block steps are done)"
+        return _in_loop(exp, f"channel step {step} (channels cut)", f"prune-channels-step-{step}")
     done = len(state["steps"])
     pending = state.get("pending")
     if not pending:
@@ -249,13 +257,18 @@ def resume_point(exp: Any, state: dict[str, Any] | None) -> str:
     step = pending["record"]["step"]
     blocks = pending["record"]["chosen"]
     chosen = f"block{'s' * (len(blocks) != 1)} {', '.join(map(str, blocks))}"
+    return _in_loop(exp, f"step {step} ({chosen} removed)", f"prune-step-{step}")
+
+
+def _in_loop(exp: Any, where: str, prefix: str) -> str:
+    """``resuming at <where>``, with the fine-tuning epoch its loop's own resume file (next
+    to the state, named by the loop's ``prefix``: squeezr.prune.loop) has reached."""
     for suffix, what in (("-low", "low fine-tuning"), ("", "fine-tuning")):
-        # the loop's own resume file, next to the state (squeezr.prune.loop)
-        path = Path(exp.path) / f"{Path(STATE_FILE).stem}.prune-step-{step}-finetune{suffix}.pt"
+        path = Path(exp.path) / f"{Path(STATE_FILE).stem}.{prefix}-finetune{suffix}.pt"
         if path.is_file():
             epoch = load_torch_file(path, "fine-tuning resume state", "delete it")["epoch"]
-            return f"resuming at step {step} ({chosen} removed), {what} epoch {epoch + 1}"
-    return f"resuming at step {step} ({chosen} removed), before its fine-tuning"
+            return f"resuming at {where}, {what} epoch {epoch + 1}"
+    return f"resuming at {where}, before its fine-tuning"
 
 
 def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> PreparedRun:

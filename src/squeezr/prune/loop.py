@@ -5,6 +5,10 @@ evaluate, fine-tune if the schedule says so (``schedules``; ``train.fit`` restor
 best-validation epoch), account parameters, MACs, epochs and epoch-parameter cost, log it all
 as the dbx event ``prune/step/<k>``, and save a resume state atomically.
 
+With ``--then channels:RATIO`` the run goes on, once the block target is reached, with the
+channel steps of :mod:`squeezr.prune.channels` (its own events, same schedule, accounting
+and resume state).
+
 Resume: the state is saved after every completed step and also *within* a step, once the
 blocks are chosen and removed and again after a low fine-tuning loop. A run killed during
 fine-tuning therefore continues with the blocks it had already chosen (on a GPU the bf16
@@ -32,6 +36,7 @@ from squeezr import distributed, saliency
 from squeezr.blocknet import BlockNet, count_macs, count_params, from_spec
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
+from squeezr.prune import channels
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.distill import Teacher
 from squeezr.prune.freezing import train_only
@@ -84,6 +89,7 @@ class PruneResult:
     steps: list[dict[str, Any]]
     summary: dict[str, Any]
     initial: dict[str, Any] = field(default_factory=dict)
+    channel_steps: list[dict[str, Any]] = field(default_factory=list)  # --then channels
 
 
 def place(model: BlockNet, device: torch.device) -> BlockNet:
@@ -151,6 +157,7 @@ class _Pruner(StrategySteps):
         self.aside: dict[int, torch.nn.Module] = {}  # removed blocks waiting to be phased out
         self.aside_order: list[int] = []
         self.since_loop: list[int] = []  # blocks removed since the last fine-tuning loop
+        self.channels = channels.ChannelStage(self, channels.parse(cfg.then)) if cfg.then else None
 
     # -- state -----------------------------------------------------------------------
 
@@ -171,6 +178,7 @@ class _Pruner(StrategySteps):
             "aside": {i: block.state_dict() for i, block in self.aside.items()},
             "aside_order": self.aside_order,
             "since_loop": self.since_loop,
+            "channels": self.channels.state() if self.channels is not None else None,
         }
 
     def _save(self) -> None:
@@ -196,6 +204,8 @@ class _Pruner(StrategySteps):
             self.aside[int(i)].load_state_dict(weights)
         self.aside_order = list(state["aside_order"])
         self.since_loop = list(state["since_loop"])
+        if self.channels is not None:
+            self.channels.restore(state.get("channels"))
 
     def _log(self, name: str, data: dict[str, Any]) -> None:
         if self.exp is not None:
@@ -444,7 +454,11 @@ class _Pruner(StrategySteps):
                     acc=f"{record['val_acc_after']:.3f}",
                     cost=f"{record['cost']:.3g}",
                 )
-        return PruneResult(self.model, self.steps, self.summary(), self.initial)
+        if self.channels is None:
+            return PruneResult(self.model, self.steps, self.summary(), self.initial)
+        channel_steps = self.channels.run()
+        summary = {**self.summary(), **self.channels.summary()}
+        return PruneResult(self.model, self.steps, summary, self.initial, channel_steps)
 
 
 def prune(

@@ -19,6 +19,7 @@ from squeezr import saliency
 from squeezr.blocknet import BlockNet
 from squeezr.dbx.errors import UserError
 from squeezr.names import plural
+from squeezr.prune import channels
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.replace import windows
 from squeezr.schedules import Schedule, parse
@@ -104,6 +105,8 @@ def strategies_text(cfg: PruneConfig) -> str:
         parts.append(f"distillation α={cfg.distill[0]:g}, T={cfg.distill[1]:g}")
     if cfg.local:
         parts.append(f"local training of {cfg.local[0]} before / {cfg.local[1]} after")
+    if cfg.then:
+        parts.append(channels.parse(cfg.then).describe())
     return "".join(f"; {p}" for p in parts)
 
 
@@ -199,6 +202,13 @@ def check_strategies(cfg: PruneConfig, schedule: Schedule, total: int | None, mo
             )
     if cfg.total_budget is not None or cfg.initial_epochs is not None:
         _check_budget(cfg, schedule, total)
+    if cfg.then is not None:
+        if cfg.total_budget is not None:
+            raise UserError(
+                "--total-budget shares its epochs among the block loops; it does not cover "
+                "the --then channels steps: drop one of them"
+            )
+        channels.check_plan(channels.parse(cfg.then), model)
 
 
 def _check_budget(cfg: PruneConfig, schedule: Schedule, total: int | None) -> None:
