@@ -70,7 +70,12 @@ class Split:
 
 @dataclass(frozen=True)
 class DataSplits:
-    """A dataset split per spec §6; ``prune`` is None unless a pruning set was asked for."""
+    """A dataset split per spec §6; ``prune`` is None unless a pruning set was asked for.
+
+    ``task`` (:class:`squeezr.tasks.Task`) says how the trainer and the saliency methods use
+    the data; None means image classification with ``mean``/``std``
+    (:func:`squeezr.tasks.task_of`).
+    """
 
     name: str
     num_classes: int
@@ -80,6 +85,7 @@ class DataSplits:
     prune: Split | None
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    task: Any = None
 
 
 def default_data_dir() -> Path:

@@ -1,4 +1,8 @@
-"""CIFAR ResNets whose blocks can be removed one by one, with counting, save/load and export.
+"""CIFAR ResNets whose blocks can be removed one by one: the first block-network family.
+
+:class:`ResNet` implements :class:`squeezr.blocknet.BlockNet`; counting, save/load and export
+are generic and live in :mod:`squeezr.blocknet` (re-exported here, where callers found them
+before other families existed).
 
 Block pruning needs more than a ``torch.nn.Module``: every residual block keeps the index it
 had in the unpruned network for life (so that logs, removal orders and rankings compare across
@@ -27,20 +31,28 @@ it rebuilds the same layers and parameter names with fresh random weights.
 
 from __future__ import annotations
 
-import copy
 import operator
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from squeezr.blocknet import (  # noqa: F401 (re-exported: squeezr.models was their home)
+    BlockNet,
+    ResidualScaled,
+    attach_model,
+    block_macs,
+    block_params,
+    count_macs,
+    count_params,
+    export_onnx,
+    export_torchscript,
+    load_model,
+    save_model,
+)
 from squeezr.dbx.errors import UserError
 from squeezr.names import normalised_key
-from squeezr.torchfiles import load_torch_file, save_torch_file, write_atomically
 
 PRESETS: dict[str, tuple[int, int, int]] = {
     "resnet20": (3, 3, 3),
@@ -53,6 +65,7 @@ WIDTHS: tuple[int, int, int] = (16, 32, 64)
 TRANSITION = -1
 """Index reported by :meth:`ResNet.units` for the shortcut unit of a group built with 0 blocks."""
 SPEC_FORMAT = "squeezr.cifar-resnet/1"
+"""The ``format`` of :meth:`ResNet.spec` (its adapter module is this one)."""
 MODEL_ATTACHMENT = "model.pt"
 """The attachment holding an experiment's network: the trained model of a training run (as
 :func:`squeezr.train.fit` attaches it), the pruned one of a pruning run."""
@@ -68,14 +81,11 @@ def _downsample(cin: int, cout: int, stride: int) -> nn.Sequential:
     )
 
 
-class BasicBlock(nn.Module):
+class BasicBlock(ResidualScaled, nn.Module):
     """Two 3×3 convs with BN before each ReLU: ``ReLU(scale · H(y) + shortcut(y))``.
 
     ``residual_scale`` (``None`` = 1, a float, or a 0-dim tensor, possibly requiring grad)
-    multiplies the residual branch; it is used by block-gradient saliency (∂loss/∂scale) and by
-    phased pruning. It is a plain attribute, never a parameter or buffer, so it stays out of the
-    ``state_dict`` and out of parameter counts. Under ``torch.compile`` a float value is baked
-    into the graph; to change it often, assign a 0-dim tensor once and update it in place.
+    multiplies the residual branch (:class:`squeezr.blocknet.ResidualScaled`).
     """
 
     __jit_unused_properties__ = ["downsampling"]  # noqa: RUF012 (read by torch.jit.script)
@@ -92,19 +102,6 @@ class BasicBlock(nn.Module):
             _downsample(in_channels, out_channels, stride) if downsamples else nn.Identity()
         )
         self.residual_scale = None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "residual_scale":
-            # Bypass nn.Module registration: an nn.Parameter here must not become a parameter.
-            if value is not None and not isinstance(value, int | float | Tensor):
-                raise UserError(
-                    f"residual_scale must be None, a number or a 0-dim tensor, not {type(value).__name__}"
-                )
-            if isinstance(value, Tensor) and value.dim() != 0:
-                raise UserError("residual_scale must be a 0-dim tensor (one scalar per block)")
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     @property
     def downsampling(self) -> bool:
@@ -162,16 +159,19 @@ def _check_config(config: Sequence[int]) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-class ResNet(nn.Module):
+class ResNet(BlockNet):
     """CIFAR ResNet of any configuration ``(n1, n2, n3)``, whose blocks can be removed.
 
     ``forward(x) == head(units applied in order to stem(x))``; the loop runs over
     ``self.blocks`` (an ``nn.ModuleDict``) and does nothing else per batch, so the model works
-    with ``torch.compile``, TorchScript, CUDA graphs, channels_last and autocast.
+    with ``torch.compile``, TorchScript, CUDA graphs, channels_last and autocast. As a
+    :class:`squeezr.blocknet.BlockNet`, ``embed`` is the stem and ``readout`` the head.
     """
 
+    SPEC_FORMAT = SPEC_FORMAT
+    input_shape = (3, 32, 32)
     # Bookkeeping that torch.jit.script must neither compile nor type.
-    __jit_unused_properties__ = ["num_original_blocks", "config"]  # noqa: RUF012
+    __jit_unused_properties__ = ["num_original_blocks", "config", "num_groups"]  # noqa: RUF012
     __jit_ignored_attributes__ = ["removed", "operations", "_group", "_downsampling"]  # noqa: RUF012
 
     def __init__(self, config: Sequence[int], num_classes: int = 10) -> None:
@@ -216,6 +216,19 @@ class ResNet(nn.Module):
         for unit in self.blocks.values():
             x = unit(x)
         return self.head(x)
+
+    def embed(self, x: Tensor) -> Tensor:
+        return self.stem(x)
+
+    def readout(self, h: Tensor) -> Tensor:
+        return self.head(h)
+
+    def bypass(self, i: int, h: Tensor) -> Tensor:
+        """Identity, or ``ReLU(shortcut(h))`` for a downsampling block (the spec's
+        ``y_{i+1} = y_i`` with shapes kept): what :meth:`remove_block` leaves behind."""
+        if self.is_downsampling(i):
+            return nn.functional.relu(self.block(i).shortcut(h))
+        return h
 
     # -- block bookkeeping ------------------------------------------------------------------
 
@@ -271,6 +284,16 @@ class ResNet(nn.Module):
         for i in self.block_ids():
             counts[self._group[i]] += 1
         return tuple(counts)  # type: ignore[return-value]
+
+    def count_macs(self, input_shape: Sequence[int] | None = None) -> int:
+        """Multiply-accumulates of one forward pass on one image of ``input_shape`` (default
+        3×32×32), counted analytically from layer shapes: convolutions and the linear layer
+        only (batch norm, ReLU, additions, pooling and biases are not counted)."""
+        return _walk_macs(self, input_shape or self.input_shape)[0]
+
+    def block_macs(self, input_shape: Sequence[int] | None = None) -> dict[int, int]:
+        """Per remaining block: MACs that removing it saves (its two 3×3 convs)."""
+        return _walk_macs(self, input_shape or self.input_shape)[1]
 
     def remove_block(self, i: int) -> None:
         """Remove block ``i`` in place; a downsampling block leaves its shortcut unit behind."""
@@ -357,7 +380,7 @@ class ResNet(nn.Module):
     def spec(self) -> dict[str, Any]:
         """JSON-able description from which :meth:`from_spec` rebuilds this shape."""
         spec = {
-            "format": SPEC_FORMAT,
+            "format": self.SPEC_FORMAT,
             "num_classes": self.num_classes,
             "config": list(self.original_config),
             "removed": list(self.removed),
@@ -380,9 +403,9 @@ class ResNet(nn.Module):
         torch's global RNG (seed it yourself); an int uses that seed and leaves the global RNG
         untouched.
         """
-        if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+        if not isinstance(spec, dict) or spec.get("format") != cls.SPEC_FORMAT:
             raise UserError(
-                f"not a squeezr ResNet spec (expected format {SPEC_FORMAT!r}); "
+                f"not a squeezr ResNet spec (expected format {cls.SPEC_FORMAT!r}); "
                 "was the file written by squeezr.models.save_model?"
             )
         try:
@@ -426,19 +449,6 @@ def resnet(name: str, num_classes: int = 10) -> ResNet:
 # -- counting ---------------------------------------------------------------------------------
 
 
-def count_params(module: nn.Module) -> int:
-    """Number of parameters (BN affine included; BN running statistics are buffers, not counted)."""
-    return sum(p.numel() for p in module.parameters())
-
-
-def block_params(model: ResNet) -> dict[int, int]:
-    """Per remaining block: parameters that removing it deletes (its residual branch)."""
-    return {
-        i: sum(count_params(m) for m in model.block(i).removable_modules())
-        for i in model.block_ids()
-    }
-
-
 def _conv_macs(conv: nn.Conv2d, hw: tuple[int, int]) -> tuple[int, tuple[int, int]]:
     """MACs of one convolution on an ``hw`` input, and its output size."""
     (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
@@ -472,83 +482,3 @@ def _walk_macs(model: ResNet, input_shape: Sequence[int]) -> tuple[int, dict[int
             total += ms
     fc = model.head.fc
     return total + fc.in_features * fc.out_features, removable
-
-
-def count_macs(model: ResNet, input_shape: Sequence[int] = (3, 32, 32)) -> int:
-    """Multiply-accumulates of one forward pass on one image of ``input_shape``.
-
-    Counts convolutions and the linear layer only (analytically from layer shapes); batch
-    norm, ReLU, additions, pooling and biases are not counted.
-    """
-    return _walk_macs(model, input_shape)[0]
-
-
-def block_macs(model: ResNet, input_shape: Sequence[int] = (3, 32, 32)) -> dict[int, int]:
-    """Per remaining block: MACs that removing it saves (its two 3×3 convs)."""
-    return _walk_macs(model, input_shape)[1]
-
-
-# -- saving, loading, export ------------------------------------------------------------------
-
-
-def save_model(model: ResNet, path: str | os.PathLike[str]) -> Path:
-    """Save ``{"spec": model.spec(), "state_dict": ...}`` atomically (tensors moved to CPU)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return save_torch_file({"spec": model.spec(), "state_dict": state}, path)
-
-
-def attach_model(exp: Any, model: ResNet, name: str) -> dict[str, Any]:
-    """Save ``model`` (:func:`save_model`) and attach it to dbx experiment ``exp`` as the
-    managed file ``name``, which :func:`load_model` reads back; returns attach's info."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(name).name
-        save_model(model, path)
-        return exp.attach(path, name=name)
-
-
-def load_model(path: str | os.PathLike[str]) -> ResNet:
-    """Rebuild the saved shape with :meth:`ResNet.from_spec` and load its weights (on CPU)."""
-    source = Path(path)
-    payload = load_torch_file(
-        source, "model file", "pass a file written by squeezr.models.save_model"
-    )
-    if not isinstance(payload, dict) or "spec" not in payload or "state_dict" not in payload:
-        raise UserError(f"{source} is not a squeezr model file (no spec/state_dict)")
-    model = ResNet.from_spec(payload["spec"])
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise UserError(f"weights in {source} do not fit its spec: {exc}".splitlines()[0]) from None
-    return model
-
-
-def _export_copy(model: ResNet) -> ResNet:
-    """An eval-mode CPU copy, so that exporting never changes the caller's model."""
-    return copy.deepcopy(model).cpu().eval()
-
-
-def export_torchscript(model: ResNet, path: str | os.PathLike[str]) -> Path:
-    """Save a scripted (``torch.jit.script``) eval-mode copy, loadable without squeezr."""
-    scripted = torch.jit.script(_export_copy(model))
-    return write_atomically(path, lambda tmp: torch.jit.save(scripted, tmp))
-
-
-def export_onnx(
-    model: ResNet, path: str | os.PathLike[str], input_shape: Sequence[int] = (3, 32, 32)
-) -> Path:
-    """Export an eval-mode copy to ONNX with a dynamic batch dimension (input ``images``)."""
-    clone = _export_copy(model)
-    example = torch.zeros(1, *input_shape)
-
-    def write(tmp: Path) -> None:
-        torch.onnx.export(
-            clone,
-            (example,),
-            tmp,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            dynamo=False,
-        )
-
-    return write_atomically(path, write)

@@ -2,9 +2,12 @@
 
 The pruning loop removes the blocks with the **lowest** scores. Methods form a registry so
 that a new criterion is one decorated function ``(model, data, ctx) -> {block: score}``; the
-loop, the CLI (``--method``) and the experiment record pick it up by name.
+loop, the CLI (``--method``) and the experiment record pick it up by name. Methods see the
+network only through the block-sequence interface (:class:`squeezr.blocknet.BlockNet`) and
+the data only through the context's task (:class:`squeezr.tasks.Task`), so every family and
+every task (error rate of a classifier, token NLL of a language model) is scored alike.
 
-The oracle is the expensive one (one accuracy evaluation per candidate), so it shares the
+The oracle is the expensive one (one evaluation per candidate), so it shares the
 work every candidate has in common: the selection data goes through the network once per
 chunk, and candidate *i* starts from the activation at block *i* with the block bypassed;
 candidates then advance through the remaining units together as one stacked batch, whose
@@ -24,9 +27,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from squeezr.augment import normalize
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
+from squeezr.tasks import ImageClassification, Task
 
 Scores = dict[int, float]
 MethodFn = Callable[..., Scores]
@@ -36,14 +39,15 @@ MethodFn = Callable[..., Scores]
 class SaliencyContext:
     """What a method may use besides the model and the data.
 
-    ``mean``/``std`` normalise the uint8 images exactly as training does; ``generator`` is
-    the only source of randomness (seeded, saved with the pruning state for resume).
-    ``stack_images`` caps the oracle's stacked candidate batch (None: by device, see
+    ``task`` turns stored inputs into model inputs and scores outputs, exactly as training
+    does; without one, ``mean``/``std`` make it image classification of uint8 images.
+    ``generator`` is the only source of randomness (seeded, saved with the pruning state for
+    resume). ``stack_images`` caps the oracle's stacked candidate batch (None: by device, see
     :meth:`oracle_chunk`).
     """
 
-    mean: Sequence[float]
-    std: Sequence[float]
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 1000
     grad_batch_size: int = 128
@@ -51,6 +55,13 @@ class SaliencyContext:
     generator: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
     stack_images: int | None = None
     progress: bool = False  # show a bar over the oracle's scoring (a step's slow part on CPU)
+    task: Task | None = None
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            if self.mean is None or self.std is None:
+                raise UserError("a saliency context needs a task (or an image mean and std)")
+            self.task = ImageClassification(self.mean, self.std)
 
     def oracle_chunk(self, candidates: int) -> int:
         """Selection images per oracle pass: ``batch_size``, cut so that the ``candidates``
@@ -150,31 +161,37 @@ def lowest(scores: Scores, count: int) -> list[int]:
 
 
 def prepare(x: torch.Tensor, ctx: SaliencyContext) -> torch.Tensor:
-    """uint8 images (N, 3, H, W) -> normalised floats on the context's device and dtype,
-    exactly as the trainer normalises them (channels_last on CUDA)."""
-    x = normalize(x.to(ctx.device, non_blocking=True), ctx.mean, ctx.std, dtype=ctx.dtype)
-    if ctx.device.type == "cuda":  # NHWC: what bf16 tensor-core convolutions run fastest on
-        x = x.contiguous(memory_format=torch.channels_last)
+    """Stored inputs -> model inputs on the context's device and dtype, exactly as the
+    trainer prepares them (the task's ``prepare``; images channels_last on CUDA)."""
+    x = ctx.task.prepare(x, ctx.device, ctx.dtype)
+    if ctx.device.type == "cuda" and x.dim() == 4 and x.is_floating_point():
+        x = x.contiguous(memory_format=torch.channels_last)  # what bf16 convolutions run fastest on
     return x
 
 
 def batches(
     data, ctx: SaliencyContext, size: int | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The selection set in order, in chunks of ``size`` (default ``ctx.batch_size``) images,
-    ready for the model."""
+    """The selection set in order, in chunks of ``size`` (default ``ctx.batch_size``) samples,
+    ready for the model: (inputs, targets)."""
     size = size or ctx.batch_size
     for start in range(0, len(data), size):
         stop = start + size
-        yield prepare(data.x[start:stop], ctx), data.y[start:stop].to(ctx.device)
+        yield prepare(data.x[start:stop], ctx), ctx.task.targets(data.y[start:stop], ctx.device)
+
+
+def stacked_score(
+    task: Task, outputs: torch.Tensor, targets: torch.Tensor, streams: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per candidate stream: (Σ score sums, Σ counts) of ``outputs``, the outputs of
+    ``streams`` candidate networks on ``targets`` stacked along the batch dimension."""
+    sums, counts = task.score(outputs, targets.repeat(streams, *[1] * (targets.dim() - 1)))
+    return sums.view(streams, -1).sum(1), counts.view(streams, -1).sum(1)
 
 
 def bypass(model, index: int, x: torch.Tensor) -> torch.Tensor:
-    """What block ``index`` leaves behind when removed: identity, or ReLU(shortcut) if it
-    downsamples (the spec's ``y_{i+1} = y_i`` with shapes kept)."""
-    if model.is_downsampling(index):
-        return F.relu(model.block(index).shortcut(x))
-    return x
+    """What block ``index`` leaves behind when removed (the network's ``bypass``)."""
+    return model.bypass(index, x)
 
 
 def _block_positions(model) -> list[tuple[int, int]]:
@@ -189,7 +206,8 @@ def _block_positions(model) -> list[tuple[int, int]]:
 @method("oracle")
 @torch.inference_mode()
 def oracle(model, data, ctx: SaliencyContext) -> Scores:
-    """Error rate on the selection set with the block removed (least harmful removal first).
+    """Task score on the selection set with the block removed (least harmful removal first):
+    the error rate of a classifier, the mean token NLL of a language model.
 
     One pass per chunk, as a wavefront: walking the units in order, the unpruned activation
     ``h`` goes through every unit once; at block *i* a new candidate stream starts from
@@ -199,7 +217,8 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
     """
     units = model.units()
     slots = {idx: slot for slot, (_, idx) in enumerate(_block_positions(model))}
-    correct = torch.zeros(len(slots), dtype=torch.long, device=ctx.device)
+    sums = torch.zeros(len(slots), dtype=torch.float64, device=ctx.device)
+    counts = torch.zeros(len(slots), dtype=torch.float64, device=ctx.device)
     chunk = ctx.oracle_chunk(len(slots))
     bar = progress_bar(
         total=len(data),
@@ -210,7 +229,7 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
     )
     for x, y in batches(data, ctx, chunk):
         with ctx.autocast:
-            h = model.stem(x)
+            h = model.embed(x)
             streams = None
             for idx, unit in units:
                 if streams is not None:
@@ -219,12 +238,15 @@ def oracle(model, data, ctx: SaliencyContext) -> Scores:
                     start = bypass(model, idx, h)
                     streams = start if streams is None else torch.cat([streams, start])
                 h = unit(h)
-            logits = model.head(streams).view(len(slots), len(y), -1)
-            correct += (logits.argmax(-1) == y).sum(1)
+            chunk_sums, chunk_counts = stacked_score(
+                ctx.task, model.readout(streams), y, len(slots)
+            )
+            sums += chunk_sums
+            counts += chunk_counts
         bar.update(len(y))
     bar.close()
-    errors = 1.0 - correct.double().cpu() / len(data)
-    return {idx: float(errors[slot]) for idx, slot in slots.items()}
+    scores = (sums / counts).cpu()
+    return {idx: float(scores[slot]) for idx, slot in slots.items()}
 
 
 @torch.inference_mode()
@@ -238,13 +260,14 @@ def brute_force_oracle(model, data, ctx: SaliencyContext) -> Scores:
         pruned = copy.deepcopy(model)
         pruned.remove_block(idx)
         pruned.eval()
-        correct = 0
+        total, count = 0.0, 0.0
         for start in range(0, len(data), ctx.batch_size):
-            x = data.x[start : start + ctx.batch_size].to(ctx.device)
-            y = data.y[start : start + ctx.batch_size].to(ctx.device)
-            logits = pruned(normalize(x, ctx.mean, ctx.std, dtype=ctx.dtype))
-            correct += int((logits.argmax(1) == y).sum())
-        scores[idx] = 1.0 - correct / len(data)
+            x = ctx.task.prepare(data.x[start : start + ctx.batch_size], ctx.device, ctx.dtype)
+            y = ctx.task.targets(data.y[start : start + ctx.batch_size], ctx.device)
+            sums, counts = ctx.task.score(pruned(x), y)
+            total += float(sums.sum())
+            count += float(counts.sum())
+        scores[idx] = total / count
     return scores
 
 
@@ -267,7 +290,7 @@ def _activation_scores(model, data, ctx: SaliencyContext, measure) -> Scores:
 
     with torch.inference_mode():
         for x, _ in batches(data, ctx):
-            h = model.stem(x)
+            h = model.embed(x)
             waiting = None  # (index, input, output) of the block before this unit
             for p, (_, unit) in enumerate(units):
                 out = unit(h)
@@ -276,7 +299,7 @@ def _activation_scores(model, data, ctx: SaliencyContext, measure) -> Scores:
                 waiting = (positions[p], h, out) if p in positions else None
                 h = out
             if waiting is not None:
-                add(*waiting, model.head, model.head(h), len(x))
+                add(*waiting, model.readout, model.readout(h), len(x))
     ids = list(totals)
     means = (torch.stack([totals[i] for i in ids]) / len(data)).tolist() if ids else []
     return dict(zip(ids, means, strict=True))
@@ -313,19 +336,19 @@ def block_gradient(model, data, ctx: SaliencyContext) -> Scores:
     """|dloss/dm| for a scalar mask m = 1 on each block's residual branch, one random batch."""
     pick = torch.randperm(len(data), generator=ctx.generator)[: ctx.grad_batch_size]
     x = prepare(data.x[pick], ctx)
-    y = data.y[pick].to(ctx.device)
+    y = ctx.task.targets(data.y[pick], ctx.device)
     ids = model.block_ids()
     saved = {i: model.block(i).residual_scale for i in ids}
     masks = {i: torch.ones((), dtype=ctx.dtype, device=ctx.device, requires_grad=True) for i in ids}
     try:
         for i in ids:
-            model.block(i).residual_scale = masks[i]
+            model.set_residual_scale(i, masks[i])
         with torch.enable_grad():
-            loss = F.cross_entropy(model(x), y)
+            loss = ctx.task.loss(model(x), y)
             grads = torch.autograd.grad(loss, [masks[i] for i in ids])
     finally:
         for i in ids:
-            model.block(i).residual_scale = saved[i]
+            model.set_residual_scale(i, saved[i])
     return {i: abs(float(g)) for i, g in zip(ids, grads, strict=True)}
 
 
@@ -337,10 +360,10 @@ def block_gradient_max(model, data, ctx: SaliencyContext) -> Scores:
 
 @method("weights-mean", needs_data=False)
 def weights_mean(model, data, ctx: SaliencyContext) -> Scores:
-    """Mean absolute weight of the block's residual-branch conv layers."""
+    """Mean absolute weight of the block's removable conv/linear layers."""
     scores = {}
     for idx in model.block_ids():
-        weights = [w.detach().abs().flatten() for w in residual_conv_weights(model.block(idx))]
+        weights = [w.detach().abs().flatten() for w in residual_weights(model, idx)]
         scores[idx] = float(torch.cat(weights).mean())
     return scores
 
@@ -353,6 +376,12 @@ def random_choice(model, data, ctx: SaliencyContext) -> Scores:
     return {i: float(d) for i, d in zip(ids, draws, strict=True)}
 
 
-def residual_conv_weights(block) -> list[torch.Tensor]:
-    """Weights of the convs on the residual branch (the shortcut conv survives removal)."""
-    return [m.weight for m in block.removable_modules() if isinstance(m, torch.nn.Conv2d)]
+def residual_weights(model, index: int) -> list[torch.Tensor]:
+    """Weight matrices/kernels (``weight`` of 2+ dimensions: convolutions and linear layers,
+    not norms) of what removing block ``index`` deletes (a kept shortcut conv survives)."""
+    return [
+        p
+        for top in model.removable_modules(index)
+        for name, p in top.named_parameters()
+        if name.rsplit(".", 1)[-1] == "weight" and p.dim() >= 2
+    ]

@@ -29,20 +29,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from squeezr.augment import normalize, pad_crop_flip
+from squeezr.blocknet import BlockNet, attach_model, count_macs, count_params, save_model
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
-from squeezr.models import (
-    MODEL_ATTACHMENT,
-    ResNet,
-    attach_model,
-    count_macs,
-    count_params,
-    save_model,
-)
+from squeezr.models import MODEL_ATTACHMENT
+from squeezr.tasks import ImageClassification, Task, task_of
 from squeezr.torchfiles import load_torch_file, save_torch_file
 
 RESUME_FORMAT = 2
@@ -51,6 +44,9 @@ SEED_LIMIT = 2**62
 """Seeds are whole numbers below this, well inside torch's range (below 2**64) for the
 ``seed + 1`` and ``seed + 2`` the trainer also seeds generators with."""
 EVAL_BATCH = 1000
+FAST_PATH_BYTES = 4 << 30
+"""The GPU fast path holds the whole training set on the device; larger sets (ImageNet-size
+image folders) train through the plain runner, batch by batch from host memory."""
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 _DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
 
@@ -254,37 +250,48 @@ def evaluate(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     amp: bool = False,
+    task: Task | None = None,
 ) -> float:
     """Accuracy of ``model`` on ``split`` (batched, no_grad, eval mode), in [0, 1].
 
-    ``mean``/``std`` are the dataset's normalisation (``splits.mean``/``splits.std``, 0–1
-    scale) and are required. ``device`` defaults to the model's device. ``amp`` runs in bf16
-    on CUDA (faster, slightly different numbers). The model's train/eval mode is restored.
+    ``task`` (:func:`squeezr.tasks.task_of` of the dataset) says how inputs are prepared and
+    what accuracy means; ``mean``/``std`` (``splits.mean``/``splits.std``, 0–1 scale) stand
+    for image classification without one. ``device`` defaults to the model's device. ``amp``
+    runs in bf16 on CUDA (faster, slightly different numbers). The model's train/eval mode is
+    restored.
     """
-    if mean is None or std is None:
-        raise UserError("evaluate needs the dataset normalisation: pass mean=splits.mean, std=...")
+    if task is None:
+        if mean is None or std is None:
+            raise UserError(
+                "evaluate needs the dataset's task or normalisation: pass "
+                "task=task_of(splits), or mean=splits.mean, std=splits.std"
+            )
+        task = ImageClassification(mean, std)
     if device is None:
         device = next(model.parameters()).device
-    return _accuracy(model, split.x, split.y, mean, std, batch_size, torch.device(device), amp)
+    return _accuracy(model, split.x, split.y, task, batch_size, torch.device(device), amp)
 
 
 @torch.no_grad()
-def _accuracy(model, x, y, mean, std, batch_size, device, amp) -> float:
+def _accuracy(model, x, y, task: Task, batch_size, device, amp) -> float:
     if len(y) == 0:
         return float("nan")
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
+    total = 0
     use_amp = amp and device.type == "cuda"
     try:
         for i in range(0, len(y), batch_size):
-            xb = normalize(x[i : i + batch_size].to(device, non_blocking=True), mean, std)
+            xb = task.prepare(x[i : i + batch_size], device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 out = model(xb)
-            correct += (out.argmax(1) == y[i : i + batch_size].to(device)).sum()
+            hits, count = task.hits(out, task.targets(y[i : i + batch_size], device))
+            correct += hits
+            total += count
     finally:
         model.train(was_training)
-    return correct.item() / len(y)
+    return correct.item() / total if total else float("nan")
 
 
 class StochasticDepth:
@@ -341,8 +348,9 @@ class EpochContext:
     ``order_gen`` draws the data order and ``aug_gen`` the augmentation (and, through ``sd``,
     stochastic depth); both are CPU generators on every device. ``sd`` is any per-batch
     residual-scale source with StochasticDepth's ``draw``/``use``/``reset`` (phased pruning
-    passes its own); ``loss(out, y, x, idx)`` replaces the cross-entropy (distillation;
-    ``idx`` are the batch's training-set indices, None on the fast path).
+    passes its own); ``loss(out, y, x, idx)`` replaces the task's loss (distillation;
+    ``idx`` are the batch's training-set indices, None on the fast path). ``task`` prepares,
+    augments and scores batches (image classification with ``mean``/``std`` when None).
     """
 
     model: nn.Module
@@ -356,13 +364,18 @@ class EpochContext:
     aug_gen: torch.Generator
     sd: Any = None
     loss: Callable[..., torch.Tensor] | None = None
+    task: Task | None = None
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = ImageClassification(self.mean, self.std)
 
 
 def batch_loss(ctx: EpochContext, out, y, x, idx) -> torch.Tensor:
-    """The training loss of one batch: ``ctx.loss`` when given, else cross-entropy."""
+    """The training loss of one batch: ``ctx.loss`` when given, else the task's loss."""
     if ctx.loss is not None:
         return ctx.loss(out, y, x, idx)
-    return F.cross_entropy(out, y)
+    return ctx.task.loss(out, y)
 
 
 class PlainEpochRunner:
@@ -388,37 +401,51 @@ class PlainEpochRunner:
         sd_scales = ctx.sd.draw(math.ceil(n / bs)) if ctx.sd is not None else None
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
+        total = 0
+        task = ctx.task
         for step, i in enumerate(range(0, n, bs)):
             idx = perm[i : i + bs]
             xb = ctx.split.x[idx].to(device, non_blocking=True)
-            yb = ctx.split.y[idx].to(device, non_blocking=True)
+            yb = task.targets(ctx.split.y[idx], device)
             if ctx.cfg.augment:
-                xb = pad_crop_flip(xb, ctx.aug_gen)
+                xb = task.augment(xb, ctx.aug_gen)
             if sd_scales is not None:
                 ctx.sd.use(sd_scales[step])
-            xb = normalize(xb, ctx.mean, ctx.std)
+            xb = task.prepare(xb, device)
             out = model(xb)
             loss = batch_loss(ctx, out, yb, xb, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * len(idx)
-            correct += (out.argmax(1) == yb).sum()
+            hits, count = task.hits(out, yb)
+            correct += hits
+            total += count
         if ctx.sd is not None:
             ctx.sd.reset()
-        return loss_sum.item() / n, correct.item() / n
+        return loss_sum.item() / n, correct.item() / max(total, 1)
 
     def close(self) -> None:
         """Nothing to undo (the fast runner restores global settings here)."""
 
 
 def make_epoch_runner(ctx: EpochContext) -> Any:
-    """The fast GPU runner when ``cfg.fast`` on CUDA with at least one full batch, else plain.
+    """The fast GPU runner when ``cfg.fast`` on CUDA with at least one full batch of an image
+    classification set that fits the device (:data:`FAST_PATH_BYTES`), else plain.
 
     Both have ``run() -> (train_loss, train_acc)`` (one epoch), ``images_per_epoch`` and
     ``close()`` (call it when training ends: it undoes the runner's global side effects).
     """
-    if ctx.cfg.fast and ctx.device.type == "cuda" and len(ctx.split.y) >= ctx.cfg.batch_size:
+    fits = (
+        type(ctx.task) is ImageClassification
+        and ctx.split.x.numel() * ctx.split.x.element_size() <= FAST_PATH_BYTES
+    )
+    if (
+        fits
+        and ctx.cfg.fast
+        and ctx.device.type == "cuda"
+        and len(ctx.split.y) >= ctx.cfg.batch_size
+    ):
         from squeezr.fastpath import FastEpochRunner
 
         return FastEpochRunner(ctx)
@@ -540,6 +567,7 @@ class _Training:
             device=device,
             order_gen=torch.Generator().manual_seed(cfg.seed),
             aug_gen=torch.Generator().manual_seed(cfg.seed + 1),
+            task=task_of(splits),
         )
         self.run = _RunState(self.ctx, scheduler)
         self.eval_sets = _eval_tensors(splits, device, self.amp)
@@ -549,8 +577,7 @@ class _Training:
         val_x, val_y, test_x, test_y = self.eval_sets
 
         def accuracy(x, y) -> float:
-            mean, std = self.splits.mean, self.splits.std
-            return _accuracy(self.model, x, y, mean, std, EVAL_BATCH, self.device, amp)
+            return _accuracy(self.model, x, y, self.ctx.task, EVAL_BATCH, self.device, amp)
 
         return {"val_acc": accuracy(val_x, val_y), "test_acc": accuracy(test_x, test_y)}
 
@@ -798,9 +825,11 @@ def _freeze_classifier(model: nn.Module) -> list[nn.Parameter]:
 
 
 def _eval_tensors(splits, device: torch.device, resident: bool):
-    """Validation/test tensors; resident on the GPU for the fast path (they are small)."""
+    """Validation/test tensors; resident on the GPU for the fast path when they are small
+    (CIFAR's are; an ImageNet-size validation set is read batch by batch)."""
     tensors = (splits.val.x, splits.val.y, splits.test.x, splits.test.y)
-    return tuple(t.to(device) for t in tensors) if resident else tensors
+    small = sum(t.numel() * t.element_size() for t in tensors) <= FAST_PATH_BYTES // 4
+    return tuple(t.to(device) for t in tensors) if resident and small else tensors
 
 
 def _load_resume(path: Path | None) -> dict[str, Any] | None:
@@ -826,11 +855,11 @@ def _record(exp, prefix: str, result: FitResult, model: nn.Module, set_results: 
         "val_acc": result.val_acc,
         "test_acc": result.test_acc,
         "params": count_params(model),
-        "macs": count_macs(model) if isinstance(model, ResNet) else None,
+        "macs": count_macs(model) if isinstance(model, BlockNet) else None,
         "epochs": result.epochs_run,
         "seconds": result.seconds,
     }
-    if set_results and isinstance(model, ResNet):
+    if set_results and isinstance(model, BlockNet):
         attach_model(exp, model, MODEL_ATTACHMENT)
     exp.log(f"{prefix}/result", **summary)
     if set_results:

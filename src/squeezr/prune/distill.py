@@ -17,8 +17,8 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from squeezr.augment import normalize
-from squeezr.models import ResNet
+from squeezr.blocknet import BlockNet
+from squeezr.tasks import ImageClassification, Task
 
 
 def distill_loss(
@@ -46,7 +46,7 @@ class Teacher:
 
     def __init__(
         self,
-        model: ResNet,
+        model: BlockNet,
         alpha: float,
         temperature: float,
         device: torch.device,
@@ -56,12 +56,14 @@ class Teacher:
         mean=None,
         std=None,
         batch_size: int = 1000,
+        task: Task | None = None,
     ) -> None:
         self.model = copy.deepcopy(model).to(device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.alpha, self.temperature, self.device = alpha, temperature, device
-        self.cache_wanted, self.split, self.mean, self.std = cache, split, mean, std
+        self.cache_wanted, self.split = cache, split
+        self.task = task if task is not None else ImageClassification(mean, std)
         self.batch_size = batch_size
         self.cached: torch.Tensor | None = None
         self.images = 0
@@ -76,8 +78,8 @@ class Teacher:
         if self.cached is None:
             parts = []
             for start in range(0, len(self.split.y), self.batch_size):
-                x = self.split.x[start : start + self.batch_size].to(self.device)
-                parts.append(self._forward(normalize(x, self.mean, self.std)))
+                x = self.split.x[start : start + self.batch_size]
+                parts.append(self._forward(self.task.prepare(x, self.device)))
             self.cached = torch.cat(parts)
         return self.cached
 

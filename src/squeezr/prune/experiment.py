@@ -17,11 +17,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from squeezr import dbx, schedules
+from squeezr.blocknet import BlockNet, adapt, attach_model, load_model
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
-from squeezr.models import MODEL_ATTACHMENT, ResNet, attach_model, load_model
+from squeezr.models import MODEL_ATTACHMENT
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.loop import PruneResult, prune
 from squeezr.prune.plan import RunPlan, plan_run
@@ -43,21 +46,24 @@ __all__ = [
 
 
 def load_source(
-    source: str | Path | ResNet, repo: Any = None, checkpoint: int | None = None
-) -> tuple[ResNet, dict[str, Any], dict[str, Any] | None]:
+    source: str | Path | nn.Module, repo: Any = None, checkpoint: int | None = None
+) -> tuple[BlockNet, dict[str, Any], dict[str, Any] | None]:
     """(model, description of the source, dataset recorded with it or None).
+
+    A model object is taken through :func:`squeezr.blocknet.adapt` (a foreign network such
+    as a torchvision ResNet becomes its block network; an unsupported one is a UserError).
 
     ``checkpoint`` picks the training checkpoint of that epoch of an experiment source
     instead of its final ``model.pt``.
     """
-    if isinstance(source, ResNet) or Path(source).is_file():
+    if isinstance(source, nn.Module) or Path(source).is_file():
         if checkpoint is not None:
             raise UserError(
                 "--checkpoint picks a checkpoint of an experiment; with a model file as "
                 "--from, pass that checkpoint file itself"
             )
-        if isinstance(source, ResNet):
-            return source, {"kind": "model"}, None
+        if isinstance(source, nn.Module):
+            return adapt(source), {"kind": "model"}, None
         path = Path(source)
         return load_model(path), {"kind": "checkpoint", "path": str(path.resolve())}, None
     try:
@@ -104,7 +110,7 @@ class PreparedRun:
     """
 
     cfg: PruneConfig
-    model: ResNet
+    model: BlockNet
     splits: Any
     plan: RunPlan
     repo: Any
@@ -144,7 +150,7 @@ class PreparedRun:
 
 
 def prepare_run(
-    source: str | Path | ResNet,
+    source: str | Path | nn.Module,
     cfg: PruneConfig,
     *,
     repo: Any = None,
@@ -251,7 +257,7 @@ def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> 
 
 
 def run_experiment(
-    source: str | Path | ResNet,
+    source: str | Path | nn.Module,
     cfg: PruneConfig,
     *,
     repo: Any = None,

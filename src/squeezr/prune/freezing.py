@@ -15,19 +15,21 @@ from collections.abc import Iterable, Iterator
 
 from torch import nn
 
-from squeezr.models import ResNet
+from squeezr.blocknet import BlockNet
+
+
+def frozen(modules: Iterable[nn.Module]) -> contextlib.AbstractContextManager:
+    """Freeze every parameter and BN statistic of ``modules`` for the ``with`` block."""
+    modules = list(modules)
+    params = [p for m in modules for p in m.parameters()]
+    return _frozen(params, [bn for m in modules for bn in m.modules()])
 
 
 @contextlib.contextmanager
-def frozen(modules: Iterable[nn.Module]) -> Iterator[None]:
-    """Freeze every parameter and BN statistic of ``modules`` for the ``with`` block."""
-    params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    norms = [
-        (bn, bn.momentum)
-        for m in modules
-        for bn in m.modules()
-        if isinstance(bn, nn.modules.batchnorm._BatchNorm)
-    ]
+def _frozen(params: Iterable[nn.Parameter], modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Freeze ``params`` (those that train now) and the BN layers among ``modules``."""
+    params = [p for p in params if p.requires_grad]
+    norms = [(bn, bn.momentum) for bn in modules if isinstance(bn, nn.modules.batchnorm._BatchNorm)]
     for p in params:
         p.requires_grad_(False)
     for bn, _ in norms:
@@ -41,16 +43,18 @@ def frozen(modules: Iterable[nn.Module]) -> Iterator[None]:
             bn.momentum = momentum
 
 
-def train_only(model: ResNet, blocks: Iterable[int]) -> contextlib.AbstractContextManager:
-    """Freeze everything of ``model`` except the remaining blocks ``blocks`` (stem, head and
-    the shortcut units left by removed downsampling blocks included)."""
-    keep = {str(b) for b in blocks}
-    rest = [model.stem, model.head]
-    rest += [m for k, m in model.blocks.items() if k not in keep]
-    return frozen(rest)
+def train_only(model: BlockNet, blocks: Iterable[int]) -> contextlib.AbstractContextManager:
+    """Freeze everything of ``model`` except the remaining blocks ``blocks`` (embedding,
+    readout and the units left by removed blocks included)."""
+    kept = [model.block(b) for b in blocks]
+    kept_modules = {id(m) for block in kept for m in block.modules()}
+    kept_params = {id(p) for block in kept for p in block.parameters()}
+    rest_params = [p for p in model.parameters() if id(p) not in kept_params]
+    rest_modules = [m for m in model.modules() if id(m) not in kept_modules]
+    return _frozen(rest_params, rest_modules)
 
 
-def neighbours(model: ResNet, gone: Iterable[int], before: int, after: int) -> list[int]:
+def neighbours(model: BlockNet, gone: Iterable[int], before: int, after: int) -> list[int]:
     """The ``before`` remaining blocks in front of each block of ``gone`` and the ``after``
     remaining ones behind it (forward order, across group borders), without ``gone``.
 

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from squeezr import saliency
+from squeezr.blocknet import BlockNet, count_macs, count_params, from_spec
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.progress import progress_bar
-from squeezr.models import BasicBlock, ResNet, count_macs, count_params
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.distill import Teacher
 from squeezr.prune.freezing import train_only
@@ -36,6 +36,7 @@ from squeezr.prune.replace import window_oracle
 from squeezr.prune.state import STATE_VERSION, load_state, save_state
 from squeezr.prune.strategy_steps import SKIPPED_LOOP, StrategySteps
 from squeezr.schedules import FINAL
+from squeezr.tasks import task_of
 from squeezr.train import evaluate, fit
 
 
@@ -61,7 +62,7 @@ class Accounting:
         self.cost += loop_cost
         return loop_cost
 
-    def sizes(self, model: ResNet) -> dict[str, Any]:
+    def sizes(self, model: BlockNet) -> dict[str, Any]:
         params, macs = count_params(model), count_macs(model)
         return {
             "params": params,
@@ -75,13 +76,13 @@ class Accounting:
 class PruneResult:
     """The pruned model, one record per step (as logged), and the summary (as results)."""
 
-    model: ResNet
+    model: BlockNet
     steps: list[dict[str, Any]]
     summary: dict[str, Any]
     initial: dict[str, Any] = field(default_factory=dict)
 
 
-def place(model: ResNet, device: torch.device) -> ResNet:
+def place(model: BlockNet, device: torch.device) -> BlockNet:
     """Put ``model`` on ``device`` as the whole run uses it: channels_last on CUDA (what the
     trainer's fast path and the oracle's NHWC inputs run fastest with)."""
     model.to(device)
@@ -90,7 +91,7 @@ def place(model: ResNet, device: torch.device) -> ResNet:
     return model
 
 
-def _evaluate(model: ResNet, splits, cfg: PruneConfig, device: torch.device) -> dict[str, float]:
+def _evaluate(model: BlockNet, splits, cfg: PruneConfig, device: torch.device) -> dict[str, float]:
     """Validation and test accuracy in fp32 on every device, as the trainer measures the
     results it records, so a step's numbers compare with its source's ``best_val_acc`` /
     ``test_acc`` (only the oracle's candidate scores use bf16)."""
@@ -101,8 +102,7 @@ def _evaluate(model: ResNet, splits, cfg: PruneConfig, device: torch.device) -> 
             split,
             batch_size=cfg.eval_batch_size,
             device=device,
-            mean=splits.mean,
-            std=splits.std,
+            task=task_of(splits),
         )
 
     return {"val_acc": accuracy(splits.val), "test_acc": accuracy(splits.test)}
@@ -128,8 +128,7 @@ class _Pruner(StrategySteps):
         self.state_path = state_path
         self.progress = progress
         self.ctx = saliency.SaliencyContext(
-            mean=splits.mean,
-            std=splits.std,
+            task=task_of(splits),
             device=self.device,
             batch_size=cfg.eval_batch_size,
             grad_batch_size=cfg.batch_size,
@@ -145,7 +144,7 @@ class _Pruner(StrategySteps):
         self._clock = time.perf_counter()
         self.plan = plan
         self.teacher = teacher
-        self.aside: dict[int, BasicBlock] = {}  # removed blocks waiting to be phased out
+        self.aside: dict[int, torch.nn.Module] = {}  # removed blocks waiting to be phased out
         self.aside_order: list[int] = []
         self.since_loop: list[int] = []  # blocks removed since the last fine-tuning loop
 
@@ -176,7 +175,7 @@ class _Pruner(StrategySteps):
 
     def restore(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (as :func:`squeezr.prune.state.load_state` checked it)."""
-        self.model = ResNet.from_spec(state["model_spec"])
+        self.model = from_spec(state["model_spec"])
         self.model.load_state_dict(state["model_state"])
         self.steps = list(state["steps"])
         self.pending = state["pending"]
@@ -443,7 +442,7 @@ class _Pruner(StrategySteps):
 
 
 def prune(
-    model: ResNet,
+    model: BlockNet,
     splits,
     cfg: PruneConfig,
     exp=None,
@@ -476,9 +475,8 @@ def prune(
             plan.device,
             cache=not cfg.augment,
             split=splits.train,
-            mean=splits.mean,
-            std=splits.std,
             batch_size=cfg.eval_batch_size,
+            task=task_of(splits),
         )
     pruner = _Pruner(model, splits, plan, exp, path, progress, teacher)
     if state is not None:

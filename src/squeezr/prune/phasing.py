@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from torch import nn
 
-from squeezr.models import BasicBlock, ResNet
+from squeezr.blocknet import BlockNet
 from squeezr.prune.freezing import frozen
 from squeezr.train import SEED_LIMIT
 
@@ -40,7 +41,7 @@ class PhaseScales:
 
     def __init__(
         self,
-        blocks: Sequence[BasicBlock],
+        blocks: Sequence[nn.Module],
         epochs: int,
         *,
         mode: str = "linear",
@@ -98,8 +99,8 @@ class PhaseScales:
 
 
 def phase_out(
-    model: ResNet,
-    aside: dict[int, BasicBlock],
+    model: BlockNet,
+    aside: dict[int, nn.Module],
     order: Sequence[int],
     train: Callable[[PhaseScales], Any],
     *,
@@ -108,7 +109,7 @@ def phase_out(
     sample: str = "epoch",
     seed: int = 0,
     device: torch.device | None = None,
-    place: Callable[[ResNet], Any] | None = None,
+    place: Callable[[BlockNet], Any] | None = None,
 ) -> Any:
     """Put the removed blocks ``aside`` back into ``model``, train with them fading out,
     then remove them again in ``order``; returns what ``train(scales)`` returned.
@@ -124,7 +125,7 @@ def phase_out(
     blocks = [model.block(i) for i in order]
     scales = PhaseScales(blocks, epochs, mode=mode, sample=sample, seed=seed, device=device)
     try:
-        with frozen([m for b in blocks for m in b.removable_modules()]):
+        with frozen([m for i in order for m in model.removable_modules(i)]):
             result = train(scales)
     finally:
         scales.detach()

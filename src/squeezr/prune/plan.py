@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from squeezr import saliency
+from squeezr.blocknet import BlockNet
 from squeezr.dbx.errors import UserError
-from squeezr.models import ResNet
 from squeezr.names import plural
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.replace import windows
@@ -112,7 +112,7 @@ def per_step(cfg: PruneConfig) -> int:
     return cfg.replace - 1 if cfg.replace else cfg.blocks_per_step
 
 
-def plan_run(model: ResNet, splits, cfg: PruneConfig) -> RunPlan:
+def plan_run(model: BlockNet, splits, cfg: PruneConfig) -> RunPlan:
     """Check everything about a run that can be checked up front; UserError otherwise."""
     cfg.validate()
     device = resolve_device(cfg.device)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import torch
 
 from squeezr import saliency
-from squeezr.models import ResNet
+from squeezr.blocknet import BlockNet
 
 INITS = ("random", "zero")
 
 
-def windows(model: ResNet, k: int, exclude: set[int] | None = None) -> dict[int, list[int]]:
+def windows(model: BlockNet, k: int, exclude: set[int] | None = None) -> dict[int, list[int]]:
     """Every run of ``k`` neighbouring remaining blocks of one group, by its first block."""
     exclude = exclude or set()
     by_group: dict[int, list[int]] = {}
@@ -36,14 +36,14 @@ def windows(model: ResNet, k: int, exclude: set[int] | None = None) -> dict[int,
     return found
 
 
-def _bypass_window(model: ResNet, window: list[int], h: torch.Tensor) -> torch.Tensor:
+def _bypass_window(model: BlockNet, window: list[int], h: torch.Tensor) -> torch.Tensor:
     # Only a group's first block downsamples, and it can only open a window.
     return saliency.bypass(model, window[0], h)
 
 
 @torch.inference_mode()
-def window_oracle(model: ResNet, data, ctx: saliency.SaliencyContext, k: int) -> dict[int, float]:
-    """Error rate on ``data`` with each window bypassed, keyed by the window's first block.
+def window_oracle(model: BlockNet, data, ctx: saliency.SaliencyContext, k: int) -> dict[int, float]:
+    """Task score (error rate) on ``data`` with each window bypassed, keyed by the window's first block.
 
     One pass of the unpruned activations per chunk; each window's stream starts from the
     bypassed activation at its first block and runs the rest of the network from there, so
@@ -56,19 +56,22 @@ def window_oracle(model: ResNet, data, ctx: saliency.SaliencyContext, k: int) ->
     model.eval()
     units = model.units()
     position = {idx: p for p, (idx, _) in enumerate(units)}
-    correct = {first: 0 for first in found}
+    sums = {first: 0.0 for first in found}
+    counts = {first: 0.0 for first in found}
     try:
         for x, y in saliency.batches(data, ctx):
             with ctx.autocast:
-                h = model.stem(x)
+                h = model.embed(x)
                 for idx, unit in units:
                     if idx in found:
                         window = found[idx]
                         stream = _bypass_window(model, window, h)
                         for _, later in units[position[window[-1]] + 1 :]:
                             stream = later(stream)
-                        correct[idx] += int((model.head(stream).argmax(1) == y).sum())
+                        part, weight = ctx.task.score(model.readout(stream), y)
+                        sums[idx] += float(part.sum())
+                        counts[idx] += float(weight.sum())
                     h = unit(h)
     finally:
         model.train(was_training)
-    return {first: 1.0 - hits / len(data) for first, hits in correct.items()}
+    return {first: sums[first] / counts[first] for first in found}

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from squeezr.blocknet import BlockNet, block_macs, block_params, count_macs, count_params
 from squeezr.dbx.errors import UserError
-from squeezr.models import (
-    PRESETS,
-    ResNet,
-    block_macs,
-    block_params,
-    count_macs,
-    count_params,
-    preset_key,
-)
+from squeezr.models import PRESETS, preset_key
 
 BUDGETS = ("params", "macs")
 KINDS = ("removed", "left", *BUDGETS)
@@ -34,7 +27,7 @@ class Target:
     def is_budget(self) -> bool:
         return self.kind in BUDGETS
 
-    def check(self, model: ResNet) -> int | None:
+    def check(self, model: BlockNet) -> int | None:
         """UserError unless this target can be reached from ``model`` by removing at least one
         block; returns how many blocks the run removes in all (None for a budget: that
         depends on the blocks chosen)."""
@@ -50,7 +43,7 @@ class Target:
             )
         return count
 
-    def _check_budget(self, model: ResNet) -> None:
+    def _check_budget(self, model: BlockNet) -> None:
         size = self.measure(model)
         per_block = block_params(model) if self.kind == "params" else block_macs(model)
         floor = size - sum(per_block.values())
@@ -65,15 +58,15 @@ class Target:
                 f"{self.value}: nothing to prune; give a budget below {size}"
             )
 
-    def measure(self, model: ResNet) -> int:
+    def measure(self, model: BlockNet) -> int:
         """The model's size in this budget's unit (parameters or MACs)."""
         return count_params(model) if self.kind == "params" else count_macs(model)
 
-    def budget_met(self, model: ResNet) -> bool:
+    def budget_met(self, model: BlockNet) -> bool:
         """Whether ``model`` fits this budget (or has no blocks left to remove)."""
         return self.measure(model) <= self.value or not model.block_ids()
 
-    def reached(self, model: ResNet, removed: int, total: int | None) -> bool:
+    def reached(self, model: BlockNet, removed: int, total: int | None) -> bool:
         """Whether the run is done: ``total`` blocks removed, or the budget met."""
         if total is not None:
             return removed >= total
