@@ -108,7 +108,9 @@ def _tokenise(path: Path, tokenizer: Any) -> np.ndarray:
         try:
             from transformers import AutoTokenizer
         except ImportError:
-            raise UserError("tokenising .txt needs transformers: pip install 'squeezr[hf]'") from None
+            raise UserError(
+                "tokenising .txt needs transformers: pip install 'squeezr[hf]'"
+            ) from None
         folder = Path(tokenizer).expanduser()
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

@@ -100,7 +100,9 @@ PRESETS: dict[str, ViTConfig] = {
     "base": ViTConfig(embed_dim=768, num_heads=12),
     "large": ViTConfig(embed_dim=1024, depth=24, num_heads=16),
     # For 32x32 images (CIFAR, digits): 64 patches of 4x4, 10 classes.
-    "vit_tiny_patch4_32": ViTConfig(img_size=32, patch_size=4, num_classes=10, embed_dim=192, num_heads=3),
+    "vit_tiny_patch4_32": ViTConfig(
+        img_size=32, patch_size=4, num_classes=10, embed_dim=192, num_heads=3
+    ),
 }
 
 
@@ -279,7 +281,9 @@ class VisionTransformer(BlockNet):
         self._check_input_shape(input_shape)
         per_block = {}
         for i, block in self.units():
-            linear = sum(m.in_features * m.out_features for m in block.modules() if isinstance(m, nn.Linear))
+            linear = sum(
+                m.in_features * m.out_features for m in block.modules() if isinstance(m, nn.Linear)
+            )
             per_block[i] = n * linear + 2 * n * n * d  # projections, then q·kᵀ and attn·v
         return per_block
 
@@ -433,7 +437,9 @@ def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return state
 
 
-def build(name: str, *, weights: str | os.PathLike[str] | None = None, **options: Any) -> VisionTransformer:
+def build(
+    name: str, *, weights: str | os.PathLike[str] | None = None, **options: Any
+) -> VisionTransformer:
     """``vit:NAME`` model sources: the preset ``NAME`` (:func:`vit`) with ``options`` as
     :class:`ViTConfig` overrides, and timm's weights from ``weights`` when given.
 
@@ -449,10 +455,14 @@ def build(name: str, *, weights: str | os.PathLike[str] | None = None, **options
     if "head.weight" in state and state["head.weight"].shape != own["head.weight"].shape:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    missing = [k for k in own if k not in state and (not k.startswith("head.") or "head.weight" in state)]
+    missing = [
+        k for k in own if k not in state and (not k.startswith("head.") or "head.weight" in state)
+    ]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected or wrong:
         names = ", ".join([*wrong[:2], *missing[:2], *unexpected[:2]])
-        raise UserError(f"{weights} does not fit vit:{name} ({names}); pick the preset it was trained as")
+        raise UserError(
+            f"{weights} does not fit vit:{name} ({names}); pick the preset it was trained as"
+        )
     net.load_state_dict(state, strict=False)
     return net
