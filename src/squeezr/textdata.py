@@ -7,7 +7,9 @@ part, used as the test set when there is no ``test.*``), each one of
 * ``.bin`` — a flat array of token ids: little-endian uint16 as nanoGPT's ``prepare.py``
   writes, or llm.c's layout (a 256-int32 header with magic 20240520, version 1 = uint16,
   2 = uint32), recognised by its header;
-* ``.txt`` — plain text, tokenised on load with a local transformers tokenizer folder.
+* ``.txt`` — plain text, tokenised on load with the transformers tokenizer whose files
+  (``tokenizer.json``, ``tokenizer_config.json``, … copied from the model's folder) lie in
+  the same folder.
 
 Each stream is cut into non-overlapping sequences of ``seq_len`` tokens (a tail shorter
 than that is dropped). The held-out parts follow spec §6 exactly as for images and never
@@ -16,11 +18,13 @@ pruning set = the *next* 10%, train = the rest. Files are memory-mapped, and ``t
 keeps only the first N training sequences, so a large corpus costs memory only for what is
 used. Sequences are stored as ``int64`` ``(N, seq_len)``; the targets are the same ids (the
 output at position t predicts token t + 1; :class:`squeezr.tasks.LanguageModelling`).
+``num_classes`` of the splits is the vocabulary the data needs (its largest id + 1).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +32,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from squeezr.data import HELD_OUT_DIVISOR, DataSplits
 from squeezr.dbx.errors import UserError
 
-__all__ = ["LLMC_MAGIC", "TEXT_SUFFIXES", "read_tokens", "sequences", "token_file"]
+__all__ = [
+    "LLMC_MAGIC",
+    "TEXT_SUFFIXES",
+    "TokenSplit",
+    "load_text_dataset",
+    "read_tokens",
+    "sequences",
+    "token_file",
+]
 
 LLMC_MAGIC = 20240520
 """First int32 of an llm.c token file (its header is 256 int32: magic, version, count, …)."""
@@ -128,3 +141,82 @@ def sequences(tokens: np.ndarray, seq_len: int, start: int = 0, stop: int | None
     start = min(start, stop)
     window = np.asarray(tokens[start * seq_len : stop * seq_len], dtype=np.int64)
     return torch.from_numpy(window.reshape(stop - start, seq_len))
+
+
+DEFAULT_SEQ_LEN = 256
+
+
+@dataclass(frozen=True)
+class TokenSplit:
+    """Token sequences ``x`` (int64, N×T) and their targets ``y`` (the same ids: the output
+    at position t predicts token t + 1)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def _tokenizer_of(folder: Path) -> Path | None:
+    """The data folder itself when it holds tokenizer files (copied from the model's folder)."""
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    return folder if any((folder / n).is_file() for n in names) else None
+
+
+def load_text_dataset(
+    data_dir: str | os.PathLike[str],
+    *,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    pruning_set: bool = False,
+    train_sequences: int | None = None,
+) -> DataSplits:
+    """The token files of ``data_dir`` as a language-modelling dataset (see the module
+    docstring): train/val/(prune) cut from ``train.*``, test from ``test.*`` or ``val.*``.
+    ``.txt`` files are tokenised with the tokenizer files in ``data_dir`` itself."""
+    from squeezr.tasks import LanguageModelling
+
+    folder = Path(data_dir).expanduser()
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+        raise UserError(f"seq_len must be an integer of at least 2 tokens, got {seq_len!r}")
+    if not folder.is_dir():
+        raise UserError(f"text dataset folder {folder} not found; pass --data-dir DIR")
+    train_file = token_file(folder, "train")
+    test_file = token_file(folder, "test") or token_file(folder, "val")
+    if train_file is None or test_file is None:
+        raise UserError(
+            f"{folder} needs train.* and test.* (or val.*) token files "
+            f"({', '.join(TEXT_SUFFIXES)}), e.g. nanoGPT's train.bin and val.bin"
+        )
+    tokenizer = _tokenizer_of(folder)
+    train_tokens = read_tokens(train_file, tokenizer)
+    n = len(train_tokens) // seq_len
+    n_val = n // HELD_OUT_DIVISOR
+    n_held = 2 * n_val if pruning_set else n_val
+    test = sequences(read_tokens(test_file, tokenizer), seq_len)
+    if n_val == 0 or n_held >= n or len(test) == 0:
+        raise UserError(
+            f"{folder}: too few tokens for sequences of {seq_len} ({n} training sequences, "
+            f"{len(test)} test); it needs 10 training sequences per held-out part and one "
+            "test sequence; use a shorter --seq-len or more text"
+        )
+    stop = n if train_sequences is None else min(n, n_held + int(train_sequences))
+    parts = {
+        "val": sequences(train_tokens, seq_len, 0, n_val),
+        "prune": sequences(train_tokens, seq_len, n_val, n_held) if pruning_set else None,
+        "train": sequences(train_tokens, seq_len, n_held, stop),
+        "test": test,
+    }
+    vocabulary = 1 + max(int(t.max()) for t in parts.values() if t is not None and t.numel())
+    split = {k: TokenSplit(v, v) if v is not None else None for k, v in parts.items()}
+    return DataSplits(
+        name="text",
+        num_classes=vocabulary,
+        train=split["train"],
+        val=split["val"],
+        test=split["test"],
+        prune=split["prune"],
+        mean=(),
+        std=(),
+        task=LanguageModelling(),
+    )

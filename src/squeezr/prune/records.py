@@ -21,7 +21,7 @@ from squeezr.models import MODEL_ATTACHMENT
 # What identifies a dataset: squeezr.data.load_dataset's arguments that change the data
 # (``train_images``: only the first N training images, for quick runs such as the demo;
 # ``pruning_set``: the second 10% of the training data held out, as ``squeezr train
-# --pruning-set`` records it).
+# --pruning-set`` records it; ``seq_len``: the text dataset's sequence length).
 DATASET_OPTIONS = (
     "name",
     "data_dir",
@@ -30,6 +30,7 @@ DATASET_OPTIONS = (
     "seed",
     "train_images",
     "pruning_set",
+    "seq_len",
 )
 
 # The dataset options training runs record next to ``dataset`` (a name) in their params; the
