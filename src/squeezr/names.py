@@ -16,10 +16,14 @@ def normalised_key(name: str, known: Iterable[str], what: str) -> str:
     """The key of ``known`` that ``name`` means: case, surrounding blanks, ``-`` and ``_``
     are ignored. An unknown name is a UserError calling it a ``what`` and listing the keys."""
     keys = list(known)
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
-    if key not in keys:
+
+    def plain(text: str) -> str:
+        return str(text).strip().lower().replace("-", "").replace("_", "")
+
+    found = {plain(k): k for k in keys}.get(plain(name))
+    if found is None:
         raise UserError(f"unknown {what} {name!r}; choose one of {', '.join(keys)}")
-    return key
+    return found
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
