@@ -159,8 +159,9 @@ def test_a_timm_model_with_other_parts_is_refused(small_vit):
 def test_build_loads_timm_weights_and_swaps_a_head_of_another_size(tmp_path, small_vit):
     path = tmp_path / "weights.pth"
     torch.save(small_vit.state_dict(), path)
-    options = {k: v for k, v in SMALL.items()}
-    same = build("vit:tiny", weights=path, **options)
+    options = {k: v for k, v in SMALL.items() if k != "num_classes"}
+    same = build("vit:tiny", weights=path, **options)  # the weights' head: 5 classes
+    assert same.head.out_features == 5
     torch.testing.assert_close(
         same.state_dict()["blocks.1.mlp.fc1.weight"], small_vit.blocks["1"].mlp.fc1.weight
     )

@@ -339,8 +339,7 @@ def vit(name: str, **overrides: Any) -> VisionTransformer:
     """A preset by timm name (``vit_tiny_patch16_224``; case, ``-``/``_`` ignored) or short
     name (``tiny``, ``small``, ``base``, ``large``: patch 16, 224x224) with
     ``ViTConfig`` fields overridden, e.g. ``vit("vit_small_patch16_224", num_classes=10)``."""
-    keys = {k.replace("_", ""): k for k in PRESETS}
-    key = keys[normalised_key(name, keys, "ViT preset")]
+    key = normalised_key(name, PRESETS, "ViT preset")
     try:
         config = replace(PRESETS[key], **overrides)
     except TypeError as exc:
@@ -438,26 +437,34 @@ def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
 
 
 def build(
-    name: str, *, weights: str | os.PathLike[str] | None = None, **options: Any
+    name: str,
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    **options: Any,
 ) -> VisionTransformer:
     """``vit:NAME`` model sources: the preset ``NAME`` (:func:`vit`) with ``options`` as
-    :class:`ViTConfig` overrides, and timm's weights from ``weights`` when given.
+    :class:`ViTConfig` overrides (None = the preset's), and timm's weights from ``weights``.
 
-    A weights file whose head has another number of classes than ``num_classes`` loads
-    everything but the head (which stays freshly initialised), as when fine-tuning a
-    pretrained ViT on a new dataset.
+    ``num_classes`` defaults to the weights' head (else the preset's); when it differs from
+    theirs (or they have none) the head starts fresh and everything else loads, as when
+    fine-tuning a pretrained ViT on another dataset.
     """
-    net = vit(name, **options)
-    if weights is None:
+    state = _read_state_dict(weights) if weights is not None else None
+    head = state.get("head.weight") if state is not None else None
+    if num_classes is None and head is not None:
+        num_classes = int(head.shape[0])
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if num_classes is not None:
+        overrides["num_classes"] = num_classes
+    net = vit(name, **overrides)
+    if state is None:
         return net
-    state = _read_state_dict(weights)
     own = net.state_dict()
-    if "head.weight" in state and state["head.weight"].shape != own["head.weight"].shape:
+    if head is not None and head.shape != own["head.weight"].shape:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
     wrong = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    missing = [
-        k for k in own if k not in state and (not k.startswith("head.") or "head.weight" in state)
-    ]
+    missing = [k for k in own if k not in state and not k.startswith("head.")]  # head: fresh
     unexpected = [k for k in state if k not in own]
     if missing or unexpected or wrong:
         names = ", ".join([*wrong[:2], *missing[:2], *unexpected[:2]])
