@@ -265,3 +265,26 @@ def test_every_saliency_method_scores_every_layer(method):
     scores = saliency.compute(method, net, lm_data(), lm_context())
     assert set(scores) == {0, 2, 3}
     assert all(torch.isfinite(torch.tensor(s)) for s in scores.values())
+
+
+def test_squeezr_export_writes_a_save_pretrained_folder(tmp_path, capsys):
+    from squeezr import dbx
+    from squeezr.cli import main
+
+    net = tiny("qwen2")
+    net.remove_block(1)
+    save_model(net, tmp_path / "model.pt")
+    with dbx.create("prune/tiny/oracle", kind="prune", repo=tmp_path / "repo") as exp:
+        exp.attach(tmp_path / "model.pt", name="model.pt")
+    argv = ["export", "prune/tiny/oracle", "--repo", str(tmp_path / "repo")]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0  # hf: the default for decoders
+    assert "written as hf" in capsys.readouterr().out
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    ids = token_ids()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, net(ids))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main([*argv, "-o", str(tmp_path / "other")]) == 2
+    assert "folder with other files" in capsys.readouterr().err
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"

@@ -1,10 +1,11 @@
 """``squeezr export EXP``: a trained or pruned network as a file other tools load.
 
 Formats: ``torchscript`` (``torch.jit.load`` runs it without squeezr), ``onnx`` (input
-``images`` of shape N x 3 x 32 x 32 with a dynamic batch, output ``logits``) and
+``images`` of shape N x 3 x 32 x 32 with a dynamic batch, output ``logits``),
 ``state-dict`` (``torch.save`` of the plain ``state_dict``, for ``ResNet.from_spec`` with the
 experiment's recorded shape; ``squeezr.models.load_model`` reads the experiment's own
-``model.pt`` directly). Inputs are images normalised as in training (the dataset's mean and
+``model.pt`` directly) and, for Hugging Face decoder models, ``hf`` (the default for them:
+a ``save_pretrained`` folder with the new layer count that ``AutoModelForCausalLM`` loads). Inputs are images normalised as in training (the dataset's mean and
 std, squeezr.augment.normalize). The file is written atomically; an existing one is replaced.
 """
 
@@ -20,7 +21,7 @@ from squeezr.dbx import jsonx
 from squeezr.dbx.clikit import plain_text
 from squeezr.dbx.errors import UserError
 
-FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state-dict": ".pt"}
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state-dict": ".pt", "hf": ""}
 
 
 def register(subparsers: Any) -> None:
@@ -31,7 +32,11 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("experiment", metavar="EXP", help="training or pruning experiment (name, id)")
-    p.add_argument("--format", default="torchscript", choices=sorted(FORMATS))
+    p.add_argument(
+        "--format",
+        choices=sorted(FORMATS),
+        help="default: hf for Hugging Face decoder models, torchscript for the others",
+    )
     p.add_argument(
         "--output",
         "-o",
@@ -47,7 +52,7 @@ def register(subparsers: Any) -> None:
 def default_output(exp: Any, fmt: str) -> Path:
     """``<name>-<id>[-state-dict].<ext>``: a file name that says which experiment it is."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", exp.name.replace("/", "-")).strip("-.")
-    kind = "-state-dict" if fmt == "state-dict" else ""
+    kind = {"state-dict": "-state-dict", "hf": "-hf"}.get(fmt, "")
     return Path(f"{stem}-{exp.id[:8]}{kind}{FORMATS[fmt]}")
 
 
@@ -69,10 +74,18 @@ def run(args: argparse.Namespace) -> int:
             "not finished; resume it first, or export a finished experiment"
         )
     model = load_model(exp.attachment_path(MODEL_ATTACHMENT))
+    decoder = model.SPEC_FORMAT.startswith("squeezr.hf/")
+    args.format = args.format or ("hf" if decoder else "torchscript")
     output = Path(args.output) if args.output else default_output(exp, args.format)
-    if output.is_dir():
+    if output.is_dir() and args.format != "hf":  # an hf export is itself a folder
         output = output / default_output(exp, args.format)
-    if args.format == "torchscript":
+    if args.format == "hf":
+        if not decoder:
+            raise UserError("--format hf is for Hugging Face decoder models; this is not one")
+        from squeezr.networks.hf import save_pretrained
+
+        save_pretrained(model, output)
+    elif args.format == "torchscript":
         export_torchscript(model, output)
     elif args.format == "onnx":
         export_onnx(model, output)

@@ -232,8 +232,9 @@ class DecoderNet(BlockNet):
         self.removed: list[int] = []
 
     @property
-    def config(self) -> Any:
-        """The model's transformers config (of the unpruned model until export)."""
+    def hf_config(self) -> Any:
+        """The model's transformers config (of the unpruned model until export; ``config``
+        is the block network's remaining blocks per group)."""
         return self.hf.config
 
     # -- the block-network interface ---------------------------------------------------------
@@ -305,7 +306,7 @@ class DecoderNet(BlockNet):
         the attention products q·kᵀ and attn·v counted in full, 2·T²·heads·head_dim (which
         the generic hook-based count leaves out)."""
         t = self._sequence_length(input_shape)
-        config = self.config
+        config = self.hf_config
         heads = int(config.num_attention_heads)
         head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
         return {
@@ -327,7 +328,7 @@ class DecoderNet(BlockNet):
         return {
             "format": self.SPEC_FORMAT,
             "model_class": type(self.hf).__name__,
-            "config": self.config.to_dict(),
+            "config": self.hf_config.to_dict(),
             "seq_len": self.input_shape[0],
             "removed": list(self.removed),
         }
@@ -544,7 +545,7 @@ def adapt(model: Any) -> DecoderNet | None:
 def _pruned_config(net: DecoderNet) -> Any:
     """The config of the pruned model: the kept layer count, and every per-layer list (a list
     with one entry per original layer, such as ``layer_types``) cut to the kept layers."""
-    config = copy.deepcopy(net.config)
+    config = copy.deepcopy(net.hf_config)
     keep = net.block_ids()
     count = net.num_original_blocks
     for name, value in config.to_diff_dict().items():
@@ -559,11 +560,18 @@ def save_pretrained(net: DecoderNet, folder: str | os.PathLike[str]) -> Path:
     count, safetensors weights, layers renumbered 0..n-1), which
     ``AutoModelForCausalLM.from_pretrained(folder)`` loads with the same logits.
 
-    Crash-safe: written into a temporary folder beside ``folder``, then renamed over it.
+    Crash-safe: written into a temporary folder beside ``folder``, then renamed over it. An
+    existing ``folder`` is replaced only when it is empty or a model folder (has a
+    ``config.json``), never a folder of other files.
     """
     target = Path(folder).expanduser()
     if target.exists() and not target.is_dir():
         raise UserError(f"{target} exists and is not a folder; choose another export path")
+    if target.is_dir() and any(target.iterdir()) and not (target / "config.json").is_file():
+        raise UserError(
+            f"{target} is a folder with other files (no config.json): squeezr replaces only "
+            "a model folder it wrote; choose a new or empty folder"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     hf, base = net.hf, getattr(net.hf, net.hf.base_model_prefix)
     saved_config = hf.config
