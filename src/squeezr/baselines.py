@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from squeezr import dbx
+from squeezr.blocknet import build
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
@@ -29,6 +30,7 @@ def training_params(
     dataset: Mapping[str, Any],
     cfg: TrainConfig,
     spec: dict[str, Any] | None = None,
+    model: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The params of a training experiment, as ``--resume``, the pruner and queries read them.
 
@@ -40,7 +42,9 @@ def training_params(
     as a mapping (``name`` and the options of :data:`squeezr.prune.records.DATASET_OPTIONS`);
     options ``squeezr train`` has no flags for (synthetic data's size, classes, seed) are
     recorded as ``dataset_options``. ``spec`` (a :meth:`ResNet.spec`, e.g. a pruned shape)
-    is recorded when the network is not the plain ``ResNet(config)``.
+    is recorded when the network is not the plain ``ResNet(config)``. ``model``
+    (``{"source": "torchvision:resnet50", "weights": path or None}``) is recorded for a network
+    of another family, built by :func:`squeezr.blocknet.build` (then ``config`` is empty).
     """
     options = dataset_record(dataset)
     params: dict[str, Any] = {"arch": arch, "config": list(config), "dataset": options.pop("name")}
@@ -51,6 +55,8 @@ def training_params(
         params["dataset_options"] = options
     if spec is not None:
         params["spec"] = spec
+    if model is not None:
+        params["model"] = dict(model)
     return params
 
 
@@ -58,7 +64,7 @@ def _prepare(params: dict[str, Any], download: bool):
     """Everything that can be wrong with a run, checked before an experiment exists:
     the training options, the device, the dataset (present or downloadable) and the shape.
     Returns (TrainConfig, splits, freshly initialised model)."""
-    if not isinstance(params.get("train"), dict) or not ({"config", "spec"} & set(params)):
+    if not isinstance(params.get("train"), dict) or not ({"config", "spec", "model"} & set(params)):
         raise UserError("this experiment was not made by `squeezr train` (no training params)")
     cfg = TrainConfig.from_dict(params["train"])
     resolve_device(cfg.device)
@@ -67,6 +73,12 @@ def _prepare(params: dict[str, Any], download: bool):
         raise UserError("the training params name no dataset; it was not made by squeezr")
     splits = open_splits(dataset, download=download)
     seed_everything(cfg.seed)
+    if isinstance(params.get("model"), dict):
+        source = params["model"]
+        model = build(
+            source["source"], weights=source.get("weights"), num_classes=splits.num_classes
+        )
+        return cfg, splits, model
     spec = params.get("spec")
     if spec is None:
         return cfg, splits, ResNet(params["config"], num_classes=splits.num_classes)
@@ -104,7 +116,8 @@ def train_experiment(
             return finished, thaw(finished.results)
     else:
         seed = params.get("train", {}).get("seed", 0)
-        name = validate_name(name or f"baselines/{params.get('arch')}/{seed}")
+        arch = str(params.get("arch")).replace(":", "-")  # torchvision:resnet50
+        name = validate_name(name or f"baselines/{arch}/{seed}")
     cfg, splits, model = _prepare(params, download)
     if resume is not None:
         exp = dbx.resume(resume, repo=repo)

@@ -260,7 +260,27 @@ def _layer_macs(model: BlockNet, input_shape: Sequence[int] | None) -> dict[int,
     return macs
 
 
-def _shape_forward(model: nn.Module, example: Tensor) -> None:
+def output_size(model: BlockNet) -> int:
+    """The size of the outputs' last dimension (a classifier's classes, a language model's
+    vocabulary), from a forward pass on the meta device."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return int(_shape_forward(model, model.example_input()).shape[-1])
+    finally:
+        model.train(was_training)
+
+
+def is_model_source(text: Any) -> bool:
+    """Whether ``text`` names a model to build (``FAMILY:NAME`` with a known family)."""
+    if not isinstance(text, str) or ":" not in text or Path(text).exists():
+        return False
+    family = text.partition(":")[0].strip().lower().replace("-", "_")
+    return f"squeezr.networks.{family}" in adapter_modules()
+
+
+def _shape_forward(model: nn.Module, example: Tensor) -> Tensor:
     """Run ``model`` for its shapes only: on the meta device (no arithmetic, no copy of the
     weights: ResNet-50 at 224² takes milliseconds instead of seconds), or for real where
     the forward needs values (data-dependent code)."""
@@ -269,9 +289,9 @@ def _shape_forward(model: nn.Module, example: Tensor) -> None:
         for name, t in [*model.named_parameters(), *model.named_buffers()]
     }
     try:
-        torch.func.functional_call(model, meta, (example.to("meta"),))
+        return torch.func.functional_call(model, meta, (example.to("meta"),))
     except Exception:  # whatever fails on meta tensors runs for real
-        model(example)
+        return model(example)
 
 
 # -- families: spec, foreign models -----------------------------------------------------------

@@ -14,7 +14,10 @@ as given. Available datasets:
 * ``digits`` — scikit-learn's 1,797 handwritten 8×8 digits (shipped with scikit-learn, so it
   works offline), upscaled to 32×32 RGB, stratified 80/20 train/test split with a fixed seed;
 * ``synthetic`` — seeded, learnable random data (class prototypes + noise) for tests and
-  benchmarks.
+  benchmarks;
+* ``imagefolder`` — ImageNet-style ``train/<class>/*`` and ``val/<class>/*`` folders in
+  ``data_dir``, decoded once at ``resolution``² into a memory-mapped cache
+  (:mod:`squeezr.imagefolder`); ``val/`` is the test set.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import atomic_path
 from squeezr.names import normalised_key
 
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "text")
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "imagefolder", "text")
 HELD_OUT_DIVISOR = 10  # validation and pruning set: len(train) // 10 images each
 DIGITS_SEED = 0
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -107,17 +110,20 @@ def load_dataset(
     synthetic_classes: int = 10,
     seed: int = 0,
     train_images: int | None = None,
+    resolution: int | None = None,
     seq_len: int | None = None,
 ) -> DataSplits:
     """Load ``name`` (one of :data:`DATASETS`) and split it (spec §6).
 
-    ``data_dir``/``download`` matter for CIFAR only; ``synthetic_size`` (training images before
+    ``data_dir``/``download`` matter for CIFAR (``data_dir`` also for imagefolder); ``synthetic_size`` (training images before
     the val/prune split; the test set gets a fifth as many more), ``synthetic_classes`` and
     ``seed`` for ``synthetic`` only. ``train_images`` keeps only the first N images of the
     training part (after the split, so validation and pruning sets are unchanged) for quick
     runs such as the demo; ``mean``/``std`` are still those of the whole training part.
-    ``text`` (token files in ``data_dir`` for language models, :mod:`squeezr.textdata`) cuts
-    them into sequences of ``seq_len`` tokens; its ``train_images`` counts sequences.
+    ``resolution`` (default 224) is the image size of ``imagefolder``, which reads
+    ``data_dir`` (required) and never downloads. ``text`` (token files in ``data_dir`` for
+    language models, :mod:`squeezr.textdata`) cuts them into sequences of ``seq_len``
+    tokens; its ``train_images`` counts sequences.
     """
     if train_images is not None and (isinstance(train_images, bool) or int(train_images) < 1):
         raise UserError(f"train_images must be at least 1, not {train_images}")
@@ -138,11 +144,22 @@ def load_dataset(
     if key in ("cifar10", "cifar100"):
         folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         (x, y), test, num_classes = _cifar(key, folder, download)
+    elif key == "imagefolder":
+        if data_dir is None:
+            raise UserError(
+                "dataset imagefolder needs --data-dir: the folder holding train/ and val/"
+            )
+        from squeezr.imagefolder import DEFAULT_RESOLUTION, load_imagefolder
+
+        splits = load_imagefolder(
+            data_dir, resolution=resolution or DEFAULT_RESOLUTION, pruning_set=pruning_set
+        )
     elif key == "digits":
         (x, y), test, num_classes = _digits()
     else:
         (x, y), test, num_classes = _synthetic(synthetic_size, synthetic_classes, seed)
-    splits = split_dataset(key, num_classes, Split(x, y), Split(*test), pruning_set)
+    if key != "imagefolder":
+        splits = split_dataset(key, num_classes, Split(x, y), Split(*test), pruning_set)
     if train_images is not None:
         n = int(train_images)
         splits = replace(splits, train=Split(splits.train.x[:n], splits.train.y[:n]))
@@ -150,9 +167,15 @@ def load_dataset(
 
 
 def split_dataset(
-    name: str, num_classes: int, train: Split, test: Split, pruning_set: bool = False
+    name: str,
+    num_classes: int,
+    train: Split,
+    test: Split,
+    pruning_set: bool = False,
+    stats_images: int | None = None,
 ) -> DataSplits:
-    """Cut ``train`` into val (first 10%), prune (next 10%, optional) and train (the rest)."""
+    """Cut ``train`` into val (first 10%), prune (next 10%, optional) and train (the rest);
+    ``mean``/``std`` from the training part's first ``stats_images`` images (None: all)."""
     n_val = len(train) // HELD_OUT_DIVISOR
     n_held = 2 * n_val if pruning_set else n_val
     if n_val == 0 or n_held >= len(train) or len(test) == 0:
@@ -165,7 +188,7 @@ def split_dataset(
         return Split(train.x[a:b], train.y[a:b])
 
     rest = part(n_held, len(train))
-    mean, std = channel_stats(rest.x)
+    mean, std = channel_stats(rest.x[:stats_images])
     return DataSplits(
         name=name,
         num_classes=num_classes,

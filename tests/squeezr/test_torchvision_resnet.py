@@ -256,3 +256,22 @@ def test_what_cannot_be_represented_is_one_line():
         build("torchvision:resnet51")
     with pytest.raises(UserError, match="block index 16 is out of range"):
         build("torchvision:resnet50").remove_block(16)
+
+
+def test_pruning_loop_runs_on_a_torchvision_resnet_with_phasing(tiny_splits):
+    from squeezr.prune import PruneConfig, make_target, prune
+
+    torch.manual_seed(0)
+    model = TorchvisionResNet({**TINY_BASIC, "num_classes": 4})
+    cfg = PruneConfig(
+        target=make_target(blocks=2),
+        schedule="every:1",
+        epochs=1,
+        batch_size=64,
+        device="cpu",
+        phase=1,
+    )
+    result = prune(model, tiny_splits, cfg, progress=False)
+    assert len(result.summary["order"]) == 2
+    assert result.model.block_ids() == [i for i in range(6) if i not in result.summary["order"]]
+    assert result.summary["params"] == count_params(result.model)

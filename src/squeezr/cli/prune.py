@@ -2,7 +2,8 @@
 
 Example: ``squeezr prune --from train/resnet110/s0 --method oracle --target-size resnet56
 --schedule uniform:4 --epochs 50``. ``--from`` takes an experiment (its model.pt, or with
-``--checkpoint E`` its training checkpoint of epoch E) or a model file (with ``--dataset``).
+``--checkpoint E`` its training checkpoint of epoch E), a model file (with ``--dataset``) or
+a model source such as ``torchvision:resnet50`` (with ``--weights FILE``, ``--dataset``).
 ``--resume EXP`` continues a killed run from its last completed step with its recorded
 settings (only ``--device`` may change). Every setting is checked, and the plan printed,
 before anything is created.
@@ -59,7 +60,12 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_argument_group("source (one of)")
-    src.add_argument("--from", dest="source", help="experiment (id, prefix, name) or model file")
+    src.add_argument(
+        "--from",
+        dest="source",
+        help="experiment (id, prefix, name), model file, or model source FAMILY:NAME "
+        "(torchvision:resnet50)",
+    )
     src.add_argument("--resume", metavar="EXP", help="continue this pruning experiment")
     p.add_argument(
         "--checkpoint",
@@ -78,6 +84,8 @@ def register(subparsers) -> None:
         "only the recorded name (a held-out pruning set or --train-images subset stays)",
     )
     p.add_argument("--data-dir", help="where the dataset files are (default: as recorded)")
+    p.add_argument("--weights", help="weights file of a --from FAMILY:NAME model (torchvision's)")
+    p.add_argument("--resolution", type=int, help="image size of --dataset imagefolder (224)")
     tgt = p.add_argument_group("target (exactly one)")
     tgt.add_argument("--target-blocks", type=int, help="blocks to remove")
     tgt.add_argument("--target-left", type=int, help="blocks to keep")
@@ -165,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         prepared = prepare_resume(exp.id, repo=repo, device=args.device)
     else:
         # prepare_run checks the settings before it loads anything
-        dataset = {"name": args.dataset, "data_dir": args.data_dir}
+        dataset = {"name": args.dataset, "data_dir": args.data_dir, "resolution": args.resolution}
         prepared = prepare_run(
             args.source,
             config_from_args(args),
@@ -173,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
             name=args.name,
             dataset=dataset,
             checkpoint=args.checkpoint,
+            weights=args.weights,
         )
     if args.fmt == "table":
         print(prepared.plan.describe(), flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from squeezr.cli.options import (
@@ -36,8 +37,22 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--arch", help="preset: resnet20, resnet32, resnet44, resnet56 or resnet110")
     p.add_argument("--config", help="blocks per group instead of a preset, e.g. 9,9,9 or 4,0,7")
-    p.add_argument("--dataset", default="cifar10", help="cifar10, cifar100, digits or synthetic")
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="FAMILY:NAME",
+        help="another network family instead of --arch/--config, e.g. torchvision:resnet50",
+    )
+    p.add_argument(
+        "--weights",
+        help="start --from's network from this weights file (torchvision's load as is; a "
+        "classifier of another size starts fresh)",
+    )
+    p.add_argument(
+        "--dataset", default="cifar10", help="cifar10, cifar100, digits, synthetic or imagefolder"
+    )
     p.add_argument("--data-dir", help="folder holding the dataset (default: $SQUEEZR_DATA, ...)")
+    p.add_argument("--resolution", type=int, help="image size of --dataset imagefolder (224)")
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     p.add_argument(
         "--pruning-set",
@@ -115,7 +130,24 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     from squeezr.baselines import training_params
     from squeezr.train import TrainConfig
 
-    arch, blocks = architecture(args.arch, args.config)
+    model = None
+    if args.source is not None:
+        from squeezr.blocknet import is_model_source
+
+        if args.arch is not None or args.config is not None:
+            raise UserError("give --from FAMILY:NAME or --arch/--config, not both")
+        if not is_model_source(args.source):
+            raise UserError(
+                f"--from {args.source!r} is not a model source; use FAMILY:NAME, e.g. "
+                "torchvision:resnet50 (to continue a training run use --resume)"
+            )
+        weights = str(Path(args.weights).expanduser().resolve()) if args.weights else None
+        model = {"source": args.source, "weights": weights}
+        arch, blocks = args.source, []
+    elif args.weights is not None:
+        raise UserError("--weights goes with --from FAMILY:NAME (e.g. torchvision:resnet50)")
+    else:
+        arch, blocks = architecture(args.arch, args.config)
     cfg = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -132,8 +164,9 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "data_dir": args.data_dir,
         "pruning_set": args.pruning_set,
         "train_images": args.train_images,
+        "resolution": args.resolution,
     }
-    return training_params(arch=arch, config=blocks, dataset=dataset, cfg=cfg)
+    return training_params(arch=arch, config=blocks, dataset=dataset, cfg=cfg, model=model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -163,7 +163,7 @@ class TorchvisionResNet(BlockNet):
     SPEC_FORMAT = SPEC_FORMAT
     input_shape = (3, 224, 224)
     __jit_unused_properties__ = ["config", "num_groups"]  # noqa: RUF012 (torch.jit.script)
-    __jit_ignored_attributes__ = ["arch", "name", "removed", "_where"]  # noqa: RUF012
+    __jit_ignored_attributes__ = ["arch", "name", "removed", "_where", "_shapes"]  # noqa: RUF012
 
     def __init__(self, arch: Mapping[str, Any], name: str | None = None) -> None:
         super().__init__()
@@ -171,6 +171,7 @@ class TorchvisionResNet(BlockNet):
         self.name = name
         self.removed = []
         self._where = []  # original index -> (stage, key)
+        self._shapes = []  # original index -> (inplanes, planes, stride)
         kind, groups, wpg = self.arch["block"], self.arch["groups"], self.arch["width_per_group"]
         expansion = 1 if kind == "basic" else 4
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -196,6 +197,7 @@ class TorchvisionResNet(BlockNet):
                     block = Bottleneck(inplanes, planes, stride, downsample, groups, wpg)
                 blocks[str(j)] = block
                 self._where.append((stage, str(j)))
+                self._shapes.append((inplanes, planes, stride))
                 inplanes = planes * expansion
             setattr(self, f"layer{stage + 1}", blocks)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -283,6 +285,37 @@ class TorchvisionResNet(BlockNet):
         else:
             del layer[key]
         self.removed.append(i)
+
+    def new_block(self, i: int) -> nn.Module:
+        """A freshly initialised block shaped like original block ``i`` (phasing rebuilds a
+        block put aside from it)."""
+        inplanes, planes, stride = self._shapes[self._check_index(i)]
+        arch, expansion = self.arch, 1 if self.arch["block"] == "basic" else 4
+        downsample = None
+        if stride != 1 or inplanes != planes * expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * expansion),
+            )
+        if arch["block"] == "basic":
+            return BasicBlock(inplanes, planes, stride, downsample)
+        return Bottleneck(
+            inplanes, planes, stride, downsample, arch["groups"], arch["width_per_group"]
+        )
+
+    def reinsert_block(self, i: int, block: nn.Module) -> None:
+        """Put removed block ``i`` back at its place (phased pruning removes a block, then
+        trains with it fading out); it takes back the shortcut its unit kept."""
+        stage, key = self._where[self._check_index(i)]
+        layer = self._stages()[stage]
+        unit = layer[key] if key in layer else None  # noqa: SIM401 (ModuleDict has no .get)
+        if i not in self.removed or not (unit is None or isinstance(unit, ShortcutUnit)):
+            raise UserError(f"block {i} is not removed; it cannot be put back")
+        if isinstance(unit, ShortcutUnit):
+            block.downsample = unit.downsample
+        self.removed.remove(i)
+        items = [(k, m) for k, m in layer.items() if k != key] + [(key, block)]
+        setattr(self, f"layer{stage + 1}", nn.ModuleDict(sorted(items, key=lambda kv: int(kv[0]))))
 
     def spec(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,15 @@ from typing import Any
 from torch import nn
 
 from squeezr import dbx, schedules
-from squeezr.blocknet import BlockNet, adapt, attach_model, load_model
+from squeezr.blocknet import (
+    BlockNet,
+    adapt,
+    attach_model,
+    build,
+    is_model_source,
+    load_model,
+    output_size,
+)
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
@@ -46,16 +54,33 @@ __all__ = [
 
 
 def load_source(
-    source: str | Path | nn.Module, repo: Any = None, checkpoint: int | None = None
+    source: str | Path | nn.Module,
+    repo: Any = None,
+    checkpoint: int | None = None,
+    weights: str | Path | None = None,
 ) -> tuple[BlockNet, dict[str, Any], dict[str, Any] | None]:
     """(model, description of the source, dataset recorded with it or None).
 
     A model object is taken through :func:`squeezr.blocknet.adapt` (a foreign network such
     as a torchvision ResNet becomes its block network; an unsupported one is a UserError).
+    A model source ``FAMILY:NAME`` (``torchvision:resnet50``) is built, with ``weights`` (a
+    weights file such as torchvision's) loaded when given.
 
     ``checkpoint`` picks the training checkpoint of that epoch of an experiment source
     instead of its final ``model.pt``.
     """
+    if is_model_source(source):
+        if checkpoint is not None:
+            raise UserError(
+                "--checkpoint picks a checkpoint of an experiment, not of a model source"
+            )
+        model = build(str(source), weights=weights)
+        path = str(Path(weights).expanduser().resolve()) if weights is not None else None
+        return model, {"kind": "build", "source": str(source), "weights": path}, None
+    if weights is not None:
+        raise UserError(
+            f"--weights goes with a model source such as --from torchvision:resnet50, not {source!r}"
+        )
     if isinstance(source, nn.Module) or Path(source).is_file():
         if checkpoint is not None:
             raise UserError(
@@ -92,6 +117,8 @@ def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
             origin += f"/epoch-{source['checkpoint']}"
     elif source.get("kind") == "checkpoint":
         origin = Path(source["path"]).stem
+    elif source.get("kind") == "build":
+        origin = source["source"].replace(":", "-")
     else:
         origin = "model"
     parts = [*origin.split("/"), cfg.method, schedules.parse(cfg.schedule).text]
@@ -158,12 +185,13 @@ def prepare_run(
     dataset: dict[str, Any] | None = None,
     splits=None,
     checkpoint: int | None = None,
+    weights: str | Path | None = None,
 ) -> PreparedRun:
     """Load and check a new pruning run of ``source`` (see :func:`run_experiment`)."""
     cfg.validate()  # settings first: a typo must not wait for a dataset to load
     if name is not None:
         validate_name(name)
-    model, source_info, recorded = load_source(source, repo, checkpoint)
+    model, source_info, recorded = load_source(source, repo, checkpoint, weights)
     name = validate_name(name or default_name(cfg, source_info))
     given = {k: v for k, v in (dataset or {}).items() if v is not None}
     if recorded is None and "name" not in given:
@@ -180,6 +208,12 @@ def prepare_run(
         )
     if splits is None:
         splits = open_splits(dataset, cfg.selection)
+    if source_info["kind"] == "build" and output_size(model) != splits.num_classes:
+        raise UserError(
+            f"{source} has {output_size(model)} outputs but dataset {dataset['name']!r} has "
+            f"{splits.num_classes} classes; fine-tune it first: squeezr train --from {source} "
+            "--weights FILE --dataset ..."
+        )
     plan = plan_run(model, splits, cfg)
     params = {"prune": cfg.params(), "source": source_info, "dataset": dataset}
     return PreparedRun(cfg, model, splits, plan, repo, name, params)
@@ -266,6 +300,7 @@ def run_experiment(
     splits=None,
     progress: bool = True,
     checkpoint: int | None = None,
+    weights: str | Path | None = None,
 ):
     """Prune ``source`` as a new dbx experiment (kind ``prune``); returns (experiment, result).
 
@@ -274,9 +309,16 @@ def run_experiment(
     the options it names of the dataset the source records (a held-out pruning set or a
     ``train_images`` subset stays); ``splits`` may be passed when already loaded (they must
     match that dataset); ``checkpoint`` starts from that epoch's training checkpoint of an
-    experiment source.
+    experiment source; ``weights`` is the weights file of a ``FAMILY:NAME`` source.
     """
     prepared = prepare_run(
-        source, cfg, repo=repo, name=name, dataset=dataset, splits=splits, checkpoint=checkpoint
+        source,
+        cfg,
+        repo=repo,
+        name=name,
+        dataset=dataset,
+        splits=splits,
+        checkpoint=checkpoint,
+        weights=weights,
     )
     return prepared.start(progress)

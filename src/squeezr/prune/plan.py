@@ -142,6 +142,13 @@ def check_strategies(cfg: PruneConfig, schedule: Schedule, total: int | None, mo
         raise UserError(f"--phase-mode {cfg.phase_mode} shapes phasing; give --phase S too")
     if cfg.phase_sample != "epoch" and cfg.phase_mode != "bernoulli":
         raise UserError("--phase-sample batch draws bernoulli masks; give --phase-mode bernoulli")
+    needs = {"phase": "reinsert_block", "replace": "replace_blocks"}
+    for flag, method_name in needs.items():
+        if getattr(cfg, flag) and not callable(getattr(model, method_name, None)):
+            raise UserError(
+                f"--{flag} needs a network with {method_name}(); "
+                f"{type(model).__name__} has none (use it without --{flag})"
+            )
     if cfg.phase:
         if schedule.low_epochs:
             raise UserError(

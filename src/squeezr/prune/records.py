@@ -30,6 +30,7 @@ DATASET_OPTIONS = (
     "seed",
     "train_images",
     "pruning_set",
+    "resolution",
     "seq_len",
 )
 

@@ -54,7 +54,7 @@ class StrategySteps:
         first group), so from an equal start the groups take turns and are equal again
         every 3 steps."""
         counts = self.model.config
-        for group in sorted(range(3), key=lambda g: (-counts[g], g)):
+        for group in sorted(range(len(counts)), key=lambda g: (-counts[g], g)):
             allowed = {b: s for b, s in scores.items() if self.model.group_of(b) == group}
             if allowed:
                 return allowed, group
