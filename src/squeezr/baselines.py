@@ -19,6 +19,8 @@ from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.models import MODEL_ATTACHMENT, ResNet, load_model
 from squeezr.prune.records import TRAIN_TOP_LEVEL, dataset_of, dataset_record, open_splits
+from squeezr.tasks import LanguageModelling, task_of
+from squeezr.textdata import fit_language_model
 from squeezr.torchfiles import load_torch_file
 from squeezr.train import TrainConfig, resolve_device, seed_everything
 
@@ -78,6 +80,8 @@ def _prepare(params: dict[str, Any], download: bool):
         model = build(
             source["source"], weights=source.get("weights"), num_classes=splits.num_classes
         )
+        if isinstance(task_of(splits), LanguageModelling):
+            fit_language_model(model, splits)  # sequence length, vocabulary
         return cfg, splits, model
     spec = params.get("spec")
     if spec is None:

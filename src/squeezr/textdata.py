@@ -39,6 +39,7 @@ __all__ = [
     "LLMC_MAGIC",
     "TEXT_SUFFIXES",
     "TokenSplit",
+    "fit_language_model",
     "load_text_dataset",
     "read_tokens",
     "sequences",
@@ -220,3 +221,19 @@ def load_text_dataset(
         std=(),
         task=LanguageModelling(),
     )
+
+
+def fit_language_model(model: Any, splits: DataSplits) -> None:
+    """Make a language model ready for ``splits``: its ``input_shape`` (what MACs are counted
+    for, and recorded in its spec) becomes the dataset's sequence length, and a vocabulary
+    smaller than the data's token ids is a UserError (an embedding lookup would fail later)."""
+    from squeezr.blocknet import output_size
+
+    length = int(splits.val.x.shape[1])
+    model.input_shape = (length,)
+    vocabulary = output_size(model)
+    if vocabulary < splits.num_classes:
+        raise UserError(
+            f"the model's vocabulary has {vocabulary} tokens but the text data has token ids up "
+            f"to {splits.num_classes - 1}; tokenise the text with the model's tokenizer"
+        )

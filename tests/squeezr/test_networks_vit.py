@@ -210,3 +210,13 @@ def test_every_saliency_method_scores_every_block(small_vit, method):
     scores = saliency.compute(method, small_vit, image_data(), image_context(batch_size=5))
     assert set(scores) == {0, 1, 3}
     assert all(torch.isfinite(torch.tensor(s)) for s in scores.values())
+
+
+def test_a_source_name_carries_config_overrides():
+    net = build("vit:vit_tiny_patch4_32,depth=2,embed_dim=48,num_heads=3,qkv_bias=false")
+    assert net.vit_config.depth == 2 and net.vit_config.embed_dim == 48
+    assert net.vit_config.qkv_bias is False and net.block_ids() == [0, 1]
+    with pytest.raises(UserError, match="unknown ViT option 'layers'"):
+        build("vit:tiny,layers=3")
+    with pytest.raises(UserError, match="not a valid int"):
+        build("vit:tiny,depth=three")

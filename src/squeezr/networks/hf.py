@@ -241,6 +241,12 @@ class DecoderNet(BlockNet):
 
     def embed(self, ids: Tensor) -> Tensor:
         """Token ids ``(N, T)`` → the hidden states the model gives its first layer."""
+        limit = getattr(self.hf_config, "max_position_embeddings", None)
+        if limit is not None and ids.shape[-1] > limit:
+            raise UserError(
+                f"sequences of {ids.shape[-1]} tokens are longer than the {limit} positions "
+                f"this model has; use --seq-len {limit} or less"
+            )
         return self.arguments.embed(ids)
 
     def readout(self, h: Tensor) -> Tensor:
@@ -443,6 +449,8 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "n_layer": 6,
         "n_head": 4,
         "n_positions": 256,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
     },
 }
 

@@ -17,6 +17,7 @@ removed block leaves nothing behind: the next block receives what it received.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import os
 from collections.abc import Sequence
@@ -436,6 +437,22 @@ def _read_state_dict(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return state
 
 
+def _option_value(key: str, text: str) -> Any:
+    """A ``key=value`` override of a ``vit:`` source, typed as the :class:`ViTConfig` field."""
+    fields = {f.name: f.type for f in dataclasses.fields(ViTConfig)}
+    if key not in fields:
+        raise UserError(f"unknown ViT option {key!r}; known: {', '.join(fields)}")
+    kind = fields[key]
+    try:
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return {"int": int, "float": float}.get(kind, str)(text)
+    except ValueError:
+        raise UserError(f"ViT option {key}={text!r} is not a valid {kind}") from None
+
+
 def build(
     name: str,
     *,
@@ -445,11 +462,17 @@ def build(
 ) -> VisionTransformer:
     """``vit:NAME`` model sources: the preset ``NAME`` (:func:`vit`) with ``options`` as
     :class:`ViTConfig` overrides (None = the preset's), and timm's weights from ``weights``.
+    ``NAME`` may carry overrides itself, ``vit_tiny_patch4_32,depth=4,embed_dim=96``, so that
+    a command line names any shape (and a recorded source rebuilds it).
 
     ``num_classes`` defaults to the weights' head (else the preset's); when it differs from
     theirs (or they have none) the head starts fresh and everything else loads, as when
     fine-tuning a pretrained ViT on another dataset.
     """
+    name, *pairs = name.split(",")
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        options[key.strip()] = _option_value(key.strip(), value.strip())
     state = _read_state_dict(weights) if weights is not None else None
     head = state.get("head.weight") if state is not None else None
     if num_classes is None and head is not None:

@@ -38,6 +38,8 @@ from squeezr.prune.loop import PruneResult, prune
 from squeezr.prune.plan import RunPlan, plan_run
 from squeezr.prune.records import dataset_of, dataset_record, model_attachment, open_splits
 from squeezr.prune.state import STATE_FILE, load_state
+from squeezr.tasks import LanguageModelling, task_of
+from squeezr.textdata import fit_language_model
 from squeezr.torchfiles import load_torch_file
 
 __all__ = [
@@ -208,7 +210,9 @@ def prepare_run(
         )
     if splits is None:
         splits = open_splits(dataset, cfg.selection)
-    if source_info["kind"] == "build" and output_size(model) != splits.num_classes:
+    if isinstance(task_of(splits), LanguageModelling):
+        fit_language_model(model, splits)  # sequence length, vocabulary
+    elif source_info["kind"] == "build" and output_size(model) != splits.num_classes:
         raise UserError(
             f"{source} has {output_size(model)} outputs but dataset {dataset['name']!r} has "
             f"{splits.num_classes} classes; fine-tune it first: squeezr train --from {source} "
