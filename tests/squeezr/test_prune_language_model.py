@@ -80,3 +80,15 @@ def test_model_sources_fit_the_text_data(token_folder):
     net = build("hf:tiny-gpt2", seed=0, seq_len=16)
     splits = load_dataset("text", data_dir=token_folder, seq_len=16)
     assert splits.num_classes <= net.hf_config.vocab_size
+
+
+def test_distillation_is_refused_for_language_models(token_folder):
+    from squeezr.dbx.errors import UserError
+    from squeezr.networks.hf import from_config
+    from squeezr.prune import plan_run
+
+    net = from_config(CONFIG, seed=0, seq_len=16)
+    splits = load_dataset("text", data_dir=token_folder, seq_len=16)
+    cfg = PruneConfig(target=make_target(blocks=1), distill=(0.5, 4.0), device="cpu")
+    with pytest.raises(UserError, match="--distill"):
+        plan_run(net, splits, cfg)

@@ -22,6 +22,7 @@ from squeezr.names import plural
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.replace import windows
 from squeezr.schedules import Schedule, parse
+from squeezr.tasks import ImageClassification, task_of
 from squeezr.train import resolve_device
 
 
@@ -129,6 +130,8 @@ def plan_run(model: BlockNet, splits, cfg: PruneConfig) -> RunPlan:
     schedule = parse(cfg.schedule)
     schedule.check(total)
     check_strategies(cfg, schedule, total, model)
+    if cfg.distill is not None and not isinstance(task_of(splits), ImageClassification):
+        raise UserError("--distill matches a classifier's outputs; drop it for language models")
     budget = budget_split(cfg, schedule, total)
     return RunPlan(cfg, schedule, device, total, data, budget)
 
