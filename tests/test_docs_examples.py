@@ -76,8 +76,7 @@ def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder as after ``make demo`` twice in a checkout: ``.venv/bin``, ``experiments/``
     and the shipped ``studies/``."""
     folder = tmp_path_factory.mktemp("first-session")
-    # The whole environment, not only its bin/: a `python` run from .venv/bin finds the
-    # environment's packages through .venv/pyvenv.cfg (as in a real checkout).
+    # The whole environment, not just bin/: its pyvenv.cfg makes .venv/bin/python the venv's.
     (folder / ".venv").symlink_to(Path(sys.executable).parent.parent)
     (folder / "studies").symlink_to(ROOT / "studies")  # as in a checkout (docs/studies.md)
     for _ in range(2):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from squeezr import dbx
-from squeezr.blocknet import build
+from squeezr.blocknet import build, from_spec, output_size
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
@@ -86,12 +86,13 @@ def _prepare(params: dict[str, Any], download: bool):
     spec = params.get("spec")
     if spec is None:
         return cfg, splits, ResNet(params["config"], num_classes=splits.num_classes)
-    if spec.get("num_classes") != splits.num_classes:
+    model = from_spec(spec)
+    if output_size(model) != splits.num_classes:
         raise UserError(
-            f"the recorded network has {spec.get('num_classes')} outputs but dataset "
+            f"the recorded network has {output_size(model)} outputs but dataset "
             f"{dataset['name']!r} has {splits.num_classes} classes"
         )
-    return cfg, splits, ResNet.from_spec(spec)
+    return cfg, splits, model
 
 
 def train_experiment(
@@ -183,6 +184,10 @@ def scratch_spec(spec: dict[str, Any], equal: bool) -> dict[str, Any]:
     many blocks."""
     if not equal:
         return spec
+    if spec.get("format") != ResNet.SPEC_FORMAT:
+        raise UserError(
+            "--equal compares with a standard CIFAR ResNet; this network is another family"
+        )
     config = equal_config(sum(spec["remaining_config"]))
     return ResNet(config, num_classes=spec["num_classes"]).spec()
 
@@ -219,7 +224,7 @@ def train_scratch(
         raise UserError(f"{source.name} records no dataset; it is not a squeezr run")
     cfg = TrainConfig.from_dict({**recipe, "epochs": epochs, "seed": seed, "device": device})
     arch = "equal" if equal else "pruned-shape"
-    config = spec["remaining_config"]
+    config = spec.get("remaining_config", [])
     params = training_params(arch=arch, config=config, dataset=dataset, cfg=cfg, spec=spec)
     params["like"] = {"id": source.id, "name": source.name}
     shape = "-".join(map(str, config))

@@ -346,7 +346,10 @@ def adapt(model: Any) -> BlockNet:
     if isinstance(model, BlockNet):
         return model
     for name in adapter_modules():
-        module = importlib.import_module(name)
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # an adapter whose optional dependency is not installed
+            continue
         convert = getattr(module, "adapt", None)
         adapted = convert(model) if convert is not None else None
         if adapted is not None:

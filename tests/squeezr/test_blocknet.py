@@ -205,3 +205,39 @@ def test_unsupported_models_get_one_line_naming_the_interface():
 def test_adapt_returns_block_networks_as_they_are(tiny_model):
     assert adapt(tiny_model) is tiny_model
     assert isinstance(from_spec(ResNet((1, 1, 1)).spec()), ResNet)
+
+
+def test_training_and_the_pruning_loop_run_on_a_language_model():
+    from squeezr.data import DataSplits
+    from squeezr.prune import PruneConfig, make_target, prune
+
+    def part(n, seed):
+        ids = tokens(n=n, seed=seed)
+        return Data(x=ids, y=ids)
+
+    splits = DataSplits(
+        name="tokens",
+        num_classes=11,
+        train=part(40, 1),
+        val=part(12, 2),
+        test=part(12, 3),
+        prune=None,
+        mean=(),
+        std=(),
+        task=LanguageModelling(),
+    )
+    torch.manual_seed(0)
+    model = TinyLM()
+    cfg = PruneConfig(
+        target=make_target(blocks=2),
+        method="block-gradient",
+        schedule="every:1",
+        epochs=1,
+        batch_size=8,
+        lr=0.01,
+        device="cpu",
+    )
+    result = prune(model, splits, cfg, progress=False)
+    assert len(result.model.block_ids()) == 2
+    assert 0 <= result.summary["final_val_acc"] <= 1  # next-token accuracy
+    assert result.summary["macs"] == count_macs(result.model)
