@@ -77,6 +77,8 @@ class SaliencyContext:
         budget = self.stack_images
         if budget is None:
             budget = 65_536 if self.device.type == "cuda" else 384
+        if self.task.max_batch is not None:  # large outputs: a language model's logits
+            budget = min(budget, self.task.max_batch)
         return max(1, min(self.batch_size, budget // max(1, candidates)))
 
     @property
@@ -174,7 +176,7 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The selection set in order, in chunks of ``size`` (default ``ctx.batch_size``) samples,
     ready for the model: (inputs, targets)."""
-    size = size or ctx.batch_size
+    size = min(size or ctx.batch_size, ctx.task.max_batch or ctx.batch_size)
     for start in range(0, len(data), size):
         stop = start + size
         yield prepare(data.x[start:stop], ctx), ctx.task.targets(data.y[start:stop], ctx.device)

@@ -223,10 +223,17 @@ def load_text_dataset(
     )
 
 
+LOGITS_BUDGET = 1 << 28
+"""Logits held at once when evaluating a language model (1 GiB in fp32): sequences per
+evaluation batch and per oracle stack are cut to fit (:attr:`squeezr.tasks.Task.max_batch`)."""
+
+
 def fit_language_model(model: Any, splits: DataSplits) -> None:
     """Make a language model ready for ``splits``: its ``input_shape`` (what MACs are counted
-    for, and recorded in its spec) becomes the dataset's sequence length, and a vocabulary
-    smaller than the data's token ids is a UserError (an embedding lookup would fail later)."""
+    for, and recorded in its spec) becomes the dataset's sequence length, a vocabulary
+    smaller than the data's token ids is a UserError (an embedding lookup would fail later),
+    and the task evaluates at most :data:`LOGITS_BUDGET` logits at once (a 150k-token
+    vocabulary at 512 tokens per sequence: 3 sequences per batch)."""
     from squeezr.blocknet import output_size
 
     length = int(splits.val.x.shape[1])
@@ -237,3 +244,4 @@ def fit_language_model(model: Any, splits: DataSplits) -> None:
             f"the model's vocabulary has {vocabulary} tokens but the text data has token ids up "
             f"to {splits.num_classes - 1}; tokenise the text with the model's tokenizer"
         )
+    splits.task.max_batch = max(1, LOGITS_BUDGET // (length * vocabulary))

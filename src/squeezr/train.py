@@ -276,6 +276,7 @@ def evaluate(
 def _accuracy(model, x, y, task: Task, batch_size, device, amp) -> float:
     if len(y) == 0:
         return float("nan")
+    batch_size = min(batch_size, task.max_batch or batch_size)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)

@@ -288,3 +288,18 @@ def test_squeezr_export_writes_a_save_pretrained_folder(tmp_path, capsys):
     assert main([*argv, "-o", str(tmp_path / "other")]) == 2
     assert "folder with other files" in capsys.readouterr().err
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_large_outputs_cap_evaluation_batches_and_oracle_stacks(family):
+    """A task's max_batch (a language model's logits budget) bounds every batch, and the
+    oracle still scores as brute force does."""
+    task = LanguageModelling()
+    task.max_batch = 3
+    ctx = saliency.SaliencyContext(task=task, batch_size=100, stack_images=1000)
+    assert ctx.oracle_chunk(4) == 1 and ctx.oracle_chunk(1) == 3
+    data = lm_data(n=7)
+    assert [len(x) for x, _ in saliency.batches(data, ctx)] == [3, 3, 1]
+    net = tiny(family)
+    fast = saliency.compute("oracle", net, data, ctx)
+    plain = saliency.brute_force_oracle(net, data, lm_context())
+    assert fast == pytest.approx(plain, rel=1e-6)

@@ -122,3 +122,19 @@ def test_missing_folder_and_bad_sequence_length(tmp_path):
         load_text_dataset(tmp_path / "nowhere")
     with pytest.raises(UserError, match="at least 2"):
         load_text_dataset(tmp_path, seq_len=1)
+
+
+def test_a_language_model_is_fitted_to_the_data(nanogpt_folder):
+    pytest.importorskip("transformers")
+    from squeezr.networks.hf import from_config
+    from squeezr.textdata import LOGITS_BUDGET, fit_language_model
+
+    config = {"model_type": "gpt2", "vocab_size": 3000, "n_embd": 16, "n_layer": 2, "n_head": 2}
+    net = from_config({**config, "n_positions": 64, "bos_token_id": 0, "eos_token_id": 0})
+    splits = load_text_dataset(nanogpt_folder, seq_len=8)
+    fit_language_model(net, splits)
+    assert net.input_shape == (8,)
+    assert splits.task.max_batch == LOGITS_BUDGET // (8 * 3000)  # sequences whose logits fit
+    small = from_config({**config, "vocab_size": 1000, "n_positions": 64})
+    with pytest.raises(UserError, match="token ids up to 1999"):
+        fit_language_model(small, splits)

@@ -279,6 +279,8 @@ def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> 
     state = load_state(exp.path / STATE_FILE, cfg)
     model = load_model(exp.attachment_path("start.pt"))
     splits = open_splits(dataset, cfg.selection)
+    if isinstance(task_of(splits), LanguageModelling):
+        fit_language_model(model, splits)  # evaluation batches, as the run had them
     plan = plan_run(model, splits, cfg)
     return PreparedRun(
         cfg,

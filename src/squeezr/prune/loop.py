@@ -107,22 +107,23 @@ def _evaluate(model: BlockNet, splits, cfg: PruneConfig, device: torch.device) -
 
     scores = {"val_acc": accuracy(splits.val), "test_acc": accuracy(splits.test)}
     if isinstance(task_of(splits), LanguageModelling):
-        scores["val_ppl"] = _perplexity(model, splits.val, cfg, device)
-        scores["test_ppl"] = _perplexity(model, splits.test, cfg, device)
+        scores["val_ppl"] = _perplexity(model, splits, splits.val, cfg, device)
+        scores["test_ppl"] = _perplexity(model, splits, splits.test, cfg, device)
     return scores
 
 
 @torch.no_grad()
-def _perplexity(model: BlockNet, split, cfg: PruneConfig, device: torch.device) -> float:
+def _perplexity(model: BlockNet, splits, split, cfg: PruneConfig, device: torch.device) -> float:
     """exp(mean token NLL) of a language model on ``split`` (fp32, eval mode): what a
     language model's pruning is judged by; the recorded accuracy is next-token accuracy."""
-    task, was_training = LanguageModelling(), model.training
+    task, was_training = task_of(splits), model.training
+    batch = min(cfg.eval_batch_size, task.max_batch or cfg.eval_batch_size)
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=device)
     count = torch.zeros((), dtype=torch.float64, device=device)
     try:
-        for i in range(0, len(split), cfg.eval_batch_size):
-            x = task.prepare(split.x[i : i + cfg.eval_batch_size], device)
+        for i in range(0, len(split), batch):
+            x = task.prepare(split.x[i : i + batch], device)
             sums, counts = task.score(model(x), task.targets(split.y[i : i + len(x)], device))
             total += sums.sum()
             count += counts.sum()
