@@ -550,6 +550,20 @@ def adapt(model: Any) -> DecoderNet | None:
     return None
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """transformers' own progress bars off (a one-shard save needs none), restored after."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
 def _pruned_config(net: DecoderNet) -> Any:
     """The config of the pruned model: the kept layer count, and every per-layer list (a list
     with one entry per original layer, such as ``layer_types``) cut to the kept layers."""
@@ -587,7 +601,8 @@ def save_pretrained(net: DecoderNet, folder: str | os.PathLike[str]) -> Path:
     try:
         setattr(base, net.layers_attr, nn.ModuleList([unit.layer for _, unit in net.units()]))
         hf.config = base.config = _pruned_config(net)
-        hf.save_pretrained(tmp)
+        with _quiet():
+            hf.save_pretrained(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
