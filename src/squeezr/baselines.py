@@ -87,7 +87,9 @@ def _prepare(params: dict[str, Any], download: bool):
     if spec is None:
         return cfg, splits, ResNet(params["config"], num_classes=splits.num_classes)
     model = from_spec(spec)
-    if output_size(model) != splits.num_classes:
+    if isinstance(task_of(splits), LanguageModelling):
+        fit_language_model(model, splits)  # a vocabulary covering the data's token ids
+    elif output_size(model) != splits.num_classes:
         raise UserError(
             f"the recorded network has {output_size(model)} outputs but dataset "
             f"{dataset['name']!r} has {splits.num_classes} classes"

@@ -60,6 +60,10 @@ def test_train_prune_export_a_decoder_on_token_files(tmp_path, text_folder, caps
     results = dbx.open(pruned["id"], repo=repo).results
     assert results["final_test_ppl"] > 1 and results["initial_test_ppl"] > 1
 
+    scratch = ["scratch", "--like", pruned["id"], "--epochs", "1", "--device", "cpu"]
+    assert main([*scratch, "--repo", repo, "--no-progress"]) == 0  # the pruned shape, anew
+    assert "scratch/pruned-shape/2/0" in capsys.readouterr().out
+
     assert main(["export", pruned["id"], "-o", str(tmp_path / "hf"), "--repo", repo]) == 0
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     assert reloaded.config.num_hidden_layers == 2
@@ -92,4 +96,8 @@ def test_train_and_prune_a_vit_named_with_its_shape(tmp_path, capsys):
     assert isinstance(model, VisionTransformer) and model.vit_config.num_classes == 10
     argv = ["prune", "--from", trained["id"], "--target-blocks", "1", "--method", "block-gradient"]
     assert main([*argv, "--epochs", "1", "--repo", repo, *FAST]) == 0
-    assert json.loads(capsys.readouterr().out)["blocks_removed"] == 1
+    pruned = json.loads(capsys.readouterr().out)
+    assert pruned["blocks_removed"] == 1
+    scratch = ["scratch", "--like", pruned["id"], "--epochs", "1", "--device", "cpu"]
+    assert main([*scratch, "--repo", repo, "--no-progress"]) == 0
+    assert "scratch/pruned-shape/2/0" in capsys.readouterr().out

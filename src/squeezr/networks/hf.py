@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import operator
 import os
 import shutil
@@ -334,9 +335,11 @@ class DecoderNet(BlockNet):
         return {
             "format": self.SPEC_FORMAT,
             "model_class": type(self.hf).__name__,
-            "config": self.hf_config.to_dict(),
+            # as config.json holds it: JSON's string keys (id2label's ints would not be)
+            "config": json.loads(self.hf_config.to_json_string(use_diff=False)),
             "seq_len": self.input_shape[0],
             "removed": list(self.removed),
+            "remaining_config": list(self.config),
         }
 
     @classmethod

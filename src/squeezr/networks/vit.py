@@ -313,6 +313,7 @@ class VisionTransformer(BlockNet):
             "format": self.SPEC_FORMAT,
             "config": asdict(self.vit_config),
             "removed": list(self.removed),
+            "remaining_config": list(self.config),
         }
 
     @classmethod
