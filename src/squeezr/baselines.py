@@ -18,7 +18,13 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.models import MODEL_ATTACHMENT, ResNet, load_model
-from squeezr.prune.records import TRAIN_TOP_LEVEL, dataset_of, dataset_record, open_splits
+from squeezr.prune.records import (
+    TRAIN_TOP_LEVEL,
+    dataset_of,
+    dataset_record,
+    open_splits,
+    source_label,
+)
 from squeezr.tasks import LanguageModelling, task_of
 from squeezr.textdata import fit_language_model
 from squeezr.torchfiles import load_torch_file
@@ -123,7 +129,7 @@ def train_experiment(
             return finished, thaw(finished.results)
     else:
         seed = params.get("train", {}).get("seed", 0)
-        arch = str(params.get("arch")).replace(":", "-")  # torchvision:resnet50
+        arch = source_label(str(params.get("arch")))  # torchvision:resnet50
         name = validate_name(name or f"baselines/{arch}/{seed}")
     cfg, splits, model = _prepare(params, download)
     if resume is not None:

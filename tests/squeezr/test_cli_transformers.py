@@ -49,6 +49,7 @@ def test_train_prune_export_a_decoder_on_token_files(tmp_path, text_folder, caps
     assert main([*argv, "--epochs", "1", "--lr", "0.05", "--repo", repo, *FAST]) == 0
     trained = json.loads(capsys.readouterr().out)
     exp = dbx.open(trained["id"], repo=repo)
+    assert exp.name == "baselines/hf-cfg/0"  # the config's folder names the network
     assert exp.params["dataset_options"]["seq_len"] == 16
     model = load_model(exp.attachment_path("model.pt"))
     assert isinstance(model, DecoderNet) and model.input_shape == (16,)

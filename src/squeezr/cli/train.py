@@ -137,6 +137,7 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     model = None
     if args.source is not None:
         from squeezr.blocknet import is_model_source
+        from squeezr.prune.records import recorded_source
 
         if args.arch is not None or args.config is not None:
             raise UserError("give --from FAMILY:NAME or --arch/--config, not both")
@@ -146,8 +147,8 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 "torchvision:resnet50 (to continue a training run use --resume)"
             )
         weights = str(Path(args.weights).expanduser().resolve()) if args.weights else None
-        model = {"source": args.source, "weights": weights}
-        arch, blocks = args.source, []
+        model = {"source": recorded_source(args.source), "weights": weights}
+        arch, blocks = model["source"], []
     elif args.weights is not None:
         raise UserError("--weights goes with --from FAMILY:NAME (e.g. torchvision:resnet50)")
     else:

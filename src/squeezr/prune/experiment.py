@@ -36,7 +36,14 @@ from squeezr.models import MODEL_ATTACHMENT
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.loop import PruneResult, prune
 from squeezr.prune.plan import RunPlan, plan_run
-from squeezr.prune.records import dataset_of, dataset_record, model_attachment, open_splits
+from squeezr.prune.records import (
+    dataset_of,
+    dataset_record,
+    model_attachment,
+    open_splits,
+    recorded_source,
+    source_label,
+)
 from squeezr.prune.state import STATE_FILE, load_state
 from squeezr.tasks import LanguageModelling, task_of
 from squeezr.textdata import fit_language_model
@@ -78,7 +85,7 @@ def load_source(
             )
         model = build(str(source), weights=weights)
         path = str(Path(weights).expanduser().resolve()) if weights is not None else None
-        return model, {"kind": "build", "source": str(source), "weights": path}, None
+        return model, {"kind": "build", "source": recorded_source(source), "weights": path}, None
     if weights is not None:
         raise UserError(
             f"--weights goes with a model source such as --from torchvision:resnet50, not {source!r}"
@@ -120,7 +127,7 @@ def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
     elif source.get("kind") == "checkpoint":
         origin = Path(source["path"]).stem
     elif source.get("kind") == "build":
-        origin = source["source"].replace(":", "-")
+        origin = source_label(source["source"])
     else:
         origin = "model"
     parts = [*origin.split("/"), cfg.method, schedules.parse(cfg.schedule).text]

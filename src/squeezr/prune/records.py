@@ -108,3 +108,23 @@ def model_attachment(exp, checkpoint: int | None = None) -> str:
             f"its checkpoints: {have}"
         )
     return f"checkpoints/epoch-{checkpoint:04d}.pt"
+
+
+def recorded_source(source: str) -> str:
+    """A model source as runs record it: a NAME that is a file or folder
+    (``hf:./models/Qwen2.5-0.5B``) made absolute, so a resumed run finds it from anywhere."""
+    family, _, name = str(source).partition(":")
+    path = Path(name).expanduser()
+    return f"{family}:{path.resolve()}" if name and path.exists() else str(source)
+
+
+def source_label(source: str) -> str:
+    """A model source as a part of an experiment name: ``torchvision:resnet50`` →
+    ``torchvision-resnet50``; a file or folder by its folder's name (``hf:/m/Qwen2.5-0.5B`` →
+    ``hf-Qwen2.5-0.5B``, ``hf:/m/tiny/config.json`` → ``hf-tiny``)."""
+    family, _, name = str(source).partition(":")
+    path = Path(name).expanduser()
+    if "/" in name or path.exists():
+        path = path.resolve()
+        name = (path.parent if path.is_file() else path).name
+    return f"{family}-{name}"
