@@ -121,8 +121,11 @@ def recorded_source(source: str) -> str:
 def source_label(source: str) -> str:
     """A model source as a part of an experiment name: ``torchvision:resnet50`` →
     ``torchvision-resnet50``; a file or folder by its folder's name (``hf:/m/Qwen2.5-0.5B`` →
-    ``hf-Qwen2.5-0.5B``, ``hf:/m/tiny/config.json`` → ``hf-tiny``)."""
-    family, _, name = str(source).partition(":")
+    ``hf-Qwen2.5-0.5B``, ``hf:/m/tiny/config.json`` → ``hf-tiny``); anything else as it is
+    (``resnet110``)."""
+    family, colon, name = str(source).partition(":")
+    if not colon:
+        return family
     path = Path(name).expanduser()
     if "/" in name or path.exists():
         path = path.resolve()
