@@ -18,7 +18,15 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.store import validate_name
 from squeezr.dbx.views import thaw
 from squeezr.models import MODEL_ATTACHMENT, ResNet, load_model
-from squeezr.prune.records import TRAIN_TOP_LEVEL, dataset_of, dataset_record, open_splits
+from squeezr.prune.records import (
+    TRAIN_TOP_LEVEL,
+    dataset_of,
+    dataset_record,
+    open_splits,
+    source_label,
+)
+from squeezr.tasks import LanguageModelling, task_of
+from squeezr.textdata import fit_language_model
 from squeezr.torchfiles import load_torch_file
 from squeezr.train import TrainConfig, resolve_device, seed_everything
 
@@ -78,12 +86,16 @@ def _prepare(params: dict[str, Any], download: bool):
         model = build(
             source["source"], weights=source.get("weights"), num_classes=splits.num_classes
         )
+        if isinstance(task_of(splits), LanguageModelling):
+            fit_language_model(model, splits)  # sequence length, vocabulary
         return cfg, splits, model
     spec = params.get("spec")
     if spec is None:
         return cfg, splits, ResNet(params["config"], num_classes=splits.num_classes)
     model = from_spec(spec)
-    if output_size(model) != splits.num_classes:
+    if isinstance(task_of(splits), LanguageModelling):
+        fit_language_model(model, splits)  # a vocabulary covering the data's token ids
+    elif output_size(model) != splits.num_classes:
         raise UserError(
             f"the recorded network has {output_size(model)} outputs but dataset "
             f"{dataset['name']!r} has {splits.num_classes} classes"
@@ -118,7 +130,7 @@ def train_experiment(
             return finished, thaw(finished.results)
     else:
         seed = params.get("train", {}).get("seed", 0)
-        arch = str(params.get("arch")).replace(":", "-")  # torchvision:resnet50
+        arch = source_label(str(params.get("arch")))  # torchvision:resnet50
         name = validate_name(name or f"baselines/{arch}/{seed}")
     cfg, splits, model = _prepare(params, download)
     if not distributed.is_main():  # torchrun: rank 0 records, the other ranks train alongside

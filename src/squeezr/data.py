@@ -43,7 +43,7 @@ from squeezr.dbx.errors import UserError
 from squeezr.dbx.fileio import atomic_path
 from squeezr.names import normalised_key
 
-DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "imagefolder")
+DATASETS = ("cifar10", "cifar100", "digits", "synthetic", "imagefolder", "text")
 HELD_OUT_DIVISOR = 10  # validation and pruning set: len(train) // 10 images each
 DIGITS_SEED = 0
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -111,6 +111,7 @@ def load_dataset(
     seed: int = 0,
     train_images: int | None = None,
     resolution: int | None = None,
+    seq_len: int | None = None,
 ) -> DataSplits:
     """Load ``name`` (one of :data:`DATASETS`) and split it (spec §6).
 
@@ -120,11 +121,26 @@ def load_dataset(
     training part (after the split, so validation and pruning sets are unchanged) for quick
     runs such as the demo; ``mean``/``std`` are still those of the whole training part.
     ``resolution`` (default 224) is the image size of ``imagefolder``, which reads
-    ``data_dir`` (required) and never downloads.
+    ``data_dir`` (required) and never downloads. ``text`` (token files in ``data_dir`` for
+    language models, :mod:`squeezr.textdata`) cuts them into sequences of ``seq_len``
+    tokens; its ``train_images`` counts sequences.
     """
     if train_images is not None and (isinstance(train_images, bool) or int(train_images) < 1):
         raise UserError(f"train_images must be at least 1, not {train_images}")
     key = dataset_key(name)
+    if seq_len is not None and key != "text":
+        raise UserError(f"seq_len is an option of the text dataset, not of {key!r}")
+    if key == "text":  # token files for language models: squeezr.textdata
+        from squeezr.textdata import DEFAULT_SEQ_LEN, load_text_dataset
+
+        if data_dir is None:
+            raise UserError("the text dataset needs --data-dir DIR (train.bin and val.bin, ...)")
+        return load_text_dataset(
+            data_dir,
+            seq_len=DEFAULT_SEQ_LEN if seq_len is None else seq_len,
+            pruning_set=pruning_set,
+            train_sequences=train_images,
+        )
     if key in ("cifar10", "cifar100"):
         folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         (x, y), test, num_classes = _cifar(key, folder, download)

@@ -82,6 +82,8 @@ class SaliencyContext:
         budget = self.stack_images
         if budget is None:
             budget = 65_536 if self.device.type == "cuda" else 384
+        if self.task.max_batch is not None:  # large outputs: a language model's logits
+            budget = min(budget, self.task.max_batch)
         return max(1, min(self.batch_size, budget // max(1, candidates)))
 
     @property
@@ -181,6 +183,8 @@ def batches(
     ready for the model: (inputs, targets). Under torchrun only this rank's contiguous share
     of the set: callers sum over ranks (:func:`squeezr.distributed.all_reduce`)."""
     size = size or ctx.batch_size
+    if ctx.task.max_batch is not None:  # large outputs: a language model's logits
+        size = min(size, ctx.task.max_batch)
     part = distributed.shard(len(data))
     for start in range(part.start, part.stop, size):
         stop = min(start + size, part.stop)

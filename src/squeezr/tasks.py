@@ -40,6 +40,10 @@ class Task:
     name = "task"
     score_name = "score"
     """What :meth:`score` measures, for messages and records (``error``, ``nll``)."""
+    max_batch: int | None = None
+    """Most samples evaluated (or stacked by the oracle) at once, when their outputs are
+    large (a language model's logits: sequence length × vocabulary per sample); None: no
+    limit beyond the caller's batch size. Set by :func:`squeezr.textdata.fit_language_model`."""
 
     def prepare(
         self, x: Tensor, device: torch.device, dtype: torch.dtype = torch.float32

@@ -279,6 +279,7 @@ def _accuracy(model, x, y, task: Task, batch_size, device, amp) -> float:
         return float("nan")
     part = distributed.shard(len(y))  # under torchrun each rank counts its share
     x, y = x[part], y[part]
+    batch_size = min(batch_size, task.max_batch or batch_size)
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)

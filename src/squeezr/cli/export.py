@@ -6,9 +6,11 @@ torchvision ones — with a dynamic batch, output ``logits``), ``state-dict`` (`
 of the plain ``state_dict``: a pruned torchvision ResNet's keys are torchvision's, minus the
 removed blocks'; ``squeezr.blocknet.from_spec`` of the experiment's recorded shape loads it),
 ``module`` (the pruned ``nn.Module`` object, ``torch.load(path, weights_only=False)`` with
-squeezr installed) and ``all`` (each of them, ONNX where the family exports). Inputs are
-images normalised as in training (the dataset's mean and std). Files are written
-atomically; an existing one is replaced.
+squeezr installed), for Hugging Face decoder models ``hf`` (their default: a
+``save_pretrained`` folder with the new layer count, which ``AutoModelForCausalLM`` loads
+without squeezr) and ``all`` (each of them, ONNX and hf where the family exports). Inputs are
+images normalised as in training (the dataset's mean and std), or token ids. Files are
+written atomically; an existing one is replaced.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from squeezr.dbx import jsonx
 from squeezr.dbx.clikit import plain_text
 from squeezr.dbx.errors import UserError
 
-FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state-dict": ".pt", "module": ".pt"}
+FORMATS = {"torchscript": ".pt", "onnx": ".onnx", "state-dict": ".pt", "module": ".pt", "hf": ""}
+OPTIONAL = ("onnx", "hf")
+"""Formats ``--format all`` skips (with a warning) for families that cannot be written so."""
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +39,11 @@ def register(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("experiment", metavar="EXP", help="training or pruning experiment (name, id)")
-    p.add_argument("--format", default="torchscript", choices=[*sorted(FORMATS), "all"])
+    p.add_argument(
+        "--format",
+        choices=[*sorted(FORMATS), "all"],
+        help="default: hf for Hugging Face decoder models, torchscript for the others",
+    )
     p.add_argument(
         "--output",
         "-o",
@@ -51,7 +59,7 @@ def register(subparsers: Any) -> None:
 def default_output(exp: Any, fmt: str) -> Path:
     """``<name>-<id>[-state-dict].<ext>``: a file name that says which experiment it is."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", exp.name.replace("/", "-")).strip("-.")
-    kind = f"-{fmt}" if fmt in ("state-dict", "module") else ""
+    kind = f"-{fmt}" if fmt in ("state-dict", "module", "hf") else ""
     return Path(f"{stem}-{exp.id[:8]}{kind}{FORMATS[fmt]}")
 
 
@@ -68,6 +76,12 @@ def write(model: Any, fmt: str, output: Path) -> None:
             export_torchscript(model, output)
         elif fmt == "onnx":
             export_onnx(model, output)
+        elif fmt == "hf":
+            from squeezr.networks.hf import DecoderNet, save_pretrained
+
+            if not isinstance(model, DecoderNet):
+                raise UserError("only Hugging Face decoder models export as hf folders")
+            save_pretrained(model, output)
         elif fmt == "module":
             write_atomically(output, lambda tmp: torch.save(model.cpu().eval(), tmp))
         else:
@@ -91,19 +105,21 @@ def run(args: argparse.Namespace) -> int:
             "not finished; resume it first, or export a finished experiment"
         )
     model = load_model(exp.attachment_path(MODEL_ATTACHMENT))
+    if args.format is None:
+        args.format = "hf" if model.SPEC_FORMAT.startswith("squeezr.hf/") else "torchscript"
     formats = sorted(FORMATS) if args.format == "all" else [args.format]
     written, skipped = {}, {}
     for fmt in formats:
         output = Path(args.output) if args.output else default_output(exp, fmt)
-        if args.format == "all" or output.is_dir():
+        if args.format == "all" or (output.is_dir() and fmt != "hf"):  # hf: itself a folder
             folder = Path(args.output) if args.output else Path()
             output = folder / default_output(exp, fmt)
         try:
             write(model, fmt, output)
         except UserError as exc:
-            if args.format != "all" or fmt != "onnx":
+            if args.format != "all" or fmt not in OPTIONAL:
                 raise
-            skipped[fmt] = str(exc)  # "ONNX where the family supports it"
+            skipped[fmt] = str(exc)  # "ONNX (and hf) where the family supports it"
             continue
         written[fmt] = str(output.resolve())
     info = {

@@ -3,7 +3,8 @@
 Example: ``squeezr prune --from train/resnet110/s0 --method oracle --target-size resnet56
 --schedule uniform:4 --epochs 50``. ``--from`` takes an experiment (its model.pt, or with
 ``--checkpoint E`` its training checkpoint of epoch E), a model file (with ``--dataset``) or
-a model source such as ``torchvision:resnet50`` (with ``--weights FILE``, ``--dataset``).
+a model source such as ``torchvision:resnet50`` (with ``--weights FILE``, ``--dataset``) or
+``hf:FOLDER`` (a transformers causal LM, with ``--dataset text --data-dir DIR``).
 ``--resume EXP`` continues a killed run from its last completed step with its recorded
 settings (only ``--device`` may change). Every setting is checked, and the plan printed,
 before anything is created.
@@ -64,7 +65,7 @@ def register(subparsers) -> None:
         "--from",
         dest="source",
         help="experiment (id, prefix, name), model file, or model source FAMILY:NAME "
-        "(torchvision:resnet50)",
+        "(torchvision:resnet50, vit:NAME, hf:FOLDER)",
     )
     src.add_argument("--resume", metavar="EXP", help="continue this pruning experiment")
     p.add_argument(
@@ -86,6 +87,7 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", help="where the dataset files are (default: as recorded)")
     p.add_argument("--weights", help="weights file of a --from FAMILY:NAME model (torchvision's)")
     p.add_argument("--resolution", type=int, help="image size of --dataset imagefolder (224)")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence of --dataset text (256)")
     tgt = p.add_argument_group("target (exactly one)")
     tgt.add_argument("--target-blocks", type=int, help="blocks to remove")
     tgt.add_argument("--target-left", type=int, help="blocks to keep")
@@ -182,7 +184,12 @@ def run(args: argparse.Namespace) -> int:
         prepared = prepare_resume(exp.id, repo=repo, device=args.device)
     else:
         # prepare_run checks the settings before it loads anything
-        dataset = {"name": args.dataset, "data_dir": args.data_dir, "resolution": args.resolution}
+        dataset = {
+            "name": args.dataset,
+            "data_dir": args.data_dir,
+            "resolution": args.resolution,
+            "seq_len": args.seq_len,
+        }
         prepared = prepare_run(
             args.source,
             config_from_args(args),

@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
         "--from",
         dest="source",
         metavar="FAMILY:NAME",
-        help="another network family instead of --arch/--config, e.g. torchvision:resnet50",
+        help="another network family instead of --arch/--config, e.g. torchvision:resnet50, "
+        "vit:vit_tiny_patch4_32, hf:FOLDER (a transformers model folder or config.json)",
     )
     p.add_argument(
         "--weights",
@@ -49,10 +50,13 @@ def register(subparsers: Any) -> None:
         "classifier of another size starts fresh)",
     )
     p.add_argument(
-        "--dataset", default="cifar10", help="cifar10, cifar100, digits, synthetic or imagefolder"
+        "--dataset",
+        default="cifar10",
+        help="cifar10, cifar100, digits, synthetic, imagefolder or text (token files)",
     )
     p.add_argument("--data-dir", help="folder holding the dataset (default: $SQUEEZR_DATA, ...)")
     p.add_argument("--resolution", type=int, help="image size of --dataset imagefolder (224)")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence of --dataset text (256)")
     p.add_argument("--no-download", action="store_true", help="never download a missing dataset")
     p.add_argument(
         "--pruning-set",
@@ -133,6 +137,7 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
     model = None
     if args.source is not None:
         from squeezr.blocknet import is_model_source
+        from squeezr.prune.records import recorded_source
 
         if args.arch is not None or args.config is not None:
             raise UserError("give --from FAMILY:NAME or --arch/--config, not both")
@@ -142,8 +147,8 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
                 "torchvision:resnet50 (to continue a training run use --resume)"
             )
         weights = str(Path(args.weights).expanduser().resolve()) if args.weights else None
-        model = {"source": args.source, "weights": weights}
-        arch, blocks = args.source, []
+        model = {"source": recorded_source(args.source), "weights": weights}
+        arch, blocks = model["source"], []
     elif args.weights is not None:
         raise UserError("--weights goes with --from FAMILY:NAME (e.g. torchvision:resnet50)")
     else:
@@ -165,6 +170,7 @@ def _params_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "pruning_set": args.pruning_set,
         "train_images": args.train_images,
         "resolution": args.resolution,
+        "seq_len": args.seq_len,
     }
     return training_params(arch=arch, config=blocks, dataset=dataset, cfg=cfg, model=model)
 

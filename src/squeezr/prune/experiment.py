@@ -36,8 +36,17 @@ from squeezr.models import MODEL_ATTACHMENT
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.loop import PruneResult, prune
 from squeezr.prune.plan import RunPlan, plan_run
-from squeezr.prune.records import dataset_of, dataset_record, model_attachment, open_splits
+from squeezr.prune.records import (
+    dataset_of,
+    dataset_record,
+    model_attachment,
+    open_splits,
+    recorded_source,
+    source_label,
+)
 from squeezr.prune.state import STATE_FILE, load_state
+from squeezr.tasks import LanguageModelling, task_of
+from squeezr.textdata import fit_language_model
 from squeezr.torchfiles import load_torch_file
 
 __all__ = [
@@ -76,7 +85,7 @@ def load_source(
             )
         model = build(str(source), weights=weights)
         path = str(Path(weights).expanduser().resolve()) if weights is not None else None
-        return model, {"kind": "build", "source": str(source), "weights": path}, None
+        return model, {"kind": "build", "source": recorded_source(source), "weights": path}, None
     if weights is not None:
         raise UserError(
             f"--weights goes with a model source such as --from torchvision:resnet50, not {source!r}"
@@ -118,7 +127,7 @@ def default_name(cfg: PruneConfig, source: dict[str, Any] | None = None) -> str:
     elif source.get("kind") == "checkpoint":
         origin = Path(source["path"]).stem
     elif source.get("kind") == "build":
-        origin = source["source"].replace(":", "-")
+        origin = source_label(source["source"])
     else:
         origin = "model"
     parts = [*origin.split("/"), cfg.method, schedules.parse(cfg.schedule).text]
@@ -215,7 +224,9 @@ def prepare_run(
         )
     if splits is None:
         splits = open_splits(dataset, cfg.selection)
-    if source_info["kind"] == "build" and output_size(model) != splits.num_classes:
+    if isinstance(task_of(splits), LanguageModelling):
+        fit_language_model(model, splits)  # sequence length, vocabulary
+    elif source_info["kind"] == "build" and output_size(model) != splits.num_classes:
         raise UserError(
             f"{source} has {output_size(model)} outputs but dataset {dataset['name']!r} has "
             f"{splits.num_classes} classes; fine-tune it first: squeezr train --from {source} "
@@ -293,6 +304,8 @@ def prepare_resume(ref: str, *, repo: Any = None, device: str | None = None) -> 
     state = load_state(exp.path / STATE_FILE, cfg)
     model = load_model(exp.attachment_path("start.pt"))
     splits = open_splits(dataset, cfg.selection)
+    if isinstance(task_of(splits), LanguageModelling):
+        fit_language_model(model, splits)  # evaluation batches, as the run had them
     plan = plan_run(model, splits, cfg)
     return PreparedRun(
         cfg,

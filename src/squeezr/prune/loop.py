@@ -45,7 +45,7 @@ from squeezr.prune.replace import window_oracle
 from squeezr.prune.state import STATE_VERSION, load_state, save_state
 from squeezr.prune.strategy_steps import SKIPPED_LOOP, StrategySteps
 from squeezr.schedules import FINAL
-from squeezr.tasks import task_of
+from squeezr.tasks import LanguageModelling, task_of
 from squeezr.train import evaluate, fit
 
 
@@ -115,7 +115,31 @@ def _evaluate(model: BlockNet, splits, cfg: PruneConfig, device: torch.device) -
             task=task_of(splits),
         )
 
-    return {"val_acc": accuracy(splits.val), "test_acc": accuracy(splits.test)}
+    scores = {"val_acc": accuracy(splits.val), "test_acc": accuracy(splits.test)}
+    if isinstance(task_of(splits), LanguageModelling):
+        scores["val_ppl"] = _perplexity(model, splits, splits.val, cfg, device)
+        scores["test_ppl"] = _perplexity(model, splits, splits.test, cfg, device)
+    return scores
+
+
+@torch.no_grad()
+def _perplexity(model: BlockNet, splits, split, cfg: PruneConfig, device: torch.device) -> float:
+    """exp(mean token NLL) of a language model on ``split`` (fp32, eval mode): what a
+    language model's pruning is judged by; the recorded accuracy is next-token accuracy."""
+    task, was_training = task_of(splits), model.training
+    batch = min(cfg.eval_batch_size, task.max_batch or cfg.eval_batch_size)
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = torch.zeros((), dtype=torch.float64, device=device)
+    try:
+        for i in range(0, len(split), batch):
+            x = task.prepare(split.x[i : i + batch], device)
+            sums, counts = task.score(model(x), task.targets(split.y[i : i + len(x)], device))
+            total += sums.sum()
+            count += counts.sum()
+    finally:
+        model.train(was_training)
+    return math.exp(float(total / count))
 
 
 class _Pruner(StrategySteps):
@@ -340,7 +364,10 @@ class _Pruner(StrategySteps):
             record["trained_blocks"] = trained
         if self.teacher is not None:
             record.update(self._book_teacher(result.epochs_run))
-        return record, {"val_acc": result.val_acc, "test_acc": result.test_acc}
+        scores = {"val_acc": result.val_acc, "test_acc": result.test_acc}
+        if isinstance(task_of(self.splits), LanguageModelling):
+            scores |= {k: v for k, v in self._eval().items() if k.endswith("_ppl")}
+        return record, scores
 
     def _loop_resume_file(self, prefix: str) -> Path | None:
         """Next to the pruning state and named after it (so runs without an experiment resume
@@ -363,7 +390,7 @@ class _Pruner(StrategySteps):
             )
         after = record["blocks_removed"]
         before = after - len(record["chosen"])
-        after_eval = {"val_acc": record["val_acc_before"], "test_acc": record["test_acc_before"]}
+        after_eval = {k[: -len("_before")]: v for k, v in record.items() if k.endswith("_before")}
         if cfg.phase and not cfg.lazy:
             if "phase" not in loops:
                 loops["phase"], pending["after_phase"] = self._phase(k)
@@ -426,10 +453,23 @@ class _Pruner(StrategySteps):
             "final_test_acc": last.get("test_acc_after", self.initial.get("test_acc")),
             "initial_val_acc": self.initial.get("val_acc"),
             "initial_test_acc": self.initial.get("test_acc"),
+            **self._perplexities(last),
             **self.accounting.sizes(self.model),
             **self._totals(),
             "seconds": self.accounting.seconds,
             "steps": len(self.steps),
+        }
+
+    def _perplexities(self, last: dict[str, Any]) -> dict[str, float]:
+        """A language model's perplexities before and after pruning (none for images)."""
+        return {
+            f"{when}_{name}": value
+            for name in ("val_ppl", "test_ppl")
+            if name in self.initial
+            for when, value in (
+                ("initial", self.initial[name]),
+                ("final", last.get(f"{name}_after", self.initial[name])),
+            )
         }
 
     def run(self) -> PruneResult:

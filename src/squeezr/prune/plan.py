@@ -23,6 +23,7 @@ from squeezr.prune import channels
 from squeezr.prune.config import PruneConfig
 from squeezr.prune.replace import windows
 from squeezr.schedules import Schedule, parse
+from squeezr.tasks import ImageClassification, task_of
 from squeezr.train import resolve_device
 
 
@@ -132,6 +133,8 @@ def plan_run(model: BlockNet, splits, cfg: PruneConfig) -> RunPlan:
     schedule = parse(cfg.schedule)
     schedule.check(total)
     check_strategies(cfg, schedule, total, model)
+    if cfg.distill is not None and not isinstance(task_of(splits), ImageClassification):
+        raise UserError("--distill matches a classifier's outputs; drop it for language models")
     budget = budget_split(cfg, schedule, total)
     return RunPlan(cfg, schedule, device, total, data, budget)
 

@@ -21,7 +21,7 @@ from squeezr.models import MODEL_ATTACHMENT
 # What identifies a dataset: squeezr.data.load_dataset's arguments that change the data
 # (``train_images``: only the first N training images, for quick runs such as the demo;
 # ``pruning_set``: the second 10% of the training data held out, as ``squeezr train
-# --pruning-set`` records it).
+# --pruning-set`` records it; ``seq_len``: the text dataset's sequence length).
 DATASET_OPTIONS = (
     "name",
     "data_dir",
@@ -31,6 +31,7 @@ DATASET_OPTIONS = (
     "train_images",
     "pruning_set",
     "resolution",
+    "seq_len",
 )
 
 # The dataset options training runs record next to ``dataset`` (a name) in their params; the
@@ -107,3 +108,26 @@ def model_attachment(exp, checkpoint: int | None = None) -> str:
             f"its checkpoints: {have}"
         )
     return f"checkpoints/epoch-{checkpoint:04d}.pt"
+
+
+def recorded_source(source: str) -> str:
+    """A model source as runs record it: a NAME that is a file or folder
+    (``hf:./models/Qwen2.5-0.5B``) made absolute, so a resumed run finds it from anywhere."""
+    family, _, name = str(source).partition(":")
+    path = Path(name).expanduser()
+    return f"{family}:{path.resolve()}" if name and path.exists() else str(source)
+
+
+def source_label(source: str) -> str:
+    """A model source as a part of an experiment name: ``torchvision:resnet50`` →
+    ``torchvision-resnet50``; a file or folder by its folder's name (``hf:/m/Qwen2.5-0.5B`` →
+    ``hf-Qwen2.5-0.5B``, ``hf:/m/tiny/config.json`` → ``hf-tiny``); anything else as it is
+    (``resnet110``)."""
+    family, colon, name = str(source).partition(":")
+    if not colon:
+        return family
+    path = Path(name).expanduser()
+    if "/" in name or path.exists():
+        path = path.resolve()
+        name = (path.parent if path.is_file() else path).name
+    return f"{family}-{name}"
