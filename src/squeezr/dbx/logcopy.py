@@ -18,6 +18,7 @@ decodes the blobs with numpy (``squeezr.dbx.query.columnar``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -31,7 +32,15 @@ from typing import Any, BinaryIO
 
 from squeezr.dbx import jsonx
 
-__all__ = ["FIXED", "CopyWriter", "Segment", "copy_path", "encode_segment", "load_array", "segments"]
+__all__ = [
+    "FIXED",
+    "CopyWriter",
+    "Segment",
+    "copy_path",
+    "encode_segment",
+    "load_array",
+    "segments",
+]
 
 VERSION = 1
 # The columns every segment has, in this order, before one column per data key:
@@ -190,7 +199,9 @@ def _segment(copy: BinaryIO, start: int, line: int) -> Segment | None:
         blobs.append(body[at : at + length])
         at += length
     kinds = [kind for kind, _ in columns]
-    return Segment(start, header["end"], line, header["events"], header["logcrc"], keys, kinds, blobs)
+    return Segment(
+        start, header["end"], line, header["events"], header["logcrc"], keys, kinds, blobs
+    )
 
 
 class CopyWriter:
@@ -233,7 +244,5 @@ class CopyWriter:
         """Stop writing (no sync: a copy that a crash damages is detected and skipped)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass

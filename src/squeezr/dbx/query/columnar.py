@@ -87,7 +87,9 @@ class _Log:
         run = _numbers(kinds[5], blobs[5], size)
         present = np.bincount(scodes, minlength=len(keys))
         data = {}
-        for key, kind, blob in zip(segment.keys, kinds[len(FIXED) :], blobs[len(FIXED) :], strict=True):
+        for key, kind, blob in zip(
+            segment.keys, kinds[len(FIXED) :], blobs[len(FIXED) :], strict=True
+        ):
             having = int(sum(n for n, k in zip(present.tolist(), keys, strict=True) if key in k))
             data[key] = _numbers(kind, blob, having)
         if set(data) != {key for k in keys for key in k}:
