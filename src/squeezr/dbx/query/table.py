@@ -3,10 +3,11 @@
 This is the query's inner loop over millions of events, so it works on plain lists (one per
 column) and never builds per-event DataFrames. Results are memoised per experiment, pattern
 and mode (``MERGED``, ``RAW``, ``OCCURRENCES``), in memory (least recently used first out,
-bounded by rows) and in ``<repo>/.dbx/cache/query/`` (JSON and raw numbers, never pickle;
-checked against each log file's size and modification time, so a changed log is re-read,
-and against a checksum, so a damaged file is re-read and rewritten; the folder is safe to
-delete).
+bounded by rows) and, for tables parsed from JSON (a log with a columnar copy is read by
+``columnar`` instead, about as fast as this cache), in ``<repo>/.dbx/cache/query/`` (JSON and
+raw numbers, never pickle; checked against each log file's size and modification time, so a
+changed log is re-read, and against a checksum, so a damaged file is re-read and rewritten;
+the folder is safe to delete).
 """
 
 from __future__ import annotations
