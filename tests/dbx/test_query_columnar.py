@@ -268,3 +268,21 @@ def test_killed_while_logging(repo: dbx.Repository, delay: float) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the torn last line, if any
         _check(folder, copied=None)
+
+
+def test_a_copy_of_integer_times_is_not_used(repo: dbx.Repository) -> None:
+    """A copy another writer built by the format from a log whose ``ts`` are integers (or
+    mixed): the columns cannot keep them exactly as parsing gives them, so the log is read."""
+    exp = dbx.create("t/ints", repo=repo)
+    exp.close()
+    log = Path(exp.path) / "log-1.jsonl"
+    for times in ([1, 2, 3], [1, 2.5, 3]):
+        events = [
+            {"name": f"a/{i}", "id": f"1-{i}", "ts": ts, "run": 1, "data": {"v": i}}
+            for i, ts in enumerate(times)
+        ]
+        raw = b"".join(json.dumps(event).encode() + b"\n" for event in events)
+        log.write_bytes(raw)
+        logcopy.copy_path(log).write_bytes(logcopy.encode_segment(events, raw, 0, 0))
+        assert len(list(logcopy.segments(log))) == 1
+        _check(Path(exp.path), copied=False)

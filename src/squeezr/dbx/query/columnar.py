@@ -82,7 +82,7 @@ class _Log:
         codes = _indices(kinds[1], blobs[1], size, len(names))
         scodes = _indices(kinds[3], blobs[3], size, len(keys))
         ts = _numbers(kinds[4], blobs[4], size)
-        if ts.dtype != np.float64 or np.isnan(ts).any():
+        if not isinstance(ts, np.ndarray) or ts.dtype != np.float64 or np.isnan(ts).any():
             raise _Unusable()
         run = _numbers(kinds[5], blobs[5], size)
         present = np.bincount(scodes, minlength=len(keys))
