@@ -286,3 +286,14 @@ def test_a_copy_of_integer_times_is_not_used(repo: dbx.Repository) -> None:
         logcopy.copy_path(log).write_bytes(logcopy.encode_segment(events, raw, 0, 0))
         assert len(list(logcopy.segments(log))) == 1
         _check(Path(exp.path), copied=False)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"[]", b"{}", b"[" * 100_000, b'{"dbxcols": 1, "start": 0, "size": -1}', b"\xff\xfe"],
+)
+def test_a_garbage_header_ends_the_copy(logged: Path, header: bytes) -> None:
+    log = log_paths(logged)[0]
+    logcopy.copy_path(log).write_bytes(header + b"\n" + logcopy.copy_path(log).read_bytes())
+    assert list(logcopy.segments(log)) == []
+    _check(logged, copied=False, patterns=1)

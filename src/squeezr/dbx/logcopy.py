@@ -190,7 +190,7 @@ def _segment(copy: BinaryIO, start: int, line: int) -> Segment | None:
             and sum(length for _, length in columns) == size
         )
         body = memoryview(copy.read(size)) if valid else b""
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     if not valid or len(body) != size or zlib.crc32(body) != header["crc"]:
         return None

@@ -149,7 +149,7 @@ def _json(kind: str, blob: memoryview) -> list[Any]:
         raise _Unusable()
     try:
         values = load_array(bytes(blob))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _Unusable() from None
     if not isinstance(values, list):
         raise _Unusable()
