@@ -297,3 +297,19 @@ def test_a_garbage_header_ends_the_copy(logged: Path, header: bytes) -> None:
     logcopy.copy_path(log).write_bytes(header + b"\n" + logcopy.copy_path(log).read_bytes())
     assert list(logcopy.segments(log)) == []
     _check(logged, copied=False, patterns=1)
+
+
+@pytest.mark.parametrize("text", ["a/:k", "a/**", "**", "*/:x/:y", "ep*ch/:e", "a/1", ":n"])
+def test_match_all_is_match_for_each_name(text: str) -> None:
+    names = ["a/1", "a/007", "a/x/2", "a/-3", "a/1.5", "a/٣", "a/²", "a/" + "9" * 30, "b"]
+    names += ["epoch/4", "ech/5", "a/line\nbreak", "x/1/2", "a/ü"]
+    pattern = compile_pattern(text)
+    for chosen in (names, [name for name in names if "\n" not in name], []):
+        hit, columns = pattern.match_all(chosen)
+        want = [(name, pattern.match(name)) for name in chosen]
+        assert hit.tolist() == [found is not None for _, found in want]
+        listed = [c.tolist() if isinstance(c, np.ndarray) else c for c in columns]
+        got = [tuple(column[i] for column in listed) for i in range(int(hit.sum()))]
+        expected = [found for _, found in want if found is not None]
+        assert got == expected
+        assert [tuple(map(type, row)) for row in got] == [tuple(map(type, r)) for r in expected]

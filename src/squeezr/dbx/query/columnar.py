@@ -60,13 +60,18 @@ class _Log:
         self.names: dict[str, int] = {}
         self.schemas: dict[tuple[str, ...], int] = {}
         self.parts: list[_Part] = []
+        self._counter = count()
+
+    def _intern(self, table: dict[Any, int], values: list[Any]) -> np.ndarray:
+        """Each value's number in ``table``, adding those it lacks (numbers increase but may
+        skip: ``dense`` closes the gaps)."""
+        return np.fromiter(map(table.setdefault, values, self._counter), np.int64, len(values))
 
     @staticmethod
-    def _intern(table: dict[Any, int], values: list[Any]) -> np.ndarray:
-        """Each value's index in ``table``, adding those it lacks."""
-        new = dict.fromkeys(value for value in values if value not in table)
-        table.update(zip(new, count(len(table))))
-        return np.fromiter(map(table.__getitem__, values), np.int32, len(values))
+    def dense(table: dict[Any, int], numbers: np.ndarray) -> tuple[list[Any], np.ndarray]:
+        """``table``'s values in order and ``numbers`` renumbered as indices into them."""
+        known = np.fromiter(table.values(), np.int64, len(table))
+        return list(table), np.searchsorted(known, numbers)
 
     def add_segment(self, segment: Segment, first: int, path: Path) -> None:
         """Decode ``segment`` (positions from ``first``); _Unusable if it does not hold
@@ -224,8 +229,9 @@ def table(files: list[Path], pattern: Pattern, mode: str) -> Table | None:
     if not log.parts:
         return _Rows(pattern, mode, timed=True).table()
     pos, gid, sid, ts = (log.joined(field) for field in ("pos", "gid", "sid", "ts"))
-    names = list(log.names)
+    names, gid = log.dense(log.names, gid)
     log.names.clear()
+    schemas, sid = log.dense(log.schemas, sid)
     hit, captured = pattern.match_all(names)
     # The events taken, in (ts, run, seq) order: (ts, position) (see table.time_ordered).
     if len(ts) < 2 or bool(np.all(ts[1:] >= ts[:-1])):
@@ -270,7 +276,6 @@ def table(files: list[Path], pattern: Pattern, mode: str) -> Table | None:
         columns[variable] = _take(values, slots)
     del slots, captured
     # Data keys in order of first appearance among the events taken (as _Rows adds them).
-    schemas = list(log.schemas)
     seen, at = np.unique(sid[taken], return_index=True)
     keys = dict.fromkeys(key for s in seen[np.argsort(at)].tolist() for key in schemas[s])
     for key in keys:

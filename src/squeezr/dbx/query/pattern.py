@@ -23,7 +23,8 @@ from squeezr.dbx.tokens import MAX_DIGITS
 
 _VAR = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _INT = re.compile(r"[-+]?\d+")
-_DIGITS = re.compile(r"[0-9]{1,18}")  # a plain int64 (int() gives what numeric() gives)
+# Plain int64s, one per line (what numeric() makes of them is their int value).
+_DIGITS = re.compile(r"[0-9]{1,18}(?:\n[0-9]{1,18})*")
 _BLOCK = 1 << 16  # names matched at a time by match_all
 _FLOAT = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 # Names remembered over all patterns (about 25 MB); past this every memo starts afresh.
@@ -161,8 +162,9 @@ class Pattern:
             hits.append(hit)
         columns: list[Any] = []
         for values in texts:
-            if all(map(_DIGITS.fullmatch, values)):
-                columns.append(np.fromiter(map(int, values), np.int64, len(values)))
+            joined = "\n".join(values)
+            if values and _DIGITS.fullmatch(joined):  # parsed by numpy's text reader
+                columns.append(np.fromstring(joined, dtype=np.int64, sep="\n"))
             else:
                 columns.append([numeric(value) for value in values])
         return (np.concatenate(hits) if hits else np.zeros(0, dtype=bool)), columns
