@@ -150,7 +150,7 @@ def segments(log: Path) -> Iterator[Segment]:
     """The usable segments of ``log``'s copy, in order: each intact, continuing the previous
     one, and matching the log's bytes. Stops at the first that is not (or at the end); none
     if there is no copy. Reads the copy a segment at a time, and the log's covered bytes
-    once, to check them."""
+    once, to check them (their CRC-32, and one line per event)."""
     try:
         copy = copy_path(log).open("rb")
         handle = log.open("rb")
@@ -163,7 +163,12 @@ def segments(log: Path) -> Iterator[Segment]:
             if segment is None:
                 return
             covered = handle.read(segment.end - segment.start)
-            if len(covered) != segment.end - start or zlib.crc32(covered) != segment.logcrc:
+            if (
+                len(covered) != segment.end - start
+                or zlib.crc32(covered) != segment.logcrc
+                or covered.count(b"\n") != segment.events
+                or not covered.endswith(b"\n")
+            ):
                 return
             start, line = segment.end, segment.line + segment.events
             yield segment

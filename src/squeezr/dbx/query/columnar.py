@@ -45,8 +45,8 @@ class _Part:
     """Consecutive events of one log as columns (a segment, or parsed lines)."""
 
     pos: np.ndarray | None  # position (line index over the experiment's logs)
-    gid: np.ndarray | None  # name: index into _Log.names (int32)
-    sid: np.ndarray | None  # data keys: index into _Log.schemas (int32)
+    gid: np.ndarray | None  # name: its number in _Log.names
+    sid: np.ndarray | None  # data keys: their number in _Log.schemas
     ts: np.ndarray | None  # float64
     run: Values
     ids: Callable[[], list[Any]]  # decoded when a query shows ids
