@@ -144,6 +144,7 @@ class Segment:
     keys: list[str]
     kinds: list[str]
     blobs: list[memoryview]
+    offsets: list[int]  # where each blob is in the copy file
 
 
 def segments(log: Path) -> Iterator[Segment]:
@@ -194,18 +195,20 @@ def _segment(copy: BinaryIO, start: int, line: int) -> Segment | None:
             and all(kind in KINDS and type(length) is int for kind, length in columns)
             and sum(length for _, length in columns) == size
         )
+        offset = copy.tell()
         body = memoryview(copy.read(size)) if valid else b""
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     if not valid or len(body) != size or zlib.crc32(body) != header["crc"]:
         return None
-    blobs, at = [], 0
+    blobs, offsets, at = [], [], 0
     for _, length in columns:
         blobs.append(body[at : at + length])
+        offsets.append(offset + at)
         at += length
     kinds = [kind for kind, _ in columns]
     return Segment(
-        start, header["end"], line, header["events"], header["logcrc"], keys, kinds, blobs
+        start, header["end"], line, header["events"], header["logcrc"], keys, kinds, blobs, offsets
     )
 
 

@@ -18,6 +18,7 @@ events this layout does not keep exactly (a ``ts`` that is not a float, or NaN).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import count
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from squeezr.dbx.errors import UserError
 from squeezr.dbx.logcopy import FIXED, Segment, copy_path, load_array, segments
@@ -99,13 +101,7 @@ class _Log:
             data[key] = _numbers(kind, blob, having)
         if set(data) != {key for k in keys for key in k}:
             raise _Unusable()
-        ids_kind, ids_blob = kinds[6], bytes(blobs[6])  # (a copy: the file's bytes can go)
-
-        def ids() -> list[Any]:
-            values = _json(ids_kind, ids_blob)
-            if len(values) != size:
-                raise UserError(f"the columnar copy of {path} is damaged; delete {copy_path(path)}")
-            return values
+        ids = _Ids(copy_path(path), segment.offsets[6], blobs[6], size, kinds[6])
 
         self.parts.append(
             _Part(
@@ -147,6 +143,38 @@ class _Log:
                 data={key: compact([d[key] for d in datas if key in d]) for key in keys},
             )
         )
+
+
+class _Ids:
+    """A segment's ids, read again from the copy when a query shows them (a million ids
+    would otherwise stay in memory for nothing)."""
+
+    def __init__(self, copy: Path, offset: int, blob: memoryview, count: int, kind: str) -> None:
+        self.copy, self.offset, self.length, self.count, self.kind = (
+            copy,
+            offset,
+            len(blob),
+            count,
+            kind,
+        )
+        self.crc = zlib.crc32(blob)
+
+    def __call__(self) -> list[Any]:
+        try:
+            with self.copy.open("rb") as handle:
+                handle.seek(self.offset)
+                blob = handle.read(self.length)
+            if zlib.crc32(blob) != self.crc:
+                raise ValueError("changed")
+            values = _json(self.kind, memoryview(blob))
+            if len(values) != self.count:
+                raise ValueError("damaged")
+        except (OSError, ValueError, _Unusable):
+            raise UserError(
+                f"{self.copy} changed or is damaged while a query read it; run the query again "
+                "(or delete that file: it is derived)"
+            ) from None
+        return values
 
 
 def _json(kind: str, blob: memoryview) -> list[Any]:
@@ -260,12 +288,14 @@ def table(files: list[Path], pattern: Pattern, mode: str) -> Table | None:
     if mode == RAW:
         first = last = taken
     del names_taken
+    names_of = _kept(names)
+    del names
     length = len(row_names)
     parts = log.parts
     columns: dict[str, Any] = {
         "_pos": pos[first],
         "_ts": ts[first],
-        "name": lambda: np.array(names, dtype=object)[row_names].tolist(),
+        "name": lambda: np.array(names_of(), dtype=object)[row_names].tolist(),
         "ts": ts[last],
         "run": _take(_joined([part.run for part in parts]), last),
         "id": lambda: compact(_take([i for part in parts for i in part.ids()], first)),
@@ -284,6 +314,16 @@ def table(files: list[Path], pattern: Pattern, mode: str) -> Table | None:
             key, parts, schemas, sid, taken, row_of_taken, length, merged=mode == MERGED
         )
     return Table(columns, length)
+
+
+def _kept(names: list[str]) -> Callable[[], list[str]]:
+    """``names`` for later, packed as JSON (a fifth of the list's memory) where orjson can
+    (not a name holding a lone surrogate, which JSON escapes allow)."""
+    try:
+        packed = orjson.dumps(names)
+    except TypeError:
+        return lambda: names
+    return lambda: orjson.loads(packed)  # type: ignore[no-any-return]
 
 
 def _joined(pieces: list[Values]) -> Values:

@@ -156,17 +156,20 @@ class Pattern:
         captured values of those that do (an int64 array where all are plain integers, else
         a list). Not memoised; names are matched a block at a time, to bound memory."""
         hits: list[np.ndarray] = []
-        texts: list[list[str]] = [[] for _ in self.variables]
+        pieces: list[list[Any]] = [[] for _ in self.variables]  # per variable, per block
         for block in range(0, len(names), _BLOCK):
-            hit = self._match_block(names[block : block + _BLOCK], texts)
-            hits.append(hit)
+            texts: list[list[str]] = [[] for _ in self.variables]
+            hits.append(self._match_block(names[block : block + _BLOCK], texts))
+            for variable, values in zip(pieces, texts, strict=True):
+                variable.append(_values(values))
         columns: list[Any] = []
-        for values in texts:
-            joined = "\n".join(values)
-            if values and _DIGITS.fullmatch(joined):  # parsed by numpy's text reader
-                columns.append(np.fromstring(joined, dtype=np.int64, sep="\n"))
+        for blocks in pieces:
+            if all(isinstance(values, np.ndarray) for values in blocks):
+                columns.append(np.concatenate(blocks) if blocks else [])
             else:
-                columns.append([numeric(value) for value in values])
+                columns.append(
+                    [v for b in blocks for v in (b if isinstance(b, list) else b.tolist())]
+                )
         return (np.concatenate(hits) if hits else np.zeros(0, dtype=bool)), columns
 
     def _match_block(self, names: list[str], texts: list[list[str]]) -> np.ndarray:
@@ -192,6 +195,15 @@ class Pattern:
 
     def __repr__(self) -> str:
         return f"Pattern({self.text!r})"
+
+
+def _values(texts: list[str]) -> Any:
+    """Captured levels as ``numeric`` makes them: an int64 array if all are plain integers
+    (parsed by numpy's text reader), else a list."""
+    joined = "\n".join(texts)
+    if texts and _DIGITS.fullmatch(joined):
+        return np.fromstring(joined, dtype=np.int64, sep="\n")
+    return [numeric(text) for text in texts]
 
 
 @lru_cache(maxsize=256)
