@@ -4,7 +4,8 @@ The caller stamps the time, numbers the event and encodes it, so a value JSON ca
 (an int beyond Python's 4,300-digit limit, nesting deeper than
 :data:`squeezr.dbx.jsonx.MAX_DEPTH`) is a UserError to the caller at ``log()`` and nothing
 else is lost; the writer thread only appends finished lines to ``log-<N>.jsonl`` and
-``fsync``s them. It writes at most ``batch`` events at a time: a batch goes out every
+``fsync``s them, then appends the batch's segment to the log's columnar copy (the columns
+queries read; :mod:`squeezr.dbx.logcopy`). It writes at most ``batch`` events at a time: a batch goes out every
 ``interval`` seconds, as soon as ``batch`` events wait, or when :meth:`LogWriter.flush` asks
 (which returns once the events logged before it are durable). A crash therefore loses at most
 the last unflushed events, and a torn last line is the only damage a reader can meet.
@@ -46,6 +47,7 @@ from typing import Any
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import DbxWarning, UserError
 from squeezr.dbx.fileio import fsync_dir
+from squeezr.dbx.logcopy import CopyWriter
 
 __all__ = ["LogWriter"]
 
@@ -102,6 +104,9 @@ class LogWriter:
             raise UserError(f"cannot open log {path}: {exc.strerror or exc}") from None
         if created:  # a power loss must not lose the new file's directory entry
             fsync_dir(path.parent)
+        # The log's columnar copy, for queries: a segment per durable batch (logcopy.py).
+        self._copy = CopyWriter(path, os.fstat(self._fd).st_size)
+        self._uncopied: list[bytes] = []  # lines taken from the queue, not yet in the copy
         _writers.add(self)
         self._thread = threading.Thread(target=self._loop, name=f"dbx-log-{path}", daemon=True)
         self._thread.start()
@@ -189,6 +194,7 @@ class LogWriter:
         if self._forked:
             self._closed = True
             self._queue.clear()
+            self._copy.close()
             os.close(self._fd)
             return
         with contextlib.suppress(UserError):  # one more try below, once the thread has stopped
@@ -201,6 +207,7 @@ class LogWriter:
         try:
             self._drain()
         finally:
+            self._copy.close()
             os.close(self._fd)
         if self._error is not None:
             lost = self._pending.count(b"\n") + sum(
@@ -238,9 +245,13 @@ class LogWriter:
                     else:
                         chunks.append(item)
                 self._pending = b"".join(chunks)
+                self._uncopied.extend(chunks[1:])
                 if not (self._pending or markers):
                     return
                 error = self._write()
+                if error is None and self._uncopied:
+                    self._copy.add(self._uncopied)
+                    self._uncopied = []
                 for marker in markers:
                     marker.error = error
                     marker.done.set()

@@ -46,8 +46,8 @@ def run(
     experiment by its ``exp.id`` or else ``exp.name`` column); ``experiments`` (handles or
     refs); else the experiments of ``repo`` chosen like ``dbx ls`` (``prefix``, ``kind``,
     ``since``, ``where``). Events with the same name are merged unless ``raw``, in-memory
-    logs included. ``cache`` keeps parsed matches in ``<repo>/.dbx/cache/query`` (derived,
-    safe to delete). A server URL as ``repo`` runs the query on that server.
+    logs included. ``cache`` keeps matches parsed from JSON in ``<repo>/.dbx/cache/query``
+    (derived, safe to delete). A server URL as ``repo`` runs the query on that server.
     """
     if events is None and experiments is None and is_url(repo):  # run on the server
         from squeezr.dbx.remote.repository import run_query

@@ -109,6 +109,8 @@ def _concat(pieces: list[Any], lengths: list[int]) -> Any:
         if gaps and all(piece is None or piece.dtype == np.int64 for piece, _ in present):
             return _integers([None] * n if piece is None else piece for piece, n in present)
         arrays = [np.full(n, np.nan) if piece is None else piece for piece, n in present]
+        if len(arrays) == 1:  # (the frame copies it: DataFrame copies the arrays of a dict)
+            return arrays[0]
         return np.concatenate(arrays) if arrays else np.array([], dtype=float)
     values: list[Any] = []
     for piece, n in present:

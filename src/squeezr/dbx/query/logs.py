@@ -19,25 +19,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import UserError
+from squeezr.dbx.logcopy import load_array
 from squeezr.dbx.records import event_problem
 
 Event = dict[str, Any]
 CHUNK_BYTES = 8 << 20  # lines parsed at a time by a finished-log read
-# What orjson reads differently from the json module: dbx's NaN/Infinity marker (decoded by
-# jsonx) and integers beyond 64 bits (orjson makes them floats); chunks holding either, which
-# are rare, are parsed by jsonx.
-_MARKER = jsonx.MARKER.encode()
-# Digits become "0", what may precede a float's digits "." and everything else " ", so that
-# an integer of 19 or more digits is the substring _LONG_INTEGER (a fast search; a false
-# alarm only costs the slower parser).
-_DIGIT_MAP = bytes(
-    ord("0") if 48 <= c <= 57 else ord(".") if chr(c) in ".eE" else ord(" ") for c in range(256)
-)
-_LONG_INTEGER = b" " + b"0" * 19
 # What an in-memory event may leave out (a log line has them all): checked with these
 # stand-ins, so that the fields it does give follow the rules of a log line.
 _OPTIONAL_FIELDS: Event = {"ts": 0.0, "id": "", "run": 0, "data": {}}
@@ -52,7 +40,7 @@ def parse_lines(
     if not lines:
         return []
     try:
-        joined = _load_array(b"[" + b",".join(lines) + b"]")
+        joined = load_array(b"[" + b",".join(lines) + b"]")
     except (ValueError, RecursionError):
         joined = None
     # A damaged line can still join into valid JSON (``{...}, {...}`` is two values), so
@@ -79,12 +67,6 @@ def parse_lines(
     return events
 
 
-def _load_array(joined: bytes) -> Any:
-    if _MARKER in joined or _LONG_INTEGER in joined.translate(_DIGIT_MAP):
-        return jsonx.loads(joined)
-    return orjson.loads(joined)
-
-
 def complete_lines(raw: bytes, where: str, *, warn_torn: bool) -> tuple[list[bytes], bytes]:
     """Split file bytes into complete lines and the unfinished tail (b"" if none)."""
     lines = raw.split(b"\n")
@@ -101,9 +83,10 @@ class Matching:
     name contains ("" = all); blank lines and a damaged last line are left out (see
     ``parse_lines``)."""
 
-    def __init__(self, path: Path, literal: str) -> None:
+    def __init__(self, path: Path, literal: str, start: int = 0) -> None:
         self.path = path
         self.literal = literal
+        self.start = start  # the byte to read from (a line's first); line indices count from it
         self.lines = 0
 
     def __iter__(self) -> Iterator[list[tuple[int, Event]]]:
@@ -114,6 +97,7 @@ class Matching:
         where = str(self.path)
         self.lines = 0
         with self.path.open("rb") as handle:
+            handle.seek(self.start)
             batch = handle.readlines(CHUNK_BYTES)
             while batch:
                 following = handle.readlines(CHUNK_BYTES)

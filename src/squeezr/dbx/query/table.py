@@ -3,10 +3,11 @@
 This is the query's inner loop over millions of events, so it works on plain lists (one per
 column) and never builds per-event DataFrames. Results are memoised per experiment, pattern
 and mode (``MERGED``, ``RAW``, ``OCCURRENCES``), in memory (least recently used first out,
-bounded by rows) and in ``<repo>/.dbx/cache/query/`` (JSON and raw numbers, never pickle;
-checked against each log file's size and modification time, so a changed log is re-read,
-and against a checksum, so a damaged file is re-read and rewritten; the folder is safe to
-delete).
+bounded by rows) and, for tables parsed from JSON (a log with a columnar copy is read by
+``columnar`` instead, about as fast as this cache), in ``<repo>/.dbx/cache/query/`` (JSON and
+raw numbers, never pickle; checked against each log file's size and modification time, so a
+changed log is re-read, and against a checksum, so a damaged file is re-read and rewritten;
+the folder is safe to delete).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Table:
 
     Missing values are None; all-number columns are numpy arrays. A data key that collides
     with an event field, a variable or a ``HIDDEN`` name is stored as ``data.<key>``. Columns read from the disk
-    cache stay undecoded JSON until first asked for, so a query pays only for what it uses.
+    cache stay undecoded JSON, and those built from a columnar copy a function, until first
+    asked for, so a query pays only for what it uses.
     """
 
     def __init__(
@@ -77,7 +79,10 @@ class Table:
             kind, raw = encoded
             values = compact(json.loads(raw)) if kind == "json" else np.frombuffer(raw, kind)
             self._columns[name] = values
-        return self._columns.get(name)
+        values = self._columns.get(name)
+        if callable(values):  # built on first use (query.columnar)
+            values = self._columns[name] = values()
+        return values
 
     def encode(self) -> bytes:
         """The cache file body: a JSON header line, then each column as raw little-endian
@@ -202,6 +207,14 @@ class _Rows:
                 latest[name] = start + len(new)
                 first_runs[start + len(new)] = run
                 new.append((position, captures, event))
+        if amend and any(k not in self.data for _, e in amend for k in e.get("data") or ()):
+            # Data columns go in order of first appearance among the events taken, wherever
+            # a chunk ends (an amending event may be the first to have a key).
+            for _, event in events:
+                if match(event["name"]) is not None:
+                    for key in event.get("data") or ():
+                        if key not in self.data:
+                            self.data[key] = Column()
         self._append(new)
         for row, event in amend:
             self._amend(row, event)
@@ -296,6 +309,10 @@ class TableCache:
             disk = cache_dir / (hashlib.sha1(repr(where).encode()).hexdigest() + ".cache")
         table = self._load(disk, stamp) if disk else None
         if table is None:
+            from squeezr.dbx.query import columnar  # (it builds on this module)
+
+            table = columnar.table(files, pattern, mode)
+        if table is None:  # parsed from JSON: worth keeping on disk
             table = _read(files, pattern, mode)
             if disk:
                 self._save(disk, stamp, table)
