@@ -53,7 +53,7 @@ from squeezr.blocknet import (  # noqa: F401 (re-exported: squeezr.models was th
 )
 from squeezr.dbx.errors import UserError
 from squeezr.names import normalised_key
-from squeezr.widths import set_widths
+from squeezr.widths import RecordsWidths
 
 PRESETS: dict[str, tuple[int, int, int]] = {
     "resnet20": (3, 3, 3),
@@ -160,7 +160,7 @@ def _check_config(config: Sequence[int]) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-class ResNet(BlockNet):
+class ResNet(RecordsWidths, BlockNet):
     """CIFAR ResNet of any configuration ``(n1, n2, n3)``, whose blocks can be removed.
 
     ``forward(x) == head(units applied in order to stem(x))``; the loop runs over
@@ -173,7 +173,13 @@ class ResNet(BlockNet):
     input_shape = (3, 32, 32)
     # Bookkeeping that torch.jit.script must neither compile nor type.
     __jit_unused_properties__ = ["num_original_blocks", "config", "num_groups"]  # noqa: RUF012
-    __jit_ignored_attributes__ = ["removed", "operations", "_group", "_downsampling"]  # noqa: RUF012
+    __jit_ignored_attributes__ = [  # noqa: RUF012
+        "removed",
+        "operations",
+        "_group",
+        "_downsampling",
+        "narrowed_widths",
+    ]
 
     def __init__(self, config: Sequence[int], num_classes: int = 10) -> None:
         super().__init__()
@@ -377,13 +383,11 @@ class ResNet(BlockNet):
         return fresh
 
     def record_widths(self, widths: dict[str, list[int]]) -> None:
-        """Record that channel pruning narrowed the layers ``widths`` names (as
-        :func:`squeezr.widths.changed_widths` lists them against the network before the
-        channel stage), so that :meth:`spec` / :meth:`from_spec` rebuild them narrowed.
-        Replaces an earlier record: ``widths`` is cumulative. Channel pruning comes after
-        block pruning, so blocks are neither removed nor replaced once widths are recorded."""
+        """:meth:`squeezr.widths.RecordsWidths.record_widths`, kept as the last of the spec's
+        ``operations`` (after removals and replacements, which replay first)."""
+        super().record_widths(widths)
         self.operations = [op for op in self.operations if op[0] != "channels"]
-        self.operations.append(["channels", {k: list(v) for k, v in widths.items()}])
+        self.operations.append(["channels", dict(self.narrowed_widths)])
 
     # -- spec ------------------------------------------------------------------------------
 
@@ -442,8 +446,7 @@ class ResNet(BlockNet):
             elif op[0] == "replace":
                 self.replace_blocks([int(i) for i in op[1]], zero=bool(op[2]))
             elif op[0] == "channels":
-                set_widths(self, op[1])
-                self.record_widths(op[1])
+                self.narrow_to(op[1])
             else:
                 raise UserError(f"unknown operation {op[0]!r} in a ResNet spec")
 

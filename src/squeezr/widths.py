@@ -8,10 +8,16 @@ layer name (as ``named_modules`` spells it) to its width, ``[out, in, groups]`` 
 such a map by slicing each layer's tensors to the leading channels (so a rebuilt network
 keeps its initialisation's scale; loading the saved weights then overwrites them), which
 needs no Torch-Pruning: a channel-pruned model loads, runs and exports without that extra.
+
+A family opts in by mixing in :class:`RecordsWidths` (the CIFAR ResNet and the
+torchvision-layout ResNets do): the channel stage calls its :meth:`~RecordsWidths.record_widths`,
+the family's ``spec()`` writes :attr:`~RecordsWidths.narrowed_widths` and its ``from_spec``
+calls :meth:`~RecordsWidths.narrow_to` after replaying the block removals.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -19,7 +25,7 @@ from torch import nn
 
 from squeezr.dbx.errors import UserError
 
-__all__ = ["changed_widths", "layer_widths", "set_widths"]
+__all__ = ["RecordsWidths", "changed_widths", "layer_widths", "set_widths"]
 
 Widths = dict[str, list[int]]
 
@@ -105,3 +111,35 @@ def set_widths(model: nn.Module, widths: dict[str, Any]) -> None:
                 f"width {have}; the spec belongs to another network"
             )
         _narrow(module, want)
+
+
+class RecordsWidths:
+    """Mixin for a block network whose spec can record layers narrowed by channel pruning.
+
+    The channel stage (:mod:`squeezr.prune.channels`) accepts only networks with
+    :meth:`record_widths`; a family that mixes this in writes :attr:`narrowed_widths` into its
+    spec when it is not empty and calls :meth:`narrow_to` from ``from_spec``, so that
+    save/load rebuilds the narrowed shape before the weights load. Channel pruning comes after
+    block pruning, so blocks are neither removed nor replaced once widths are recorded.
+    """
+
+    #: Layer name -> width (as :func:`layer_widths` writes them) of every layer channel
+    #: pruning narrowed; empty when none was. Instances get their own copy on first record.
+    narrowed_widths: Widths = {}  # noqa: RUF012 (read-only default; replaced, never mutated)
+
+    def record_widths(self, widths: Mapping[str, Any]) -> None:
+        """Record that the layers ``widths`` names are narrowed to those widths (as
+        :func:`changed_widths` lists them against the network before the channel stage).
+        Replaces an earlier record: ``widths`` is cumulative."""
+        self.narrowed_widths = {name: [int(w) for w in width] for name, width in widths.items()}
+
+    def narrow_to(self, widths: Any) -> None:
+        """Narrow this freshly built network to a spec's recorded ``widths`` and record them
+        (what ``from_spec`` does); a UserError when they do not fit this network."""
+        if not isinstance(widths, Mapping):
+            raise UserError(
+                f"a spec's narrowed widths must map layer names to widths, got {widths!r}; "
+                "the spec is damaged"
+            )
+        set_widths(self, widths)  # type: ignore[arg-type] (mixed into an nn.Module)
+        self.record_widths(widths)

@@ -32,6 +32,7 @@ from squeezr.prune import load_state, plan_run, prune
 from squeezr.prune.channels import (
     ChannelPlan,
     channel_groups,
+    check_plan,
     parse,
     prune_channels,
     removed_count,
@@ -386,12 +387,11 @@ def test_a_resumed_run_says_where_in_the_channel_stage_it_continues(tmp_path):
     )
 
 
-def test_a_family_that_cannot_record_narrowed_layers_is_refused_in_one_line(splits):
-    from squeezr.networks.torchvision import TorchvisionResNet
+def test_a_family_that_cannot_record_narrowed_layers_is_refused_in_one_line():
+    from test_blocknet import TinyLM  # a block network without squeezr.widths.RecordsWidths
 
-    net = TorchvisionResNet({"block": "basic", "layers": [1, 1, 1, 1], "num_classes": 4})
-    with pytest.raises(UserError, match="TorchvisionResNet networks cannot record") as info:
-        plan_run(net, splits, cfg(then="channels:0.3"))
+    with pytest.raises(UserError, match="TinyLM networks cannot record") as info:
+        check_plan(parse("channels:0.3"), TinyLM())
     assert "\n" not in str(info.value)
 
 

@@ -296,3 +296,27 @@ def test_two_process_train_writes_one_experiment(tmp_path):
     assert not list(two.path.glob("resume-*.pt"))
     for key in ("best_epoch", "val_acc", "test_acc", "params"):
         assert dict(two.results)[key] == dict(one.results)[key]
+
+
+@pytest.mark.slow
+def test_two_process_channel_stage_writes_one_experiment_like_one_process(tmp_path):
+    """``squeezr prune --then channels`` under torchrun: one experiment, and the blocks, the
+    channel widths and the figures of a 1-process run (taylor importance: its gradients on
+    one selection batch are the same on every rank)."""
+    from squeezr.cli import main
+
+    repo = tmp_path / "repo"
+    _source(repo)
+    prune = [*PRUNE, "--then", "channels:0.5,steps=2,importance=taylor", "--repo", str(repo)]
+    prune[prune.index("--target-blocks") + 1] = "1"
+    assert main([*prune, "--name", "one"]) == 0
+    proc = torchrun(tmp_path, "cli", *prune, "--name", "two")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {e.name: e for e in _prune_runs(repo)}
+    assert sorted(runs) == ["one", "two"]
+    assert len(runs["two"].runs()) == 1
+    assert sorted(runs["two"].attachments) == sorted(runs["one"].attachments)
+    one, two = dict(runs["one"].results), dict(runs["two"].results)
+    for key in ("order", "channel_widths", "channels_removed_pct", "params", "macs", "cost"):
+        assert two[key] == one[key], key
+    assert two["final_val_acc"] == one["final_val_acc"]

@@ -33,6 +33,7 @@ from squeezr.blocknet import BlockNet, ResidualScaled
 from squeezr.dbx.errors import UserError
 from squeezr.names import normalised_key
 from squeezr.torchfiles import load_torch_file
+from squeezr.widths import RecordsWidths
 
 SPEC_FORMAT = "squeezr.torchvision/1"
 STAGE_WIDTHS = (64, 128, 256, 512)
@@ -153,17 +154,26 @@ def _check_arch(arch: Mapping[str, Any]) -> dict[str, Any]:
     return {k: full[k] for k in ("block", "layers", "groups", "width_per_group", "num_classes")}
 
 
-class TorchvisionResNet(BlockNet):
+class TorchvisionResNet(RecordsWidths, BlockNet):
     """A torchvision-layout ResNet whose blocks can be removed (see the module docstring).
 
     ``arch``: ``block`` (``basic``/``bottleneck``), ``layers`` (4 counts), ``groups``,
     ``width_per_group``, ``num_classes``, as torchvision's ``ResNet`` takes them.
+    Channel pruning (``--then channels``) narrows layers in place; the spec records them
+    (``"widths"``, :class:`squeezr.widths.RecordsWidths`) so that the narrowed network loads.
     """
 
     SPEC_FORMAT = SPEC_FORMAT
     input_shape = (3, 224, 224)
     __jit_unused_properties__ = ["config", "num_groups"]  # noqa: RUF012 (torch.jit.script)
-    __jit_ignored_attributes__ = ["arch", "name", "removed", "_where", "_shapes"]  # noqa: RUF012
+    __jit_ignored_attributes__ = [  # noqa: RUF012
+        "arch",
+        "name",
+        "removed",
+        "_where",
+        "_shapes",
+        "narrowed_widths",
+    ]
 
     def __init__(self, arch: Mapping[str, Any], name: str | None = None) -> None:
         super().__init__()
@@ -318,13 +328,16 @@ class TorchvisionResNet(BlockNet):
         setattr(self, f"layer{stage + 1}", nn.ModuleDict(sorted(items, key=lambda kv: int(kv[0]))))
 
     def spec(self) -> dict[str, Any]:
-        return {
+        spec = {
             "format": SPEC_FORMAT,
             "name": self.name,
             "arch": dict(self.arch),
             "removed": list(self.removed),
             "remaining_config": list(self.config),
         }
+        if self.narrowed_widths:  # applied after the removals (channels come after blocks)
+            spec["widths"] = {name: list(w) for name, w in self.narrowed_widths.items()}
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], *, seed: int | None = None) -> TorchvisionResNet:
@@ -339,6 +352,8 @@ class TorchvisionResNet(BlockNet):
                     model = cls(spec["arch"], spec.get("name"))
             for i in spec["removed"]:
                 model.remove_block(int(i))
+            if spec.get("widths"):
+                model.narrow_to(spec["widths"])
         except KeyError as exc:
             raise UserError(f"torchvision ResNet spec lacks the field {exc.args[0]!r}") from None
         return model

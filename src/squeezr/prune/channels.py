@@ -34,7 +34,7 @@ then ``prune/channels/step/<j>`` (the groups' widths in that order, channels rem
 accuracies before/after fine-tuning, loops, params, MACs, cost) with the loops' events under
 ``prune/channels/step/<j>/finetune``; widths are lists because layer names hold dots, which
 dbx reads as nesting. The network's spec records
-the narrowed layers (:meth:`squeezr.models.ResNet.record_widths`), so it saves, loads,
+the narrowed layers (:class:`squeezr.widths.RecordsWidths`), so it saves, loads,
 resumes and exports without Torch-Pruning.
 """
 
@@ -166,7 +166,7 @@ def check_plan(plan: ChannelPlan, model: nn.Module) -> None:
     if not hasattr(model, "record_widths"):
         raise UserError(
             f"--then channels: {type(model).__name__} networks cannot record narrowed layers "
-            "in their spec yet (CIFAR ResNets can: squeezr.models.ResNet.record_widths)"
+            "in their spec (a family opts in with squeezr.widths.RecordsWidths)"
         )
     widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
     narrowest, widest = min(widths), max(widths)
