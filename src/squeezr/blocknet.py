@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import operator
 import os
 import pkgutil
 import tempfile
@@ -86,6 +87,9 @@ class BlockNet(nn.Module):
     input_name: ClassVar[str] = "images"
     """The input's name in ONNX exports."""
 
+    unit_noun: ClassVar[str] = "block"
+    """What the family calls its removable units, in messages ("decoder layer")."""
+
     _registry: ClassVar[dict[str, type[BlockNet]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -131,7 +135,26 @@ class BlockNet(nn.Module):
         """A freshly initialised network of the shape ``spec`` describes (removals replayed)."""
         raise NotImplementedError
 
+    @property
+    def num_original_blocks(self) -> int:
+        """How many blocks the network was built with (original indices run 0..n-1)."""
+        raise NotImplementedError
+
     # -- generic defaults ---------------------------------------------------------------------
+
+    def _check_index(self, i: int) -> int:
+        """``i`` as a plain int (numpy/torch integers accepted) if it names an original block;
+        otherwise a UserError giving the valid range."""
+        try:
+            i = operator.index(i)
+        except TypeError:
+            raise UserError(f"{self.unit_noun} index must be an integer, got {i!r}") from None
+        if not 0 <= i < self.num_original_blocks:
+            raise UserError(
+                f"{self.unit_noun} index {i!r} is out of range; this network has "
+                f"{self.unit_noun}s 0..{self.num_original_blocks - 1}"
+            )
+        return i
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.embed(x)
@@ -194,6 +217,40 @@ class BlockNet(nn.Module):
             i: sum(macs.get(id(m), 0) for top in self.removable_modules(i) for m in top.modules())
             for i in self.block_ids()
         }
+
+
+class KeyedBlocks:
+    """Bookkeeping for a :class:`BlockNet` whose blocks live in ``self.blocks``, an
+    ``nn.ModuleDict`` keyed by original index, and keep their shape, so that a removed block
+    leaves nothing behind (transformer blocks, decoder layers). The family builds
+    ``self.blocks`` and an empty ``self.removed`` list; removal deletes the key, so the
+    parameter names of the other blocks never change. Mix in before :class:`BlockNet`.
+    """
+
+    blocks: nn.ModuleDict
+    removed: list[int]
+
+    def block_ids(self) -> list[int]:
+        """Original indices of the remaining blocks, in forward order."""
+        return [int(k) for k in self.blocks]
+
+    def units(self) -> list[tuple[int, nn.Module]]:
+        """Forward-order ``(original index, block)``; removed blocks leave no unit."""
+        return [(int(k), m) for k, m in self.blocks.items()]
+
+    def block(self, i: int) -> nn.Module:
+        """The remaining block with original index ``i``."""
+        key = str(self._check_index(i))  # type: ignore[attr-defined]
+        if key not in self.blocks:
+            noun = self.unit_noun  # type: ignore[attr-defined]
+            raise UserError(f"{noun} {i} has been removed; remaining {noun}s: {self.block_ids()}")
+        return self.blocks[key]
+
+    def remove_block(self, i: int) -> None:
+        """Remove block ``i``: its parameters leave the ``state_dict``; nothing renumbers."""
+        self.block(i)
+        del self.blocks[str(i)]
+        self.removed.append(int(i))
 
 
 # -- counting ---------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ it rebuilds the same layers and parameter names with fresh random weights.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -254,19 +253,6 @@ class ResNet(RecordsWidths, BlockNet):
         unit of a group built with zero blocks carries :data:`TRANSITION`.
         """
         return [(TRANSITION if k.startswith("t") else int(k), m) for k, m in self.blocks.items()]
-
-    def _check_index(self, i: int) -> int:
-        """``i`` as a plain int (numpy/torch integers accepted) if it names an original block."""
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise UserError(f"block index must be an integer, got {i!r}") from None
-        if not 0 <= i < self.num_original_blocks:
-            raise UserError(
-                f"block index {i!r} is out of range; this network has blocks "
-                f"0..{self.num_original_blocks - 1}"
-            )
-        return i
 
     def block(self, i: int) -> BasicBlock:
         """The remaining block with original index ``i``."""

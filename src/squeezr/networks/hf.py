@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import operator
 import os
 import shutil
 import tempfile
@@ -42,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from squeezr.blocknet import BlockNet, ResidualScaled
+from squeezr.blocknet import BlockNet, KeyedBlocks, ResidualScaled
 from squeezr.dbx.errors import UserError
 
 __all__ = [
@@ -196,7 +195,7 @@ def _final_norm_attr(base: nn.Module) -> str:
     )
 
 
-class DecoderNet(BlockNet):
+class DecoderNet(KeyedBlocks, BlockNet):
     """A causal LM whose decoder layers can be removed: ``readout(units(embed(ids)))``.
 
     Built by :func:`from_hf` (which checks it reproduces the model), :func:`from_config` or
@@ -206,6 +205,7 @@ class DecoderNet(BlockNet):
 
     SPEC_FORMAT = "squeezr.hf/1"
     input_name = "input_ids"
+    unit_noun = "layer"
 
     def __init__(self, hf: nn.Module, seq_len: int = DEFAULT_SEQUENCE) -> None:
         super().__init__()
@@ -258,39 +258,6 @@ class DecoderNet(BlockNet):
     @property
     def num_original_blocks(self) -> int:
         return self.arguments.count
-
-    def block_ids(self) -> list[int]:
-        """Original indices of the remaining layers, in forward order."""
-        return [int(k) for k in self.blocks]
-
-    def units(self) -> list[tuple[int, nn.Module]]:
-        """Forward-order ``(original index, layer unit)``; removed layers leave no unit."""
-        return [(int(k), m) for k, m in self.blocks.items()]
-
-    def _check_index(self, i: int) -> int:
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise UserError(f"block index must be an integer, got {i!r}") from None
-        if not 0 <= i < self.num_original_blocks:
-            raise UserError(
-                f"block index {i} is out of range; this model has decoder layers "
-                f"0..{self.num_original_blocks - 1}"
-            )
-        return i
-
-    def block(self, i: int) -> DecoderLayer:
-        """The remaining layer with original index ``i``."""
-        key = str(self._check_index(i))
-        if key not in self.blocks:
-            raise UserError(f"layer {i} has been removed; remaining layers: {self.block_ids()}")
-        return self.blocks[key]  # type: ignore[return-value]
-
-    def remove_block(self, i: int) -> None:
-        """Remove layer ``i``: its parameters leave the ``state_dict``; nothing renumbers."""
-        self.block(i)
-        del self.blocks[str(i)]
-        self.removed.append(int(i))
 
     def example_input(self, input_shape: Sequence[int] | None = None, batch: int = 1) -> Tensor:
         """Token ids 0 of ``(batch, seq_len)`` on the model's device, for export."""

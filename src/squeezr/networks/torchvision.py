@@ -21,7 +21,6 @@ weights; both check what they cannot represent (dilated stages, non-BN norms) an
 
 from __future__ import annotations
 
-import operator
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -165,7 +164,7 @@ class TorchvisionResNet(RecordsWidths, BlockNet):
 
     SPEC_FORMAT = SPEC_FORMAT
     input_shape = (3, 224, 224)
-    __jit_unused_properties__ = ["config", "num_groups"]  # noqa: RUF012 (torch.jit.script)
+    __jit_unused_properties__ = ["num_original_blocks", "config", "num_groups"]  # noqa: RUF012
     __jit_ignored_attributes__ = [  # noqa: RUF012
         "arch",
         "name",
@@ -251,16 +250,9 @@ class TorchvisionResNet(RecordsWidths, BlockNet):
     def block_ids(self) -> list[int]:
         return [i for i, unit in self.units() if not isinstance(unit, ShortcutUnit)]
 
-    def _check_index(self, i: int) -> int:
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise UserError(f"block index must be an integer, got {i!r}") from None
-        if not 0 <= i < len(self._where):
-            raise UserError(
-                f"block index {i} is out of range; this network has blocks 0..{len(self._where) - 1}"
-            )
-        return i
+    @property
+    def num_original_blocks(self) -> int:
+        return len(self._where)
 
     def block(self, i: int) -> nn.Module:
         stage, key = self._where[self._check_index(i)]

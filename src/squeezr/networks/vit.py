@@ -18,7 +18,6 @@ removed block leaves nothing behind: the next block receives what it received.
 from __future__ import annotations
 
 import dataclasses
-import operator
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from squeezr.blocknet import BlockNet, ResidualScaled
+from squeezr.blocknet import BlockNet, KeyedBlocks, ResidualScaled
 from squeezr.dbx.errors import UserError
 from squeezr.names import normalised_key
 from squeezr.torchfiles import load_torch_file
@@ -180,7 +179,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class VisionTransformer(BlockNet):
+class VisionTransformer(KeyedBlocks, BlockNet):
     """A timm-layout ViT as a block network: ``readout(blocks in order(embed(images)))``.
 
     ``embed`` = patch embedding, class token, position embedding; ``readout`` = final norm,
@@ -240,39 +239,6 @@ class VisionTransformer(BlockNet):
     @property
     def num_original_blocks(self) -> int:
         return self.vit_config.depth
-
-    def block_ids(self) -> list[int]:
-        """Original indices of the remaining blocks, in forward order."""
-        return [int(k) for k in self.blocks]
-
-    def units(self) -> list[tuple[int, nn.Module]]:
-        """Forward-order ``(original index, block)``; removed blocks leave no unit."""
-        return [(int(k), m) for k, m in self.blocks.items()]
-
-    def _check_index(self, i: int) -> int:
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise UserError(f"block index must be an integer, got {i!r}") from None
-        if not 0 <= i < self.num_original_blocks:
-            raise UserError(
-                f"block index {i} is out of range; this ViT has blocks "
-                f"0..{self.num_original_blocks - 1}"
-            )
-        return i
-
-    def block(self, i: int) -> Block:
-        """The remaining block with original index ``i``."""
-        key = str(self._check_index(i))
-        if key not in self.blocks:
-            raise UserError(f"block {i} has been removed; remaining blocks: {self.block_ids()}")
-        return self.blocks[key]  # type: ignore[return-value]
-
-    def remove_block(self, i: int) -> None:
-        """Remove block ``i`` (its parameters leave the ``state_dict``); nothing is left behind."""
-        self.block(i)
-        del self.blocks[str(i)]
-        self.removed.append(int(i))
 
     def block_macs(self, input_shape: Sequence[int] | None = None) -> dict[int, int]:
         """Per remaining block: multiply-accumulates per image that removing it saves (its
