@@ -147,6 +147,37 @@ def language() -> dict:
     return out
 
 
+@scenario
+def hf_decoder() -> dict:
+    """A tiny Hugging Face decoder (``hf:tiny-llama``: 6 Llama layers, rotary embeddings,
+    grouped-query attention) on a generated token file (``squeezr.textdata``): 63 training
+    sequences of 16 tokens at batch 10 (a last batch of 3 = 2 + 1), 7 validation ones for the
+    oracle (4 + 3), all in float64."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from squeezr.networks.hf import build
+    from squeezr.textdata import fit_language_model, load_text_dataset
+
+    with tempfile.TemporaryDirectory() as folder:  # one per process: no shared writes
+        tokens = np.random.default_rng(0).integers(0, 512, size=16 * 70 + 5)
+        tokens.astype("<u2").tofile(Path(folder, "train.bin"))
+        tokens[:40].astype("<u2").tofile(Path(folder, "val.bin"))
+        data = load_text_dataset(folder, seq_len=16)
+    net = build("tiny-llama", seed=0).double()
+    fit_language_model(net, data)
+    fit(net, data, TrainConfig(epochs=1, batch_size=10, lr=0.05, device="cpu"), progress=False)
+    ctx = saliency.SaliencyContext(task=data.task, batch_size=3, dtype=torch.float64)
+    return {
+        "state": net.state_dict(),
+        "oracle": saliency.compute("oracle", net, data.val, ctx),
+        "val": len(data.val),
+        "train": len(data.train),
+    }
+
+
 def cli(args: list[str]) -> int:
     """The ``squeezr`` command; with ``$DDP_WORKER_CRASH=RANK:N`` that rank raises at its
     N-th fine-tuning loop (a crashed process in the middle of a pruning run)."""

@@ -190,6 +190,20 @@ def test_two_processes_train_and_score_a_language_model_like_one(tmp_path):
         assert two[batch]["oracle"] == pytest.approx(run["oracle"], rel=1e-10)
 
 
+@pytest.mark.slow
+def test_two_processes_train_and_score_a_hugging_face_decoder_like_one(tmp_path):
+    """A transformers decoder through its adapter (squeezr.networks.hf) on a token file
+    (squeezr.textdata): float64 weights to 1e-10 (relative) and oracle perplexities to 1e-10,
+    as for the tiny test LM above."""
+    two = run_scenario(tmp_path, "hf_decoder")
+    one = ddp_worker.SCENARIOS["hf_decoder"]()
+    assert (two["train"], two["val"]) == (one["train"], one["val"]) == (63, 7)
+    assert two["state"].keys() == one["state"].keys()
+    for key, value in one["state"].items():
+        torch.testing.assert_close(two["state"][key], value, rtol=1e-10, atol=1e-12)
+    assert two["oracle"] == pytest.approx(one["oracle"], rel=1e-10)
+
+
 def _source(repo: Path) -> None:
     """A trained tiny network (one process) to prune."""
     from squeezr.baselines import train_experiment, training_params

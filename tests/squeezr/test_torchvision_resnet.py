@@ -249,6 +249,97 @@ def test_a_torchvision_model_object_is_adapted_with_its_weights():
     assert adapt(copy.deepcopy(model)) is not None
 
 
+class TimmBasicBlock(nn.Module):
+    """timm.models.resnet.BasicBlock's attributes (act1/act2, aa, se, drop_block,
+    drop_path): its keys are torchvision's, so a plain timm ResNet loads as is."""
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, act=nn.ReLU, aa=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, 1 if aa else stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.drop_block = nn.Identity()
+        self.act1 = act()
+        self.aa = aa(stride) if aa else nn.Identity()
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.se = None
+        self.act2 = act()
+        self.downsample = downsample
+        self.drop_path = nn.Identity()
+
+    def forward(self, x):
+        out = self.aa(self.act1(self.drop_block(self.bn1(self.conv1(x)))))
+        out = self.drop_path(self.bn2(self.conv2(out)))
+        return self.act2(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class TimmResNet(nn.Module):
+    """timm.models.resnet.ResNet's structure (conv1/bn1/act1/maxpool, layer1..4,
+    global_pool, fc) with basic blocks; ``act``/``aa`` make the variants whose difference
+    no key shows (SiLU, anti-aliased strides)."""
+
+    def __init__(self, layers=(1, 1, 1, 1), num_classes=10, act=nn.ReLU, aa=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.act1 = act()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inplanes = 64
+        for stage, (count, planes) in enumerate(zip(layers, STAGE, strict=True), start=1):
+            stride = 1 if stage == 1 else 2
+            blocks = []
+            for j in range(count):
+                down = None
+                if j == 0 and (stride != 1 or inplanes != planes):
+                    down = nn.Sequential(
+                        nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                    )
+                blocks.append(
+                    TimmBasicBlock(inplanes, planes, stride if j == 0 else 1, down, act, aa)
+                )
+                inplanes = planes
+            setattr(self, f"layer{stage}", nn.Sequential(*blocks))
+        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.global_pool(x))
+
+
+STAGE = (64, 128, 256, 512)
+
+
+def test_a_timm_resnet_object_is_adapted_by_its_structure():
+    torch.manual_seed(5)
+    foreign = TimmResNet((1, 2, 1, 1)).train()
+    model = adapt(foreign)
+    assert isinstance(model, TorchvisionResNet) and model.training and foreign.training
+    assert model.arch["block"] == "basic" and model.arch["layers"] == [1, 2, 1, 1]
+    assert model.state_dict().keys() == foreign.state_dict().keys()
+    x = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(model.eval()(x), foreign.eval()(x))
+
+
+def test_a_timm_variant_computing_something_else_is_refused_in_one_line():
+    class Blur(nn.AvgPool2d):
+        def __init__(self, stride):
+            super().__init__(2 if stride > 1 else 1, stride)
+
+    for variant in (TimmResNet(act=nn.SiLU), TimmResNet(aa=Blur)):
+        with pytest.raises(UserError, match=r"computes something else.*squeezr takes torchvision"):
+            adapt(variant)
+    with_se = TimmResNet()
+    with_se.layer1[0].se = nn.Conv2d(64, 64, 1)
+    with pytest.raises(UserError, match=r"unexpected keys such as layer1\.0\.se.*no squeeze-exc"):
+        adapt(with_se)
+    headless = TimmResNet()
+    headless.fc = nn.Identity()
+    with pytest.raises(UserError, match=r"classifier fc as an nn\.Linear, not Identity"):
+        adapt(headless)
+
+
 def test_what_cannot_be_represented_is_one_line():
     with pytest.raises(UserError, match="dilated stages"):
         adapt(TVResNet([1, 1, 1, 1], dilate_last=True))

@@ -375,9 +375,15 @@ def _weights_state(path: str | os.PathLike[str]) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in payload.items()}
 
 
-def load_weights(model: TorchvisionResNet, state: Mapping[str, Tensor], source: str) -> None:
+def load_weights(
+    model: TorchvisionResNet,
+    state: Mapping[str, Tensor],
+    source: str,
+    hint: str = "is it the weights of this architecture?",
+) -> None:
     """Load ``state`` (torchvision key names) into ``model``; a classifier of another size
-    (weights for ImageNet's 1,000 classes, a model for 10) is left freshly initialised."""
+    (weights for ImageNet's 1,000 classes, a model for 10) is left freshly initialised.
+    ``hint`` ends the error when keys do not fit."""
     state = dict(state)
     fc = state.get("fc.weight")
     if fc is not None and tuple(fc.shape) != tuple(model.fc.weight.shape):
@@ -393,7 +399,7 @@ def load_weights(model: TorchvisionResNet, state: Mapping[str, Tensor], source: 
         raise UserError(
             f"{source} does not fit {model.name or 'this ResNet'}: "
             f"{'missing' if missing else 'unexpected'} keys such as {', '.join(wrong)}; "
-            "is it the weights of this architecture?"
+            f"{hint}"
         )
 
 
@@ -430,6 +436,11 @@ def _structure(model: Any) -> dict[str, Any] | None:
                 problems.append(f"{type(block.bn1).__name__} instead of BatchNorm2d")
     if problems:
         raise UserError(f"squeezr cannot represent this ResNet: {sorted(set(problems))[0]}")
+    if not isinstance(model.fc, nn.Linear):
+        raise UserError(
+            f"squeezr needs the ResNet's classifier fc as an nn.Linear, not "
+            f"{type(model.fc).__name__} (timm: build it with num_classes > 0)"
+        )
     groups = first.conv2.groups
     planes = STAGE_WIDTHS[0]
     width = first.conv2.out_channels
@@ -442,9 +453,46 @@ def _structure(model: Any) -> dict[str, Any] | None:
     }
 
 
+SUPPORTED = (
+    "squeezr takes torchvision-layout ResNets: torchvision's, or timm's plain resnet*/"
+    "wide_resnet*/resnext* (one 7x7 stem conv, ReLU, average pooling, no squeeze-excitation, "
+    "anti-aliasing or average-pool downsampling)"
+)
+"""What :func:`adapt` accepts, ending its refusals."""
+
+
+def _check_outputs(model: nn.Module, adapted: TorchvisionResNet) -> None:
+    """Refuse ``model`` when the adapted network does not compute what it does. A foreign
+    object can have torchvision's key names yet differ where no parameter shows it (timm's
+    SiLU or anti-aliased variants, max pooling): compare both on a random 64² batch in
+    evaluation mode (no dropout or drop-path), modes restored after."""
+    dtype = next(model.parameters()).dtype
+    device = next(model.parameters()).device
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    modes = model.training
+    adapted.to(device=device, dtype=dtype)
+    try:
+        model.eval()
+        adapted.eval()
+        with torch.no_grad():
+            theirs = model(x.to(device))
+            ours = adapted(x.to(device))
+    finally:
+        model.train(modes)
+    if not isinstance(theirs, Tensor) or theirs.shape != ours.shape:
+        raise UserError(f"the {type(model).__name__} object's output is not logits; {SUPPORTED}")
+    if (theirs - ours).abs().max() > 1e-4 * (1 + theirs.abs().max()):
+        raise UserError(
+            f"the {type(model).__name__} object computes something else than its torchvision-"
+            f"layout weights do (another activation, pooling or stem?); {SUPPORTED}"
+        )
+
+
 def adapt(model: Any) -> TorchvisionResNet | None:
-    """A torchvision ResNet object (or one with its structure and key names) as this
-    network, with its weights; None for anything else."""
+    """A torchvision ResNet object (or one with its structure and key names, such as timm's
+    plain ResNets, whose state_dict keys are torchvision's) as this network, with its
+    weights; None for anything else. The adapted network's outputs are checked against the
+    object's (:func:`_check_outputs`)."""
     if isinstance(model, TorchvisionResNet) or not isinstance(model, nn.Module):
         return None
     arch = _structure(model)
@@ -459,5 +507,6 @@ def adapt(model: Any) -> TorchvisionResNet | None:
         None,
     )
     adapted = TorchvisionResNet(arch, name=named)
-    load_weights(adapted, model.state_dict(), f"the {type(model).__name__} object")
+    load_weights(adapted, model.state_dict(), f"the {type(model).__name__} object", SUPPORTED)
+    _check_outputs(model, adapted)
     return adapted.train(model.training)
