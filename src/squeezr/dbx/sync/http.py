@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from squeezr.dbx.errors import UserError
 from squeezr.dbx.remote.client import Client
 
 __all__ = ["HTTPTransport"]
@@ -19,6 +21,28 @@ class HTTPTransport:
 
     def events(self, exp_id: str, run: int) -> list[dict[str, Any]]:
         return self.client.request("GET", f"/experiments/{exp_id}/events", params={"run": run})
+
+    def read_events(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], list[Any]]:
+        """The events of many runs, in one request."""
+        if not wanted:
+            return {}
+        found = self.client.request("POST", "/sync/events", {"logs": [list(w) for w in wanted]})
+        return {(exp_id, run): found[exp_id][str(run)] for exp_id, run in wanted}
+
+    def write(self, bundles: list[dict[str, Any]], blob: Callable[..., bytes]) -> None:
+        """The bundles in one request (one transaction on the server), after uploading the
+        attachment bytes the server lacks (``blob(exp_id, name, info)`` reads them)."""
+        for bundle in bundles:
+            for name, info in (bundle.get("attachments") or {}).items():
+                try:
+                    self.client.request("HEAD", f"/blobs/{info['sha256']}")
+                    continue
+                except UserError as exc:
+                    if getattr(exc, "status", None) != 404:
+                        raise
+                data = blob(bundle["id"], name, info)
+                self.client.request("PUT", f"/blobs/{info['sha256']}", data=data)
+        self.client.request("POST", "/sync/apply", bundles)
 
     def blob(self, exp_id: str, name: str, info: dict[str, Any]) -> bytes:
         return b"".join(self.client.download(f"/blobs/{info['sha256']}"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +77,33 @@ class LocalTransport:
         path = self.folder(exp_id) / f"log-{run}.jsonl"
         return list(jsonx.iter_log(path)) if path.exists() else []
 
+    def read_events(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], list[Any]]:
+        return {(exp_id, run): self.events(exp_id, run) for exp_id, run in wanted}
+
     def blob(self, exp_id: str, name: str, info: dict[str, Any]) -> bytes:
         return (self.folder(exp_id) / info["path"]).read_bytes()
+
+    def write(self, bundles: list[dict[str, Any]], blob: Callable[..., bytes]) -> None:
+        """Each bundle (see ``Storage.apply``) experiment by experiment, its parts in plan
+        order: created, attachments, events, run records (a run shows as ended only once its
+        log is complete), results, notes."""
+        for bundle in bundles:
+            exp_id = bundle["id"]
+            if "meta" in bundle:
+                self.put_experiment(bundle["meta"])
+            for name, info in (bundle.get("attachments") or {}).items():
+                self.put_attachment(exp_id, name, info, blob(exp_id, name, info))
+            runs: dict[int, list[dict[str, Any]]] = {}
+            for event in bundle.get("events", []):
+                runs.setdefault(event["run"], []).append(event)
+            for run, events in runs.items():
+                self.add_events(exp_id, run, events)
+            for number, record in (bundle.get("runs") or {}).items():
+                self.put_run(exp_id, int(number), record)
+            if "results" in bundle:
+                self.set_results(exp_id, bundle["results"])
+            if "notes" in bundle:
+                self.set_notes(exp_id, bundle["notes"])
 
     # --- writing --------------------------------------------------------------------------
     def put_experiment(self, meta: dict[str, Any]) -> None:
