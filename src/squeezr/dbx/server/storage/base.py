@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import orjson
+
 from squeezr.dbx import jsonx, records
 from squeezr.dbx.errors import Ambiguous, NotFound, UserError
 from squeezr.dbx.records import ID_RE
@@ -512,6 +514,20 @@ def _check_run(number: Any, record: Any) -> str:
     return encode_data({**record, "run": number}, f"run {number}")
 
 
+def _event_data(data: dict[str, Any], event_id: str) -> str:
+    """An event's data as stored JSON text, by orjson (several times faster than json) where
+    that writes the same values: not for NaN/±Infinity (orjson would write ``null``; any
+    ``null`` sends the event to ``jsonx``, which keeps them), integers beyond 64 bits
+    (orjson refuses them) or nesting deeper than jsonx allows."""
+    try:
+        raw = orjson.dumps(data)
+    except TypeError:
+        return encode_data(data, f"event {event_id}")
+    if b"null" in raw or raw.count(b"[") + raw.count(b"{") > jsonx.MAX_DEPTH:
+        return encode_data(data, f"event {event_id}")
+    return raw.decode()
+
+
 def event_rows(exp_id: str, events: list[dict[str, Any]]) -> list[Row]:
     """Checked events as rows to insert; a UserError names the first bad one."""
     rows: list[Row] = []
@@ -532,7 +548,7 @@ def event_rows(exp_id: str, events: list[dict[str, Any]]) -> list[Row]:
                 event["name"],
                 float(event["ts"]),
                 data,
-                encode_data(data, f"event {event['id']}"),
+                _event_data(data, event["id"]),
             )
         )
     return rows
