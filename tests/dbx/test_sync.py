@@ -142,7 +142,7 @@ def test_sync_killed_at_random_points_resumes_to_identical_repositories(tmp_path
     # kill within the time a whole sync takes here (start-up included), so that most kills
     # land inside the copying whatever the machine's speed
     started = time.monotonic()
-    subprocess.run(argv[:-1] + [str(tmp_path / "timing")], env=env, check=True)
+    subprocess.run([*argv[:-1], str(tmp_path / "timing")], env=env, check=True)
     whole = time.monotonic() - started
     kills = midway = 0
     while kills < 20:

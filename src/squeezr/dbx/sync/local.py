@@ -273,9 +273,9 @@ def _read_log(path: Path) -> list[dict[str, Any]]:
         except ValueError:
             events = None
         # lines that join into valid JSON may still not be one event each: check
-        if events is not None and len(events) == len(lines):
-            if not any(map(event_problem, events)):
-                return events
+        good = events is not None and len(events) == len(lines)
+        if good and not any(map(event_problem, events)):
+            return events
     return list(jsonx.iter_log(path))  # a torn or damaged line: its warning or error
 
 

@@ -439,7 +439,6 @@ class Storage:
         cursor.execute(self._sql("SELECT 1 FROM tokens WHERE id = ?"), (token_id,))
         return cursor.fetchone() is None
 
-
     # --- many experiments at once (sync) ---------------------------------------------------
     def apply(self, bundles: list[dict[str, Any]]) -> dict[str, int]:
         """Write several experiments' changes in one transaction (what a sync sends): each
