@@ -14,11 +14,14 @@ thousand experiments about as fast as copying their folders.
   (2 metrics a step, 1,000 metrics per call, MLflow's limit); a step counts as one event.
 * **query** — 1,000 experiments x 1,000 events written into the server's database, then
   ``POST /api/v1/query`` "train/step/:step | group step: mean(loss), se(loss)" over HTTP:
-  the first call (``query_first_s``: reads and parses every event from the database) and the
-  next (``query_again_s``: the server's in-memory tables; the < 2 s target, like the local
-  query benchmark's warm target).
+  the first call after the server starts (``query_first_s``: reads every experiment's
+  columnar event blocks from the database) and the next (``query_again_s``: the server's
+  in-memory tables). Target: both < 2 s.
 * **sync** — 1,000 experiments x 100 events: ``dbx sync A URL``, ``dbx sync URL B`` (in this
   process), and ``rsync -a A C`` for reference.
+
+The machine's load average is printed at the start and the end (``load``): the figures of
+a shared machine are only comparable within one run.
 
 MLflow runs from the peers' environment (``make bench-setup``, or ``--mlflow-python``).
 Usage: ``python benchmarks/dbx_server.py [--quick] [--no-peers] [--mlflow-python PATH]``.
@@ -310,7 +313,7 @@ def main() -> None:
     peer_events = 1_000 if args.quick else 5_000
     q_exp, q_events = (100, 100) if args.quick else (1000, 1000)
     s_exp = 50 if args.quick else 1000
-    figures: dict[str, object] = {}
+    figures: dict[str, object] = {"load_start": os.getloadavg()[0]}
     targets: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="dbx-server-bench-") as name:
         tmp = Path(name)
@@ -325,7 +328,7 @@ def main() -> None:
             figures.update(
                 query_first_s=round(answer["first_s"], 3), query_again_s=round(answer["again_s"], 3)
             )
-            targets["query_under_2s"] = answer["again_s"] < 2.0
+            targets["query_under_2s"] = max(answer["first_s"], answer["again_s"]) < 2.0
         if args.only in (None, "sync"):
             moved = sync_bench(tmp, s_exp, 100)
             print(
@@ -334,6 +337,10 @@ def main() -> None:
                 f"{moved['rsync_s']:.2f} s"
             )
             figures.update({f"sync_{k}": round(v, 3) for k, v in moved.items()})
+    figures["load_end"] = os.getloadavg()[0]
+    print(
+        f"load average: {figures['load_start']:.1f} at the start, {figures['load_end']:.1f} at the end"
+    )
     print_targets(targets)
     report(
         "dbx_server",
