@@ -167,3 +167,25 @@ def test_sync_killed_at_random_points_resumes_to_identical_repositories(tmp_path
     assert _state(a) == _state(b)
     assert sync(str(a), str(b)) == []
     assert dbx.Repository(b).verify() == []
+
+
+@pytest.mark.parametrize("flush", ["syncfs", "fsync"])
+def test_chunked_writes_leave_whole_files_and_no_temporaries(
+    tmp_path: Path, flush: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into a folder a chunk is staged, flushed once and renamed into place (``syncfs``), or
+    written file by file durably where there is no ``syncfs``; both give the same copy and
+    leave no temporary file, with several attachments of one experiment in one chunk."""
+    import squeezr.dbx.sync.apply as apply
+    import squeezr.dbx.sync.local as local
+
+    if flush == "fsync":
+        monkeypatch.setattr(local, "_syncfs", None)
+    monkeypatch.setattr(apply, "CHUNK_EXPERIMENTS", 2)  # several chunks
+    a, b = tmp_path / "A", tmp_path / "B"
+    _make(a, 5, 20, tmp_path)
+    assert sync(str(a), str(b))
+    assert _state(a) == _state(b)
+    assert sync(str(a), str(b)) == []
+    assert not [p for p in b.rglob("*.tmp")]
+    assert dbx.Repository(b).verify() == []
