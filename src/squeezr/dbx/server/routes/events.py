@@ -3,8 +3,6 @@ calls a sync makes to move many experiments at once (``/sync/apply``, ``/sync/ev
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request, Response
 
 from squeezr.dbx.errors import UserError
@@ -55,11 +53,5 @@ def many_events(request: Request, body: JsonBody) -> Response:
         isinstance(item, list) and len(item) == 2 and isinstance(item[1], int) for item in logs
     ):
         raise UserError('give {"logs": [[experiment id, run number], ...]}')
-    found: dict[str, dict[str, Any]] = {}
-    for exp_id, run in logs:
-        found.setdefault(check_id(exp_id), {})[str(run)] = []
-    for exp_id, runs in storage(request).runs_events(list(found)).items():
-        for run, events in runs.items():
-            if str(run) in found[exp_id]:
-                found[exp_id][str(run)] = events
-    return reply(found)
+    body = storage(request).runs_json([(check_id(exp_id), run) for exp_id, run in logs])
+    return Response(body, media_type="application/json")
