@@ -536,7 +536,8 @@ def _event_data(data: dict[str, Any], event_id: str) -> str:
         raw = orjson.dumps(data)
     except TypeError:
         return encode_data(data, f"event {event_id}")
-    if b"null" in raw or raw.count(b"[") + raw.count(b"{") > jsonx.MAX_DEPTH:
+    deep = len(raw) > 2 * jsonx.MAX_DEPTH and raw.count(b"[") + raw.count(b"{") > jsonx.MAX_DEPTH
+    if b"null" in raw or deep:  # (nesting deeper than MAX_DEPTH needs that many brackets)
         return encode_data(data, f"event {event_id}")
     return raw.decode()
 
