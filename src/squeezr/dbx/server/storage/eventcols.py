@@ -20,6 +20,8 @@ Only events that were new are put in a block; a reader still drops a repeated
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any
@@ -219,33 +221,86 @@ class Log:
         from squeezr.dbx.query.columns import compact
         from squeezr.dbx.query.table import HIDDEN, Table, extract
 
-        match = pattern.match
-        names = self.names
-        found = [
-            (i, captures) for i, name in enumerate(names) if (captures := match(name)) is not None
-        ]
-        matched = [names[i] for i, _ in found]
-        if not found or len(set(matched)) != len(matched):
+        matched = _matching(self.names, pattern)
+        if matched is None:
             return extract(list(enumerate(self.events())), pattern, mode)
-        rows = np.array([i for i, _ in found], dtype=np.int64)
-        runs = self.runs[rows]
-        seqs = self.seqs[rows].tolist()
+        rows, names, captured = matched
+        everything = len(rows) == self.length
+        runs = self.runs if everything else self.runs[rows]
+        seqs = self.seqs if everything else self.seqs[rows]
         columns: dict[str, Any] = {
             "_pos": rows,
             "_ts": np.zeros(len(rows), dtype=np.float64),
-            "name": matched,
-            "ts": self.ts[rows],
+            "name": names,
+            "ts": self.ts if everything else self.ts[rows],
             "run": runs,
-            "id": [f"{r}-{s}" for r, s in zip(runs.tolist(), seqs, strict=True)],
+            "id": _ids(runs, seqs),
         }
-        for index, variable in enumerate(pattern.variables):
-            columns[variable] = compact([captures[index] for _, captures in found])
+        columns.update(zip(pattern.variables, captured, strict=True))
         used = dict.fromkeys(self.shape[rows].tolist())
         for key in dict.fromkeys(chain.from_iterable(self.shapes[s] for s in used)):
             values = self.data[key]
             if isinstance(values, np.ndarray):
-                values = values[rows]
+                values = values if everything else values[rows]
             else:
-                values = compact([values[i] for i in rows.tolist()])
+                values = compact(values if everything else [values[i] for i in rows.tolist()])
             columns[f"data.{key}" if key in columns or key in HIDDEN else key] = values
         return Table(columns, len(rows))
+
+
+# The experiments of a study log the same names in the same order (and the same run and
+# seq numbers), so what a pattern makes of a sequence of names, and the id strings of a
+# sequence of events, are kept for the next experiment: a first query over a thousand
+# such experiments matches each name once, not a thousand times. Bounded by entries, and
+# logs longer than MEMO_LOG are not kept (their own work dwarfs the matching).
+MEMO_ENTRIES = 64
+MEMO_LOG = 200_000
+_memo: OrderedDict[Any, Any] = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def _remembered(key: Any, make: Any, size: int) -> Any:
+    if size > MEMO_LOG:
+        return make()
+    with _memo_lock:
+        found = _memo.get(key, _memo)
+        if found is not _memo:
+            _memo.move_to_end(key)
+            return found
+    value = make()
+    with _memo_lock:
+        _memo[key] = value
+        while len(_memo) > MEMO_ENTRIES:
+            _memo.popitem(last=False)
+    return value
+
+
+def _matching(names: list[str], pattern: Any) -> tuple[np.ndarray, list[str], list[Any]] | None:
+    """``(rows, their names, one column per variable)`` of the names ``pattern`` matches,
+    or None if none does or a matched name occurs twice (rows then merge events)."""
+
+    def make() -> tuple[np.ndarray, list[str], list[Any]] | None:
+        from squeezr.dbx.query.columns import compact
+
+        found = list(map(pattern.match, names))
+        if None in found:
+            rows = [i for i, captures in enumerate(found) if captures is not None]
+            found = [found[i] for i in rows]
+            matched = [names[i] for i in rows]
+        else:
+            rows, matched = list(range(len(names))), names
+        if not rows or len(set(matched)) != len(matched):
+            return None
+        captured = [compact([c[k] for c in found]) for k in range(len(pattern.variables))]
+        return np.array(rows, dtype=np.int64), matched, captured
+
+    return _remembered(("match", pattern.text, tuple(names)), make, len(names))
+
+
+def _ids(runs: np.ndarray, seqs: np.ndarray) -> list[str]:
+    """The ids ``<run>-<seq>`` of events."""
+
+    def make() -> list[str]:
+        return [f"{r}-{s}" for r, s in zip(runs.tolist(), seqs.tolist(), strict=True)]
+
+    return _remembered(("ids", runs.tobytes(), seqs.tobytes()), make, len(runs))
