@@ -80,14 +80,18 @@ def test_tables_from_blocks_equal_tables_from_json(
     tmp_path: Path, database: str | None, distinct: bool
 ) -> None:
     storage = open_storage(Settings(data=tmp_path, database=database))
-    rng = random.Random(16)
-    exp_id = "c0c0c0c0c0c1"
-    storage.put_experiment(_meta(exp_id))
-    for _ in range(4):
-        batch = _events(rng, 40, distinct)
-        storage.add_events(exp_id, batch)
-        assert storage.add_events(exp_id, batch) == 0  # a resent batch adds nothing
-    _check_tables(storage, exp_id)
+    # two experiments logging the same names (with other data): the second is built from
+    # what the first left in the memo of name sequences, and must still be its own
+    for exp_id in ("c0c0c0c0c0c1", "c0c0c0c0c0ca"):
+        rng = random.Random(16)
+        storage.put_experiment(_meta(exp_id))
+        for _ in range(4):
+            batch = _events(rng, 40, distinct)
+            if exp_id.endswith("a"):
+                batch = [{**e, "data": {"other": i}} for i, e in enumerate(batch)]
+            storage.add_events(exp_id, batch)
+            assert storage.add_events(exp_id, batch) == 0  # a resent batch adds nothing
+        _check_tables(storage, exp_id)
     storage.close()
 
 
