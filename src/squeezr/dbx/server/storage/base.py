@@ -381,6 +381,42 @@ class Storage:
         )
         return ("{" + text + "}").encode()
 
+    def describe(self, exp_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Each experiment's record with its ``runs``, ``logs`` (per run: events, highest
+        seq) and ``attachments`` — what a sync compares — in four statements per 500
+        experiments rather than four per experiment. Ids not stored are left out."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(exp_ids), 500):
+            ids = [check_id(i) for i in exp_ids[start : start + 500]]
+            marks = f"({', '.join('?' * len(ids))})"
+            for record in self.experiments(ids=ids):
+                record.update(runs={}, logs={}, attachments={})
+                found[record["meta"]["id"]] = record
+            rows = self._query(f"SELECT exp_id, run, record FROM runs WHERE exp_id IN {marks}", ids)
+            for exp_id, run, record in sorted(rows):
+                found[exp_id]["runs"][run] = jsonx.loads(record)
+            rows = self._query(
+                "SELECT exp_id, run, COUNT(*), MAX(seq) FROM events "
+                f"WHERE exp_id IN {marks} GROUP BY exp_id, run",
+                ids,
+            )
+            for exp_id, run, count, highest in rows:
+                found[exp_id]["logs"][run] = (count, highest)
+            rows = self._query(
+                "SELECT exp_id, name, sha256, size, run, added FROM attachments "
+                f"WHERE exp_id IN {marks} ORDER BY exp_id, name",
+                ids,
+            )
+            for exp_id, name, sha, size, run, added in rows:
+                found[exp_id]["attachments"][name] = {
+                    "path": f"files/{name}",
+                    "size": size,
+                    "sha256": sha,
+                    "run": run,
+                    "added": added,
+                }
+        return {i: found[i] for i in exp_ids if i in found}
+
     def log_sizes(self, exp_id: str) -> dict[int, tuple[int, int]]:
         """Per run: ``(number of events, highest seq)``."""
         rows = self._query(
