@@ -31,7 +31,7 @@ from squeezr.dbx.server.storage.eventcols import Log, Row, encode_block, read_lo
 from squeezr.dbx.server.storage.migrations import MIGRATIONS
 from squeezr.dbx.store import validate_kind, validate_name
 
-__all__ = ["Storage", "check_id", "encode_data"]
+__all__ = ["Storage", "check_id"]
 
 _EVENT_ID = re.compile(r"^(\d+)-(\d+)$")
 _EXP_COLUMNS = "id, name, kind, created, meta, results, notes"
