@@ -12,13 +12,17 @@ thousand experiments about as fast as copying their folders.
   checked against the server's count. MLflow: ``mlflow server`` (SQLite backend) and 8
   clients each creating a run and sending ``MlflowClient.log_batch`` calls of 500 steps
   (2 metrics a step, 1,000 metrics per call, MLflow's limit); a step counts as one event.
+  dbx and MLflow take turns for ``--rounds`` rounds (default 3); the best of each counts.
 * **query** — 1,000 experiments x 1,000 events written into the server's database, then
   ``POST /api/v1/query`` "train/step/:step | group step: mean(loss), se(loss)" over HTTP:
-  the first call (``query_first_s``: reads and parses every event from the database) and the
-  next (``query_again_s``: the server's in-memory tables; the < 2 s target, like the local
-  query benchmark's warm target).
+  the first call after the server starts (``query_first_s``: reads every experiment's
+  columnar event blocks from the database) and the next (``query_again_s``: the server's
+  in-memory tables). Target: both < 2 s.
 * **sync** — 1,000 experiments x 100 events: ``dbx sync A URL``, ``dbx sync URL B`` (in this
   process), and ``rsync -a A C`` for reference.
+
+The machine's load average is printed at the start and the end (``load``): the figures of
+a shared machine are only comparable within one run.
 
 MLflow runs from the peers' environment (``make bench-setup``, or ``--mlflow-python``).
 Usage: ``python benchmarks/dbx_server.py [--quick] [--no-peers] [--mlflow-python PATH]``.
@@ -304,13 +308,22 @@ def main() -> None:
     options.add_argument(
         "--only", choices=["ingest", "query", "sync"], help="run one of the three measurements"
     )
+    options.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="ingest rounds, dbx and MLflow in turn; the best of each counts (default 3, 1 "
+        "with --quick)",
+    )
     args = options.parse_args()
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
     sys.path.insert(0, SRC)
     events = 5_000 if args.quick else 50_000
     peer_events = 1_000 if args.quick else 5_000
     q_exp, q_events = (100, 100) if args.quick else (1000, 1000)
     s_exp = 50 if args.quick else 1000
-    figures: dict[str, object] = {}
+    figures: dict[str, object] = {"load_start": os.getloadavg()[0]}
     targets: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="dbx-server-bench-") as name:
         tmp = Path(name)
@@ -325,7 +338,7 @@ def main() -> None:
             figures.update(
                 query_first_s=round(answer["first_s"], 3), query_again_s=round(answer["again_s"], 3)
             )
-            targets["query_under_2s"] = answer["again_s"] < 2.0
+            targets["query_under_2s"] = max(answer["first_s"], answer["again_s"]) < 2.0
         if args.only in (None, "sync"):
             moved = sync_bench(tmp, s_exp, 100)
             print(
@@ -334,6 +347,10 @@ def main() -> None:
                 f"{moved['rsync_s']:.2f} s"
             )
             figures.update({f"sync_{k}": round(v, 3) for k, v in moved.items()})
+    figures["load_end"] = os.getloadavg()[0]
+    print(
+        f"load average: {figures['load_start']:.1f} at the start, {figures['load_end']:.1f} at the end"
+    )
     print_targets(targets)
     report(
         "dbx_server",
@@ -344,13 +361,9 @@ def main() -> None:
 def ingest(
     args: Any, tmp: Path, events: int, peer_events: int, figures: dict, targets: dict
 ) -> None:
-    """The ingest measurement: dbx, then MLflow if its environment is there."""
-    ours = ingest_dbx(tmp, events)
-    print(
-        f"dbx ingest: {ours['events']} events from {CLIENTS} clients in "
-        f"{ours['seconds']:.2f} s = {ours['events_per_s']:.0f} events/s"
-    )
-    figures["dbx_events_per_s"] = round(ours["events_per_s"])
+    """The ingest measurement: dbx, then MLflow if its environment is there, taken in turn
+    ``--rounds`` times; the best of each is kept (the load of a shared machine varies from
+    minute to minute, and the best round is the one least disturbed)."""
     peer_ok = (
         Path(args.mlflow_python).exists()
         and subprocess.run(
@@ -358,21 +371,47 @@ def ingest(
         ).returncode
         == 0
     )
-    if args.no_peers or not peer_ok:
+    peer = not args.no_peers and peer_ok
+    ours_all: list[dict[str, float]] = []
+    theirs_all: list[dict[str, float]] = []
+    failed = ""
+    for index in range(args.rounds):
+        where = tmp / f"ingest-{index}"
+        where.mkdir()
+        ours_all.append(ingest_dbx(where, events))
+        print(
+            f"dbx ingest: {ours_all[-1]['events']} events from {CLIENTS} clients in "
+            f"{ours_all[-1]['seconds']:.2f} s = {ours_all[-1]['events_per_s']:.0f} events/s"
+        )
+        if not peer or failed:
+            continue
+        try:
+            theirs_all.append(ingest_mlflow(where, peer_events, args.mlflow_python))
+        except Exception as exc:  # report the peer's failure, keep measuring dbx
+            failed = f"MLflow failed: {exc}"
+            continue
+        print(
+            f"MLflow ingest: {theirs_all[-1]['events']} steps from {CLIENTS} clients in "
+            f"{theirs_all[-1]['seconds']:.2f} s = {theirs_all[-1]['events_per_s']:.0f} events/s"
+        )
+    ours = max(ours_all, key=lambda found: found["events_per_s"])
+    figures["dbx_events_per_s"] = round(ours["events_per_s"])
+    figures["dbx_events_per_s_rounds"] = [round(o["events_per_s"]) for o in ours_all]
+    if not peer:
         reason = "--no-peers" if args.no_peers else f"mlflow missing: {PEER_INSTALL}"
         targets["ingest_10x_mlflow"] = not_measured(reason)
+    elif not theirs_all:
+        targets["ingest_10x_mlflow"] = not_measured(failed)
     else:
-        try:
-            theirs = ingest_mlflow(tmp, peer_events, args.mlflow_python)
-            print(
-                f"MLflow ingest: {theirs['events']} steps from {CLIENTS} clients in "
-                f"{theirs['seconds']:.2f} s = {theirs['events_per_s']:.0f} events/s; "
-                f"dbx {ratio(ours['events_per_s'], theirs['events_per_s'])} faster"
-            )
-            figures["mlflow_events_per_s"] = round(theirs["events_per_s"])
-            targets["ingest_10x_mlflow"] = ours["events_per_s"] >= 10 * theirs["events_per_s"]
-        except Exception as exc:  # report the peer's failure, keep measuring dbx
-            targets["ingest_10x_mlflow"] = not_measured(f"MLflow failed: {exc}")
+        theirs = max(theirs_all, key=lambda found: found["events_per_s"])
+        print(
+            f"ingest, best of {len(ours_all)}: dbx {ours['events_per_s']:.0f} events/s, MLflow "
+            f"{theirs['events_per_s']:.0f} events/s: dbx "
+            f"{ratio(ours['events_per_s'], theirs['events_per_s'])} faster"
+        )
+        figures["mlflow_events_per_s"] = round(theirs["events_per_s"])
+        figures["mlflow_events_per_s_rounds"] = [round(t["events_per_s"]) for t in theirs_all]
+        targets["ingest_10x_mlflow"] = ours["events_per_s"] >= 10 * theirs["events_per_s"]
 
 
 if __name__ == "__main__":

@@ -88,3 +88,18 @@ def test_iter_log_raises_on_corruption_before_the_last_line(tmp_path: Path) -> N
     path = _log(tmp_path, GOOD + "[1, 2]\n" + GOOD2)
     with pytest.raises(UserError, match="line 2"):
         list(jsonx.iter_log(path))
+
+
+def test_loads_bulk_gives_what_loads_gives() -> None:
+    """orjson parses a batch only where it gives the same values: the NaN marker, integers
+    beyond 64 bits, NaN tokens and infinities that orjson refuses all go to ``loads``."""
+    texts = [
+        b'[{"a": 1.5, "b": "\\u00e9", "c": [1, {"d": null}]}]',
+        b'[{"x": {"$numberDouble": "NaN"}}]',
+        b"[123456789012345678901234567890, 1]",
+        b"[1e999]",
+    ]
+    for text in texts:
+        assert repr(jsonx.loads_bulk(text)) == repr(jsonx.loads(text))
+    with pytest.raises(ValueError):
+        jsonx.loads_bulk(b"[1,")

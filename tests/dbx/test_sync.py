@@ -139,10 +139,15 @@ def test_sync_killed_at_random_points_resumes_to_identical_repositories(tmp_path
         str(b),
     ]
     env = {**os.environ, "PYTHONPATH": SRC}
+    # kill within the time a whole sync takes here (start-up included), so that most kills
+    # land inside the copying whatever the machine's speed
+    started = time.monotonic()
+    subprocess.run([*argv[:-1], str(tmp_path / "timing")], env=env, check=True)
+    whole = time.monotonic() - started
     kills = midway = 0
     while kills < 20:
         process = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 2.5))
+        time.sleep(rng.uniform(0.3, 1.0) * whole)
         if process.poll() is not None:  # finished before the kill: start over from scratch
             import shutil
 
@@ -152,11 +157,35 @@ def test_sync_killed_at_random_points_resumes_to_identical_repositories(tmp_path
         process.wait()
         kills += 1
         if b.exists():
-            copied = len(list(dbx.Repository(b).experiments()))
-            midway += 0 < copied < 40 or (copied == 40 and _state(a) != _state(b))
+            # experiments are written a chunk at a time and appear when the chunk is
+            # renamed into place: a kill before that has left log lines but no meta.json
+            touched = any(b.rglob("log-*.jsonl"))
+            midway += touched and _state(a) != _state(b)
     assert midway >= 5  # most kills landed inside the copying, not before or after it
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert _state(a) == _state(b)
     assert sync(str(a), str(b)) == []
+    assert dbx.Repository(b).verify() == []
+
+
+@pytest.mark.parametrize("flush", ["syncfs", "fsync"])
+def test_chunked_writes_leave_whole_files_and_no_temporaries(
+    tmp_path: Path, flush: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Into a folder a chunk is staged, flushed once and renamed into place (``syncfs``), or
+    written file by file durably where there is no ``syncfs``; both give the same copy and
+    leave no temporary file, with several attachments of one experiment in one chunk."""
+    import squeezr.dbx.sync.apply as apply
+    import squeezr.dbx.sync.local as local
+
+    if flush == "fsync":
+        monkeypatch.setattr(local, "_syncfs", None)
+    monkeypatch.setattr(apply, "CHUNK_EXPERIMENTS", 2)  # several chunks
+    a, b = tmp_path / "A", tmp_path / "B"
+    _make(a, 5, 20, tmp_path)
+    assert sync(str(a), str(b))
+    assert _state(a) == _state(b)
+    assert sync(str(a), str(b)) == []
+    assert not [p for p in b.rglob("*.tmp")]
     assert dbx.Repository(b).verify() == []

@@ -28,6 +28,7 @@ __all__ = [
     "encode",
     "iter_log",
     "loads",
+    "loads_bulk",
     "read_json",
     "tail_log",
     "to_jsonable",
@@ -150,6 +151,29 @@ def loads(text: str | bytes) -> Any:
     if MARKER in text:
         return json.loads(text, object_hook=_hook)
     return json.loads(text)
+
+
+# Digits become "0", what may precede a float's digits "." and the rest " ": an integer of
+# 19 or more digits is then the substring _LONG_INTEGER (orjson would make it a float).
+_DIGIT_MAP = bytes(
+    ord("0") if 48 <= c <= 57 else ord(".") if chr(c) in ".eE" else ord(" ") for c in range(256)
+)
+_LONG_INTEGER = b" " + b"0" * 19
+
+
+def loads_bulk(raw: bytes) -> Any:
+    """Parse a large JSON body (a batch of events) as :func:`loads` would, by orjson where
+    that gives the same values: not when the text holds the NaN marker or an integer beyond
+    64 bits. Unlike :func:`loads`, nesting is not checked here (orjson stops at 1,024
+    levels): the caller re-encodes what it keeps with :func:`encode`, which checks it."""
+    if MARKER.encode() in raw or _LONG_INTEGER in raw.translate(_DIGIT_MAP):
+        return loads(raw)
+    import orjson  # a dependency of dbx, imported only by the readers that need it
+
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return loads(raw)  # what orjson refuses (NaN tokens, deep nesting): the exact error
 
 
 class FileError(UserError):

@@ -54,9 +54,13 @@ class Client:
         *,
         params: dict[str, Any] | None = None,
         data: bytes | None = None,
+        content_type: str = "application/octet-stream",
     ) -> Any:
-        """Send one request to ``API + path``; the decoded JSON answer (None if empty)."""
-        with self.open(method, path, body, params=params, data=data) as response:
+        """Send one request to ``API + path``; the decoded JSON answer (None if empty).
+        ``body`` is sent as JSON; ``data`` as it is, labelled ``content_type``."""
+        with self.open(
+            method, path, body, params=params, data=data, content_type=content_type
+        ) as response:
             raw = response.read()
         return jsonx.loads(raw) if raw else None
 
@@ -74,6 +78,7 @@ class Client:
         *,
         params: dict[str, Any] | None = None,
         data: bytes | None = None,
+        content_type: str = "application/octet-stream",
     ) -> Any:
         """The open HTTP response of one request (a context manager; read it as a stream)."""
         url = self.url + API + urllib.parse.quote(path, safe="/-_.~")
@@ -88,7 +93,7 @@ class Client:
             data = jsonx.encode(body).encode()
             headers["Content-Type"] = "application/json"
         elif data is not None:
-            headers["Content-Type"] = "application/octet-stream"
+            headers["Content-Type"] = content_type
         request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)

@@ -1,11 +1,13 @@
 """Log-query tables kept in memory between queries, so a repeated query over a million
-events answers in well under a second instead of re-reading and re-parsing them.
+events answers in well under a second.
 
-Per experiment and name pattern, the extracted :class:`~squeezr.dbx.query.table.Table`
-(columnar, far smaller than the events) is kept with the experiment's *generation*, which
-the storage bumps whenever events are added to it; a stale entry is rebuilt from the whole
-log, so positions stay those of the full log (``before``/``after`` compare positions across
-patterns). Generations live in the server process: one ``dbx serve`` process per database,
+A table is built from the experiment's events as columns (``Storage.log``, read from the
+blocks of ``storage/eventcols.py``), so even the first query after a start parses no
+event's JSON. Per experiment and name pattern, the extracted
+:class:`~squeezr.dbx.query.table.Table` (columnar, far smaller than the events) is kept with
+the experiment's *generation*, which the storage bumps whenever events are added to it; a
+stale entry is rebuilt from the whole log, so positions stay those of the full log
+(``before``/``after`` compare positions across patterns). Generations live in the server process: one ``dbx serve`` process per database,
 as ``dbx serve`` runs it.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 
 from squeezr.dbx.query.engine import Source
 from squeezr.dbx.query.pattern import Pattern
-from squeezr.dbx.query.table import Table, extract
+from squeezr.dbx.query.table import Table
 from squeezr.dbx.server.storage import Storage
 
 __all__ = ["StoredSource", "TableCache"]
@@ -37,8 +39,7 @@ class TableCache:
             entry = self._entries.get(exp_id)
             if entry is not None and entry[0] == generation and key in entry[1]:
                 return entry[1][key]
-        events = self.storage.events([exp_id])[exp_id]
-        table = extract(list(enumerate(events)), pattern, mode)
+        table = self.storage.log(exp_id).table(pattern, mode)
         with self._lock:
             entry = self._entries.get(exp_id)
             if entry is None or entry[0] != generation:

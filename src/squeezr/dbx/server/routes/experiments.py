@@ -49,12 +49,13 @@ def inventory(request: Request, selection: JsonBody) -> Response:
     selection = obj(selection or {}, "a selection")
     store = storage(request)
     if selection.get("ids") is not None:
-        found = {r["meta"]["id"] for r in store.experiments(ids=selection["ids"])}
-        ids = [i for i in selection["ids"] if i in found]
+        ids = selection["ids"]
+        if not isinstance(ids, list):
+            raise UserError('"ids" must be a list of experiment ids')
     else:
         options = {k: selection.get(k) for k in ("prefix", "kind", "since", "where")}
         ids = [e.id for e in select_experiments(repository(request), **options)]
-    return reply({exp_id: describe(store, exp_id) for exp_id in ids})
+    return reply(store.describe(ids))
 
 
 def describe(store: Storage, exp_id: str) -> dict[str, Any]:

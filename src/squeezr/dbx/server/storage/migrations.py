@@ -8,9 +8,38 @@ JSON values are stored as text written by ``jsonx`` so that NaN and infinities r
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Callable
+from typing import Any
+
 __all__ = ["MIGRATIONS", "latest"]
 
-MIGRATIONS: list[tuple[int, list[str]]] = [
+# Events per block that migration 2 writes (one experiment's events are read at a time).
+BACKFILL_BLOCK = 100_000
+
+
+def _blocks_from_events(cursor: Any, sql: Callable[[str], str]) -> None:
+    """Migration 2's data step: every experiment's stored events written as blocks."""
+    from squeezr.dbx import jsonx
+    from squeezr.dbx.server.storage.eventcols import encode_block
+
+    cursor.execute("SELECT id FROM experiments ORDER BY id")
+    for (exp_id,) in cursor.fetchall():
+        cursor.execute(
+            sql("SELECT run, seq, name, ts, data FROM events WHERE exp_id = ? ORDER BY run, seq"),
+            (exp_id,),
+        )
+        rows = cursor.fetchall()
+        for start in range(0, len(rows), BACKFILL_BLOCK):
+            chunk = rows[start : start + BACKFILL_BLOCK]
+            block = [(exp_id, r, s, n, t, jsonx.loads(d), d) for r, s, n, t, d in chunk]
+            cursor.execute(
+                sql("INSERT INTO event_blocks (exp_id, block, events, body) VALUES (?, ?, ?, ?)"),
+                (exp_id, secrets.token_hex(8), len(block), encode_block(block)),
+            )
+
+
+MIGRATIONS: list[tuple[int, list[Any]]] = [
     (
         1,
         [
@@ -56,6 +85,21 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 created TEXT NOT NULL,
                 revoked TEXT
             )""",
+        ],
+    ),
+    (
+        # Events also stored as columns, one block per batch written (storage/eventcols.py),
+        # so that a log query reads arrays instead of parsing every event's JSON.
+        2,
+        [
+            """CREATE TABLE event_blocks (
+                exp_id TEXT NOT NULL REFERENCES experiments (id),
+                block TEXT NOT NULL,
+                events BIGINT NOT NULL,
+                body BYTEA NOT NULL,
+                PRIMARY KEY (exp_id, block)
+            )""",
+            _blocks_from_events,
         ],
     ),
 ]
