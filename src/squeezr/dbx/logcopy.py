@@ -27,7 +27,6 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -136,7 +135,9 @@ def encode_segment(events: list[dict[str, Any]], raw: bytes, start: int, line: i
     times = [event["ts"] for event in events]
     runs = [event["run"] for event in events]
     datas = [event["data"] for event in events]
-    keys, columns, _ = _layout(names, ids, times, runs, datas)
+    keysets = list(map(tuple, datas))
+    valuesets = [tuple(data.values()) for data in datas]
+    keys, columns, _ = _layout(names, ids, times, runs, keysets, valuesets)
     return _frame(keys, columns, len(events), raw, start, line)
 
 
@@ -145,14 +146,14 @@ def _layout(
     ids: list[str] | tuple[str, ...],
     times: list[Any] | tuple[Any, ...],
     runs: list[Any] | tuple[Any, ...],
-    datas: list[dict[str, Any]] | tuple[dict[str, Any], ...],
+    keysets: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...],
+    valuesets: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...],
 ) -> tuple[list[str], list[tuple[str, bytes]], bool]:
     """The data keys and the columns (``FIXED``, then one per key) of events given field by
-    field, and whether every name and data key is a ``str`` and every data value of a
+    field (each event's data as its keys and its values, in order), and whether every name and data key is a ``str`` and every data value of a
     ``_PLAIN`` type. Built with C-level passes (``map``, ``zip``, ``dict.fromkeys``): this
     runs in the log writer's thread, which holds the GIL the logging loop needs."""
     index = {name: i for i, name in enumerate(dict.fromkeys(names))}
-    keysets = list(map(tuple, datas))
     schemas = {keyset: i for i, keyset in enumerate(dict.fromkeys(keysets))}
     keys = list(dict.fromkeys(chain.from_iterable(schemas)))
     plain = set(map(type, index)) <= {str} and set(map(type, keys)) <= {str}
@@ -166,9 +167,10 @@ def _layout(
         ("json", _ids(ids)),
     ]
     values: Any
-    if len(schemas) == 1:  # every event has every key
-        values = (list(map(itemgetter(key), datas)) for key in keys)
+    if len(schemas) == 1:  # every event has every key, in this order
+        values = zip(*valuesets, strict=True)
     else:
+        datas = list(map(dict, map(zip, keysets, valuesets)))
         values = ([data[key] for data in datas if key in data] for key in keys)
     for column in values:
         kinds = set(map(type, column))
@@ -284,9 +286,9 @@ def _segment(copy: BinaryIO, start: int, line: int) -> Segment | None:
 
 
 # What the log writer hands CopyWriter.add per event: its encoded line, and the name, id, ts
-# and data it was encoded from (data None when the line holds something else: data stored
-# as text). The writer owns data: nothing changes it after it was encoded.
-Event = tuple[bytes, str, str, float, dict[str, Any] | None]
+# and data (its keys and its values, in order) it was encoded from; keys and values None
+# when the line holds something else (data stored as text).
+Event = tuple[bytes, str, str, float, tuple[Any, ...] | None, tuple[Any, ...] | None]
 
 
 class CopyWriter:
@@ -315,21 +317,20 @@ class CopyWriter:
         Laid out from those fields, not by parsing the lines back (that cost the writer
         thread more than writing them): a value of a ``_PLAIN`` type is what its line parses
         to. The events where a field is of any other type (a list, a numpy scalar, data
-        stored as text, ``None`` for data) are parsed from their lines instead, so the
+        stored as text, no keys) are parsed from their lines instead, so the
         segment is always what parsing the whole batch would give."""
         if self._fd is None or not events:
             return
         try:
-            lines, names, ids, times, datas = zip(*events, strict=True)
+            lines, names, ids, times, keysets, valuesets = zip(*events, strict=True)
             raw = b"".join(lines)
             runs = [self.run] * len(events)
-            try:
-                keys, columns, plain = _layout(names, ids, times, runs, datas)
-            except Exception:  # (odd data: a value that is not a dict, say)
-                plain = False
+            plain = None not in keysets
+            if plain:
+                keys, columns, plain = _layout(names, ids, times, runs, keysets, valuesets)
             if not plain:
-                names, datas = _reparsed(lines, list(names), list(datas))
-                keys, columns, _ = _layout(names, ids, times, runs, datas)
+                names, keysets, valuesets = _reparsed(lines, names, keysets, valuesets)
+                keys, columns, _ = _layout(names, ids, times, runs, keysets, valuesets)
             data = _frame(keys, columns, len(events), raw, self.end, self.line)
             while data:
                 data = data[os.write(self._fd, data) :]
@@ -348,26 +349,30 @@ class CopyWriter:
 
 
 def _reparsed(
-    lines: tuple[bytes, ...], names: list[Any], datas: list[Any]
-) -> tuple[list[Any], list[Any]]:
-    """``names`` and ``datas`` with those of each event that has a field of a non-``_PLAIN``
-    type replaced by what its line parses to."""
+    lines: tuple[bytes, ...], *fields: tuple[Any, ...]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The names, keys and values of events, with those of each event that has a field of
+    a non-``_PLAIN`` type (or no keys) replaced by what its line parses to."""
+    names, keysets, valuesets = map(list, fields)
     odd = [
         i
-        for i, (name, data) in enumerate(zip(names, datas, strict=True))
-        if not _is_plain(name, data)
+        for i, event in enumerate(zip(names, keysets, valuesets, strict=True))
+        if not _is_plain(*event)
     ]
     parsed = load_array(b"[" + b",".join(lines[i] for i in odd) + b"]")
     if len(parsed) != len(odd):  # (never: each line is one encoded event)
         raise ValueError("lines and events differ")
     for i, event in zip(odd, parsed, strict=True):
-        names[i], datas[i] = event["name"], event["data"]
-    return names, datas
+        data = event["data"]
+        names[i], keysets[i], valuesets[i] = event["name"], tuple(data), tuple(data.values())
+    return names, keysets, valuesets
 
 
-def _is_plain(name: Any, data: Any) -> bool:
+def _is_plain(name: Any, keys: tuple[Any, ...] | None, values: tuple[Any, ...] | None) -> bool:
     return (
         type(name) is str
-        and type(data) is dict
-        and all(type(key) is str and type(value) in _PLAIN for key, value in data.items())
+        and keys is not None
+        and values is not None
+        and all(type(key) is str for key in keys)
+        and all(type(value) in _PLAIN for value in values)
     )

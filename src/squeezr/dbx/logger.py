@@ -122,10 +122,7 @@ class LogWriter:
         """Encode and queue one event; returns at once unless the queue is full (then it
         waits for the writer to make room). A UserError for data JSON cannot hold (nothing is
         queued), when the queue is full and the writer cannot write, and in a forked child
-        (the log is its parent's).
-
-        The writer keeps ``data`` (the columnar copy is laid out from it): the caller hands
-        over a dict it will not change afterwards (``Experiment.log`` passes one of its own)."""
+        (the log is its parent's)."""
         if self._forked:
             raise UserError(
                 f"cannot log to {self.path} from process {os.getpid()}: its run belongs to "
@@ -140,7 +137,12 @@ class LogWriter:
             event_id, ts = f"{self.run}-{self._seq}", time.time()
             line, kept = self._line(name, event_id, ts, data)
             self._seq += 1
-            self._queue.append((line, name, event_id, ts, kept))
+            # The fields the columnar copy is laid out from, as tuples: a snapshot (the caller
+            # may change its dict) that the garbage collector soon stops tracking.
+            if type(kept) is dict:
+                self._queue.append((line, name, event_id, ts, tuple(kept), tuple(kept.values())))
+            else:
+                self._queue.append((line, name, event_id, ts, None, None))
         if len(self._queue) >= self.batch:
             self._wake.set()
 

@@ -568,7 +568,6 @@ class Experiment:
             raise UserError(
                 f"an event name must be a non-empty string such as 'eval', not {name!r}"
             )
-        # The writer keeps the dict it is given: always a new one, never the caller's.
         if data is None:
             writer.log(name, fields)
         elif type(data) is dict or isinstance(data, Mapping):
