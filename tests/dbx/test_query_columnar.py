@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from squeezr import dbx
-from squeezr.dbx import logcopy, query
+from squeezr.dbx import jsonx, logcopy, query
+from squeezr.dbx.logger import LogWriter
 from squeezr.dbx.query import columnar, engine
 from squeezr.dbx.query.pattern import compile_pattern
 from squeezr.dbx.query.table import MERGED, OCCURRENCES, RAW, Table, TableCache, _read
@@ -196,8 +197,8 @@ def test_a_copy_the_writer_cannot_write_leaves_the_log_whole(
             raise OSError("no space left on device")
         return real(*args)
 
-    real = logcopy.encode_segment
-    monkeypatch.setattr(logcopy, "encode_segment", failing)
+    real = logcopy._frame
+    monkeypatch.setattr(logcopy, "_frame", failing)
     exp = dbx.create("t/full", repo=repo)
     for step in range(5):
         exp.log(f"a/{step}", v=step)
@@ -313,3 +314,61 @@ def test_match_all_is_match_for_each_name(text: str) -> None:
         expected = [found for _, found in want if found is not None]
         assert got == expected
         assert [tuple(map(type, row)) for row in got] == [tuple(map(type, r)) for r in expected]
+
+
+class _Float(float):
+    pass
+
+
+class _Name(str):
+    pass
+
+
+_ODD: list[Any] = [
+    *_VALUES,
+    'é\u2028"\\',
+    (1, 2),
+    math.inf,
+    -0.0,
+    2**63,
+    -(2**63),
+    10**30,
+    np.float32(1.5),
+    np.int64(3),
+    _Float(0.25),
+    object(),  # stored as its text
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_writer_lays_out_what_parsing_its_lines_gives(tmp_path: Path, seed: int) -> None:
+    """The writer builds each segment from the values it encoded, not from its lines: the
+    copy must be byte for byte what parsing the lines back and laying them out gives, for
+    values of every type (plain or not, stored as text), odd keys and names, mixed batches."""
+    rng = random.Random(seed)
+    log = tmp_path / "log-4.jsonl"
+    writer = LogWriter(log, 4, interval=60, batch=rng.choice([1, 7, 50]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(400):
+            plain = rng.random() < 0.7
+            keys: list[Any] = rng.sample(["v", "w", "loss", "step"], rng.randint(0, 3))
+            if not plain and rng.random() < 0.2:
+                keys.append(rng.choice([1, True, _Name("n")]))
+            pool = [1, 2.5, -3, "s", None, True, math.nan] if plain else _ODD
+            name = rng.choice(["a/1", "b", "c/2"])
+            if not plain and rng.random() < 0.1:
+                name = _Name(name)
+            writer.log(name, {key: rng.choice(pool) for key in keys})
+            if rng.random() < 0.02:
+                writer.flush()
+    writer.close()
+    raw = log.read_bytes()
+    covered = list(logcopy.segments(log))
+    assert covered[-1].end == len(raw)
+    want = b""
+    for segment in covered:
+        lines = raw[segment.start : segment.end].splitlines(keepends=True)
+        events = [jsonx.loads(line) for line in lines]
+        want += logcopy.encode_segment(events, b"".join(lines), segment.start, segment.line)
+    assert logcopy.copy_path(log).read_bytes() == want

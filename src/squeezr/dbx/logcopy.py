@@ -35,6 +35,7 @@ from squeezr.dbx import jsonx
 __all__ = [
     "FIXED",
     "CopyWriter",
+    "Event",
     "Segment",
     "copy_path",
     "encode_segment",
@@ -78,50 +79,122 @@ _DIGIT_MAP = bytes(
 _LONG_INTEGER = b" " + b"0" * 19
 
 
-def _column(values: list[Any], *, ints: str = "<i8") -> tuple[str, bytes]:
+def _column(
+    values: list[Any] | tuple[Any, ...], *, ints: str = "<i8", kinds: set[type] | None = None
+) -> tuple[str, bytes]:
     """``values`` as (kind, bytes): raw little-endian numbers when all are floats ("<f8") or
     all ints within int64 (``ints``), else a JSON array ("json") — every value keeps its
-    JSON type, so a reader rebuilds exactly what parsing the lines gives."""
-    kinds = set(map(type, values))
+    JSON type, so a reader rebuilds exactly what parsing the lines gives. ``kinds``: the
+    values' types, when the caller has them already."""
+    if kinds is None:
+        kinds = set(map(type, values))
     numbers: array[Any] | None = None
     if kinds == {float}:
         numbers = array("d", values)
-    elif kinds == {int} and _INT64[0] <= min(values) and max(values) < _INT64[1]:
-        numbers = array("q" if ints == "<i8" else "i", values)
+    elif kinds == {int}:
+        with contextlib.suppress(OverflowError):  # (beyond the array's range: JSON)
+            numbers = array("q" if ints == "<i8" else "i", values)
     if numbers is None:
-        return "json", jsonx.encode(values).encode()
+        return "json", jsonx.encode(list(values)).encode()
     if not _LITTLE:
         numbers.byteswap()
     return ("<f8" if kinds == {float} else ints), numbers.tobytes()
 
 
+def _codes(index: dict[Any, int], values: list[Any] | tuple[Any, ...]) -> tuple[str, bytes]:
+    """The "<i4" column of each value's number in ``index`` (all zero when it has one)."""
+    if len(index) == 1:
+        return "<i4", bytes(4 * len(values))
+    numbers = array("i", map(index.__getitem__, values))
+    if not _LITTLE:
+        numbers.byteswap()
+    return "<i4", numbers.tobytes()
+
+
+def _ids(ids: list[str] | tuple[str, ...]) -> bytes:
+    """The JSON array of ``ids``; joined directly when they are the writer's own ids (ASCII
+    digits and "-", which JSON writes as they are), encoded otherwise."""
+    text = '","'.join(ids)
+    digits = text.replace('","', "").replace("-", "")
+    if text.count('"') == 2 * len(ids) - 2 and digits.isascii() and digits.isdigit():
+        return f'["{text}"]'.encode()
+    return jsonx.encode(list(ids)).encode()
+
+
+# The types a value keeps exactly through its JSON line (``str``, ``int`` of any size, finite
+# or non-finite ``float``, ``bool``, ``None``): the writer may lay such values out as they
+# were logged instead of parsing them back (see CopyWriter.add).
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def encode_segment(events: list[dict[str, Any]], raw: bytes, start: int, line: int) -> bytes:
     """One segment: the columns of ``events``, parsed from the log bytes ``raw`` (one line
     each, no blank line) found at byte ``start`` and line ``line`` (0-based) of the log."""
-    names: dict[str, int] = {}
-    codes = [names.setdefault(event["name"], len(names)) for event in events]
+    names = [event["name"] for event in events]
+    ids = [event["id"] for event in events]
+    times = [event["ts"] for event in events]
+    runs = [event["run"] for event in events]
     datas = [event["data"] for event in events]
-    schemas: dict[tuple[str, ...], int] = {}
-    schema = [schemas.setdefault(tuple(data), len(schemas)) for data in datas]
-    columns = [
-        ("json", jsonx.encode(list(names)).encode()),
-        _column(codes, ints="<i4"),
-        ("json", jsonx.encode([list(keys) for keys in schemas]).encode()),
-        _column(schema, ints="<i4"),
-        _column([event["ts"] for event in events]),
-        _column([event["run"] for event in events]),
-        ("json", jsonx.encode([event["id"] for event in events]).encode()),
-    ]
+    keysets = list(map(tuple, datas))
+    valuesets = [tuple(data.values()) for data in datas]
+    keys, columns, _ = _layout(names, ids, times, runs, keysets, valuesets)
+    return _frame(keys, columns, len(events), raw, start, line)
+
+
+def _layout(
+    names: list[str] | tuple[str, ...],
+    ids: list[str] | tuple[str, ...],
+    times: list[Any] | tuple[Any, ...],
+    runs: list[Any] | tuple[Any, ...],
+    keysets: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...],
+    valuesets: list[tuple[Any, ...]] | tuple[tuple[Any, ...], ...],
+) -> tuple[list[str], list[tuple[str, bytes]], bool]:
+    """The data keys and the columns (``FIXED``, then one per key) of events given field by
+    field (each event's data as its keys and its values, in order), and whether every name and data key is a ``str`` and every data value of a
+    ``_PLAIN`` type. Built with C-level passes (``map``, ``zip``, ``dict.fromkeys``): this
+    runs in the log writer's thread, which holds the GIL the logging loop needs."""
+    index = {name: i for i, name in enumerate(dict.fromkeys(names))}
+    schemas = {keyset: i for i, keyset in enumerate(dict.fromkeys(keysets))}
     keys = list(dict.fromkeys(chain.from_iterable(schemas)))
-    for key in keys:
-        columns.append(_column([data[key] for data in datas if key in data]))
+    plain = set(map(type, index)) <= {str} and set(map(type, keys)) <= {str}
+    columns = [
+        ("json", jsonx.encode(list(index)).encode()),
+        _codes(index, names),
+        ("json", jsonx.encode([list(keyset) for keyset in schemas]).encode()),
+        _codes(schemas, keysets),
+        _column(times),
+        _column(runs),
+        ("json", _ids(ids)),
+    ]
+    values: Any
+    if len(schemas) == 1:  # every event has every key, in this order
+        values = zip(*valuesets, strict=True)
+    else:
+        datas = list(map(dict, map(zip, keysets, valuesets)))
+        values = ([data[key] for data in datas if key in data] for key in keys)
+    for column in values:
+        kinds = set(map(type, column))
+        plain = plain and kinds <= _PLAIN
+        columns.append(_column(column, kinds=kinds))
+    return keys, columns, plain
+
+
+def _frame(
+    keys: list[str],
+    columns: list[tuple[str, bytes]],
+    events: int,
+    raw: bytes,
+    start: int,
+    line: int,
+) -> bytes:
+    """The segment's header line and body, for ``events`` lines ``raw`` at ``start``/``line``."""
     body = b"".join(blob for _, blob in columns)
     header = {
         "dbxcols": VERSION,
         "start": start,
         "end": start + len(raw),
         "line": line,
-        "events": len(events),
+        "events": events,
         "logcrc": zlib.crc32(raw),
         "size": len(body),
         "crc": zlib.crc32(body),
@@ -212,6 +285,12 @@ def _segment(copy: BinaryIO, start: int, line: int) -> Segment | None:
     )
 
 
+# What the log writer hands CopyWriter.add per event: its encoded line, and the name, id, ts
+# and data (its keys and its values, in order) it was encoded from; keys and values None
+# when the line holds something else (data stored as text).
+Event = tuple[bytes, str, str, float, tuple[Any, ...] | None, tuple[Any, ...] | None]
+
+
 class CopyWriter:
     """Appends a segment to the copy of ``log`` for each batch of lines the log writer made
     durable. Best effort: the first failure (an OS error, a value it cannot lay out) ends the
@@ -219,8 +298,9 @@ class CopyWriter:
     never affected. Starts only with a new, empty log (a copy cannot cover lines it never
     saw), truncating a copy left there by anything earlier."""
 
-    def __init__(self, log: Path, log_size: int) -> None:
+    def __init__(self, log: Path, log_size: int, run: int) -> None:
         self.path = copy_path(log)
+        self.run = run
         self.end = 0  # log bytes covered
         self.line = 0  # log lines covered
         self._fd: int | None = None
@@ -230,23 +310,35 @@ class CopyWriter:
             except OSError:
                 self._fd = None
 
-    def add(self, lines: list[bytes]) -> None:
-        """Append the segment of ``lines``: the next complete lines of the log, durable."""
-        if self._fd is None or not lines:
+    def add(self, events: list[Event]) -> None:
+        """Append the segment of ``events``: the next complete lines of the log, durable,
+        each with the fields it was encoded from (see :data:`Event`).
+
+        Laid out from those fields, not by parsing the lines back (that cost the writer
+        thread more than writing them): a value of a ``_PLAIN`` type is what its line parses
+        to. The events where a field is of any other type (a list, a numpy scalar, data
+        stored as text, no keys) are parsed from their lines instead, so the
+        segment is always what parsing the whole batch would give."""
+        if self._fd is None or not events:
             return
         try:
+            lines, names, ids, times, keysets, valuesets = zip(*events, strict=True)
             raw = b"".join(lines)
-            events = load_array(b"[" + b",".join(lines) + b"]")
-            if len(events) != len(lines):  # (never: each line is one encoded event)
-                raise ValueError("lines and events differ")
-            data = encode_segment(events, raw, self.end, self.line)
+            runs = [self.run] * len(events)
+            plain = None not in keysets
+            if plain:
+                keys, columns, plain = _layout(names, ids, times, runs, keysets, valuesets)
+            if not plain:
+                names, keysets, valuesets = _reparsed(lines, names, keysets, valuesets)
+                keys, columns, _ = _layout(names, ids, times, runs, keysets, valuesets)
+            data = _frame(keys, columns, len(events), raw, self.end, self.line)
             while data:
                 data = data[os.write(self._fd, data) :]
         except Exception:  # the copy is an optimisation; the log must go on regardless
             self.close()
             return
         self.end += len(raw)
-        self.line += len(lines)
+        self.line += len(events)
 
     def close(self) -> None:
         """Stop writing (no sync: a copy that a crash damages is detected and skipped)."""
@@ -254,3 +346,33 @@ class CopyWriter:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _reparsed(
+    lines: tuple[bytes, ...], *fields: tuple[Any, ...]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The names, keys and values of events, with those of each event that has a field of
+    a non-``_PLAIN`` type (or no keys) replaced by what its line parses to."""
+    names, keysets, valuesets = map(list, fields)
+    odd = [
+        i
+        for i, event in enumerate(zip(names, keysets, valuesets, strict=True))
+        if not _is_plain(*event)
+    ]
+    parsed = load_array(b"[" + b",".join(lines[i] for i in odd) + b"]")
+    if len(parsed) != len(odd):  # (never: each line is one encoded event)
+        raise ValueError("lines and events differ")
+    for i, event in zip(odd, parsed, strict=True):
+        data = event["data"]
+        names[i], keysets[i], valuesets[i] = event["name"], tuple(data), tuple(data.values())
+    return names, keysets, valuesets
+
+
+def _is_plain(name: Any, keys: tuple[Any, ...] | None, values: tuple[Any, ...] | None) -> bool:
+    return (
+        type(name) is str
+        and keys is not None
+        and values is not None
+        and all(type(key) is str for key in keys)
+        and all(type(value) in _PLAIN for value in values)
+    )

@@ -5,7 +5,8 @@ The caller stamps the time, numbers the event and encodes it, so a value JSON ca
 :data:`squeezr.dbx.jsonx.MAX_DEPTH`) is a UserError to the caller at ``log()`` and nothing
 else is lost; the writer thread only appends finished lines to ``log-<N>.jsonl`` and
 ``fsync``s them, then appends the batch's segment to the log's columnar copy (the columns
-queries read; :mod:`squeezr.dbx.logcopy`). It writes at most ``batch`` events at a time: a batch goes out every
+queries read; :mod:`squeezr.dbx.logcopy`), laid out from the values each line was encoded
+from rather than by parsing the lines back. It writes at most ``batch`` events at a time: a batch goes out every
 ``interval`` seconds, as soon as ``batch`` events wait, or when :meth:`LogWriter.flush` asks
 (which returns once the events logged before it are durable). A crash therefore loses at most
 the last unflushed events, and a torn last line is the only damage a reader can meet.
@@ -47,7 +48,7 @@ from typing import Any
 from squeezr.dbx import jsonx
 from squeezr.dbx.errors import DbxWarning, UserError
 from squeezr.dbx.fileio import fsync_dir
-from squeezr.dbx.logcopy import CopyWriter
+from squeezr.dbx.logcopy import CopyWriter, Event
 
 __all__ = ["LogWriter"]
 
@@ -85,7 +86,8 @@ class LogWriter:
         self.batch = batch
         self.max_queue = max(max_queue, batch)
         self._seq = 1
-        self._queue: collections.deque[Any] = collections.deque()  # bytes lines and _Flush
+        # Events (logcopy.Event: the encoded line and the fields it came from) and _Flush.
+        self._queue: collections.deque[Any] = collections.deque()
         self._log_lock = threading.Lock()  # numbering and queueing are one step
         self._room = threading.Condition(threading.Lock())  # signalled after every write
         self._pending = b""  # encoded events taken from the queue that have not reached the file
@@ -105,8 +107,8 @@ class LogWriter:
         if created:  # a power loss must not lose the new file's directory entry
             fsync_dir(path.parent)
         # The log's columnar copy, for queries: a segment per durable batch (logcopy.py).
-        self._copy = CopyWriter(path, os.fstat(self._fd).st_size)
-        self._uncopied: list[bytes] = []  # lines taken from the queue, not yet in the copy
+        self._copy = CopyWriter(path, os.fstat(self._fd).st_size, run)
+        self._uncopied: list[Event] = []  # events taken from the queue, not yet in the copy
         _writers.add(self)
         self._thread = threading.Thread(target=self._loop, name=f"dbx-log-{path}", daemon=True)
         self._thread.start()
@@ -132,9 +134,15 @@ class LogWriter:
         if len(self._queue) >= self.max_queue:
             self._wait_for_room()
         with self._log_lock:
-            line = self._line(name, time.time(), data)
+            event_id, ts = f"{self.run}-{self._seq}", time.time()
+            line, kept = self._line(name, event_id, ts, data)
             self._seq += 1
-            self._queue.append(line)
+            # The fields the columnar copy is laid out from, as tuples: a snapshot (the caller
+            # may change its dict) that the garbage collector soon stops tracking.
+            if type(kept) is dict:
+                self._queue.append((line, name, event_id, ts, tuple(kept), tuple(kept.values())))
+            else:
+                self._queue.append((line, name, event_id, ts, None, None))
         if len(self._queue) >= self.batch:
             self._wake.set()
 
@@ -211,7 +219,7 @@ class LogWriter:
             os.close(self._fd)
         if self._error is not None:
             lost = self._pending.count(b"\n") + sum(
-                1 for item in self._queue if isinstance(item, bytes)
+                1 for item in self._queue if not isinstance(item, _Flush)
             )
             raise UserError(
                 f"cannot write log {self.path}: {_reason(self._error)}; "
@@ -238,14 +246,15 @@ class LogWriter:
             while True:
                 chunks = [self._pending]
                 markers: list[_Flush] = []
+                taken = self._uncopied
                 while queue and len(chunks) <= self.batch:
                     item = queue.popleft()
                     if isinstance(item, _Flush):
                         markers.append(item)
                     else:
-                        chunks.append(item)
+                        chunks.append(item[0])
+                        taken.append(item)
                 self._pending = b"".join(chunks)
-                self._uncopied.extend(chunks[1:])
                 if not (self._pending or markers):
                     return
                 error = self._write()
@@ -298,14 +307,16 @@ class LogWriter:
             "and retried; free space or fix the file system, then flush again"
         )
 
-    def _line(self, name: str, ts: float, data: dict[str, Any]) -> bytes:
-        """The event as one encoded JSON line. A value of a type JSON lacks, or a cycle, is
+    def _line(
+        self, name: str, event_id: str, ts: float, data: dict[str, Any]
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        """The event as one encoded JSON line, and ``data`` if the line holds it as it is
+        (None when it holds the data as text). A value of a type JSON lacks, or a cycle, is
         stored as its text (with a warning once per event name); a value no JSON can hold
         at all is a UserError naming the event."""
-        event = {"name": name, "id": f"{self.run}-{self._seq}", "ts": ts, "run": self.run}
-        event["data"] = data
+        event = {"name": name, "id": event_id, "ts": ts, "run": self.run, "data": data}
         try:
-            return (jsonx.encode(event) + "\n").encode("utf-8")
+            return (jsonx.encode(event) + "\n").encode("utf-8"), data
         except jsonx.TooDeep as exc:
             raise UserError(f"event {name!r} cannot be logged: {exc}") from None
         except (TypeError, ValueError, UnicodeEncodeError) as exc:
@@ -320,7 +331,7 @@ class LogWriter:
         if name not in self._warned:
             self._warned.add(name)
             warnings.warn(f"event {name!r} data stored as text: {reason}", DbxWarning, stacklevel=4)
-        return text
+        return text, None
 
 
 # The writers alive in this process, so that a forked child can disown the ones it inherited.
