@@ -231,3 +231,33 @@ def test_log_rejects_bad_names_and_data(repo: dbx.Repository, args, message) -> 
             exp.log(*args)
         exp.log("ok", types.MappingProxyType({"a": 1}), b=2)  # any mapping will do
     assert [e["data"] for e in dbx.open("a", repo=repo).events()] == [{"a": 1, "b": 2}]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"loss": 0.5, "step": 3, "ok": True, "note": None, "tag": "a"},
+        {"text": "é ü 中文 🙂", "quote": 'say "hi"\n\t\\'},
+        {"big": 1e16, "small": 1e-7, "neg": -0.0, "max": 2**63 - 1, "min": -(2**63)},
+        {"beyond_64_bits": 2**64 + 1, "x": 1.5},  # orjson refuses: json's path writes it
+        {"nan": float("nan"), "inf": float("-inf")},  # not plain: the $numberDouble marker
+        {"list": [1, 2.5, "x"], "nested": {"a": {"b": 1}}},  # not plain: jsonx's path
+        {},
+    ],
+)
+def test_every_event_reads_back_as_logged_whichever_encoder_wrote_it(
+    tmp_path: Path, data: dict
+) -> None:
+    """Plain scalar events are written by orjson, the rest by jsonx: the values read back
+    are the same either way (the text may differ: UTF-8 for ``\\u`` escapes, ``1e16``)."""
+    from squeezr.dbx import jsonx
+
+    path = tmp_path / "log-1.jsonl"
+    writer = LogWriter(path, 1)
+    writer.log("m", dict(data))
+    writer.close()
+    (line,) = path.read_bytes().splitlines()
+    event = jsonx.loads(line)
+    expected = jsonx.loads(jsonx.encode(data))
+    assert event["name"] == "m" and event["run"] == 1
+    assert jsonx.encode(event["data"]) == jsonx.encode(expected)
