@@ -47,6 +47,18 @@ PEER_INSTALL = (
 )
 
 
+def timed_on(device: Any, fn: Callable[[], Any]) -> tuple[Any, float]:
+    """``fn()`` and its wall time; on a CUDA device the time includes the kernels it queued
+    (torch is imported only then: the dbx benchmarks run without it)."""
+    with timer() as t:
+        out = fn()
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(device)
+    return out, t.seconds
+
+
 def parser(description: str, peers: bool = False) -> argparse.ArgumentParser:
     """An argument parser with the ``--quick`` switch every benchmark must accept, and for
     benchmarks against peer tools the ``--no-peers`` switch."""

@@ -43,7 +43,7 @@ import torch
 from scipy.stats import kendalltau
 from torch import nn
 
-from _common import parser, ratio, report, timer
+from _common import parser, ratio, report, timed_on, timer
 from squeezr import saliency
 from squeezr.data import Split, load_dataset
 from squeezr.models import count_params, resnet
@@ -79,15 +79,10 @@ def oracle_step(args, device: torch.device) -> dict:
     plain_ctx = saliency.SaliencyContext(data.mean, data.std, device=device, batch_size=1000)
     saliency.compute("oracle", model, selection, fast_ctx)  # warm-up (CUDA context, kernels)
 
-    def synced(fn):
-        with timer() as t:
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-        return out, t.seconds
-
-    fast, fast_s = synced(lambda: saliency.compute("oracle", model, selection, fast_ctx))
-    plain, plain_s = synced(lambda: saliency.brute_force_oracle(model, selection, plain_ctx))
+    fast, fast_s = timed_on(device, lambda: saliency.compute("oracle", model, selection, fast_ctx))
+    plain, plain_s = timed_on(
+        device, lambda: saliency.brute_force_oracle(model, selection, plain_ctx)
+    )
     blocks = sorted(plain)
     gaps = [abs(fast[b] - plain[b]) for b in blocks]
     distinct = len(set(plain.values()))

@@ -21,7 +21,7 @@ import sys
 import torch
 from torch import nn
 
-from _common import parser, ratio, report, timer
+from _common import parser, ratio, report, timed_on
 from squeezr import saliency
 from squeezr.blocknet import build, count_params
 from squeezr.prune.loop import place
@@ -57,15 +57,8 @@ def main() -> int:
     chunk = fast_ctx.oracle_chunk(len(model.block_ids()))
     saliency.compute("oracle", model, data, fast_ctx)  # warm-up (allocator, kernels)
 
-    def synced(fn):
-        with timer() as t:
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-        return out, t.seconds
-
-    fast, fast_s = synced(lambda: saliency.compute("oracle", model, data, fast_ctx))
-    plain, plain_s = synced(lambda: saliency.brute_force_oracle(model, data, plain_ctx))
+    fast, fast_s = timed_on(device, lambda: saliency.compute("oracle", model, data, fast_ctx))
+    plain, plain_s = timed_on(device, lambda: saliency.brute_force_oracle(model, data, plain_ctx))
     gap = max(abs(fast[b] - plain[b]) for b in plain)
     print(
         f"[{label}, {torch.get_num_threads()} threads] oracle step, torchvision ResNet-50 "
