@@ -306,6 +306,19 @@ def test_teacher_is_never_updated_and_runs_only_as_needed(splits, augment):
     assert teacher.forward_images(2, n, first=True) == teacher.images
 
 
+def test_a_teacher_needs_the_datas_task_only_to_cache_its_outputs(splits):
+    """Without a cache the trainer hands the teacher prepared inputs: no task needed (the
+    overhead benchmark builds one so); a cache prepares stored images itself."""
+    source = model()
+    teacher = Teacher(source, 0.5, 4.0, torch.device("cpu"))
+    student = copy.deepcopy(source)
+    settings = TrainConfig(epochs=1, lr=0.05, batch_size=32, device="cpu")
+    fit(student, splits, settings, progress=False, loss=teacher.loss)
+    assert teacher.images == len(splits.train.y)
+    with pytest.raises(UserError, match="caches its outputs needs the data's task"):
+        Teacher(source, 0.5, 4.0, torch.device("cpu"), cache=True, split=splits.train)
+
+
 def test_distillation_in_the_loop_counts_the_teachers_cost(splits):
     settings = cfg(distill=(0.5, 4.0), schedule="every:1", target=Target("removed", 2))
     result = prune(model(), splits, settings, progress=False)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from squeezr.blocknet import BlockNet
+from squeezr.dbx.errors import UserError
 from squeezr.tasks import ImageClassification, Task
 
 
@@ -63,7 +64,11 @@ class Teacher:
             p.requires_grad_(False)
         self.alpha, self.temperature, self.device = alpha, temperature, device
         self.cache_wanted, self.split = cache, split
-        self.task = task if task is not None else ImageClassification(mean, std)
+        if task is None and mean is not None:
+            task = ImageClassification(mean, std)
+        if cache and task is None:  # the inputs are prepared here only to fill the cache
+            raise UserError("a teacher that caches its outputs needs the data's task or mean/std")
+        self.task = task
         self.batch_size = batch_size
         self.cached: torch.Tensor | None = None
         self.images = 0
