@@ -432,21 +432,7 @@ class ChannelStage:
         if reason is not None:
             loops["high"], after = self._loop(j, "high", p.cfg.epochs)
             p.ref_acc = after["val_acc"]
-        seconds = pending["seconds"] + time.perf_counter() - self._clock
-        p.accounting.seconds += seconds
-        record.update(
-            {
-                **{f"{name}_after": v for name, v in after.items()},
-                "finetune": reason,
-                "loops": loops,
-                "step_cost": sum(loop["cost"] for loop in loops.values()),
-                "step_epochs_used": sum(loop["best_epoch"] for loop in loops.values()),
-                **self._sizes(),
-                **p._totals(),
-                "seconds": seconds,
-                "total_seconds": p.accounting.seconds,
-            }
-        )
+        p.close_step(record, after, reason, loops, pending["seconds"], self._clock)
         self.pending = None
         return record
 

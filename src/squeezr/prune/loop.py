@@ -419,11 +419,27 @@ class _Pruner(StrategySteps):
             self.ref_acc = after_eval["val_acc"]
         if loops:
             self.since_loop = []
-        seconds = pending["seconds"] + time.perf_counter() - self._clock
+        self.close_step(record, after_eval, reason, loops, pending["seconds"], self._clock)
+        self.pending = None
+        return record
+
+    def close_step(
+        self,
+        record: dict[str, Any],
+        after: dict[str, float],
+        reason: str | None,
+        loops: dict[str, Any],
+        earlier_seconds: float,
+        clock: float,
+    ) -> None:
+        """Complete a step's ``record`` (block or channel step) with its outcome: the
+        evaluation ``after`` fine-tuning, why loops ran and their cost, sizes, running totals,
+        and its time (``earlier_seconds`` from before a resume, plus since ``clock``)."""
+        seconds = earlier_seconds + time.perf_counter() - clock
         self.accounting.seconds += seconds
         record.update(
             {
-                **{f"{name}_after": v for name, v in after_eval.items()},
+                **{f"{name}_after": v for name, v in after.items()},
                 "finetune": reason,
                 "loops": loops,
                 "step_cost": sum(loop["cost"] for loop in loops.values()),
@@ -434,8 +450,6 @@ class _Pruner(StrategySteps):
                 "total_seconds": self.accounting.seconds,
             }
         )
-        self.pending = None
-        return record
 
     def _place(self) -> None:
         place(self.model, self.device)
